@@ -1,0 +1,202 @@
+//! The actor of one poll on one node.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tally_raft::model::{Poll, PollId, VoteIntent};
+use tally_raft::rpc::ProposeError;
+use tokio::sync::{oneshot, watch};
+
+use crate::proposer::{Decided, Proposer};
+use crate::{PollSource, VoteError};
+
+/// A poll's live counts as this node has applied them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveResults {
+    pub poll: Poll,
+    pub counts: Vec<u64>,
+    pub applied_index: u64,
+    /// The leader's timestamp of the last entry applied here: how fresh the counts are.
+    pub as_of_ms: i64,
+}
+
+pub type VoteReply = Result<Decided, VoteError>;
+
+pub(crate) enum PollMsg {
+    Vote {
+        intent: VoteIntent,
+        reply: oneshot::Sender<VoteReply>,
+    },
+    /// The applied state of this poll changed; re-read it.
+    Refresh,
+    Results {
+        reply: oneshot::Sender<Option<LiveResults>>,
+    },
+}
+
+/// What a results subscriber sees: the latest live counts, `None` until first read.
+pub type LiveFeed = watch::Receiver<Option<Arc<LiveResults>>>;
+
+/// Shared between the handle and the actor: what the registry needs to route, bound and
+/// retire actors without asking them.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Messages sent and not yet handled: ractor's mailboxes are unbounded, so we bound.
+    pub mailbox: AtomicUsize,
+    /// A `Refresh` is already queued; the next apply need not queue another.
+    pub refresh_pending: AtomicBool,
+    /// Milliseconds since the registry started, at the last message.
+    pub last_used_ms: AtomicU64,
+    /// The actor publishes every change of its counts here, once, however many subscribe:
+    /// each subscriber holds at most the latest value, so a slow reader costs no memory
+    /// and never holds the actor up (changes in between coalesce).
+    pub live: watch::Sender<Option<Arc<LiveResults>>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            mailbox: AtomicUsize::new(0),
+            refresh_pending: AtomicBool::new(false),
+            last_used_ms: AtomicU64::new(0),
+            live: watch::Sender::new(None),
+        }
+    }
+}
+
+/// The only way callers talk to a poll actor.
+#[derive(Clone)]
+pub struct PollHandle {
+    pub(crate) actor: ActorRef<PollMsg>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) mailbox_max: usize,
+    pub(crate) clock: crate::registry::Clock,
+}
+
+impl PollHandle {
+    fn send(&self, message: PollMsg) -> Result<(), VoteError> {
+        if self.shared.mailbox.fetch_add(1, Ordering::AcqRel) >= self.mailbox_max {
+            self.shared.mailbox.fetch_sub(1, Ordering::AcqRel);
+            return Err(ProposeError::Overloaded.into());
+        }
+        self.shared.last_used_ms.store(self.clock.now_ms(), Ordering::Relaxed);
+        self.actor.cast(message).map_err(|_| {
+            self.shared.mailbox.fetch_sub(1, Ordering::AcqRel);
+            VoteError::Propose(ProposeError::ShuttingDown)
+        })
+    }
+
+    /// Hands a vote to the poll's actor and waits for the state machine's decision (or
+    /// for an early answer that no later entry can change).
+    pub async fn vote(&self, intent: VoteIntent) -> VoteReply {
+        let (reply, decided) = oneshot::channel();
+        self.send(PollMsg::Vote { intent, reply })?;
+        decided.await.unwrap_or(Err(VoteError::Propose(ProposeError::ShuttingDown)))
+    }
+
+    /// The live counts this node has applied; `None` if the poll is unknown here.
+    pub async fn results(&self) -> Result<Option<LiveResults>, VoteError> {
+        let (reply, results) = oneshot::channel();
+        self.send(PollMsg::Results { reply })?;
+        results.await.map_err(|_| VoteError::Propose(ProposeError::ShuttingDown))
+    }
+
+    /// A feed of this poll's counts on this node. The actor is not retired while anyone
+    /// holds one.
+    pub fn subscribe(&self) -> LiveFeed {
+        self.shared.live.subscribe()
+    }
+
+    pub(crate) fn refresh(&self) {
+        if !self.shared.refresh_pending.swap(true, Ordering::AcqRel) {
+            // Refresh bypasses the mailbox bound: at most one is ever queued.
+            self.shared.mailbox.fetch_add(1, Ordering::AcqRel);
+            if self.actor.cast(PollMsg::Refresh).is_err() {
+                self.shared.mailbox.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+pub(crate) struct PollActor;
+
+pub(crate) struct PollArgs {
+    pub poll_id: PollId,
+    pub source: Arc<dyn PollSource>,
+    pub proposer: Proposer,
+    pub shared: Arc<Shared>,
+}
+
+pub(crate) struct PollState {
+    args: PollArgs,
+    live: Option<LiveResults>,
+}
+
+impl Actor for PollActor {
+    type Msg = PollMsg;
+    type State = PollState;
+    type Arguments = PollArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<PollMsg>, args: PollArgs) -> Result<PollState, ActorProcessingErr> {
+        let live = args.source.results(&args.poll_id);
+        publish(&args.shared, &live);
+        Ok(PollState { args, live })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<PollMsg>,
+        message: PollMsg,
+        state: &mut PollState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.args.shared.mailbox.fetch_sub(1, Ordering::AcqRel);
+        match message {
+            PollMsg::Vote { intent, reply } => {
+                if let Some(outcome) = state.args.source.final_outcome(&intent) {
+                    let log_index = state.live.as_ref().map_or(0, |l| l.applied_index);
+                    let _ = reply.send(Ok(Decided { log_index, outcome }));
+                    return Ok(());
+                }
+                // Queued here, in mailbox order, so that of two votes by one voter the one
+                // sent first is the one the log sees first. The actor does not wait for the
+                // commit: later votes keep flowing while earlier ones are in flight.
+                match state.args.proposer.enqueue(intent) {
+                    Ok(pending) => {
+                        tokio::spawn(async move {
+                            let _ = reply.send(pending.decided().await.map_err(VoteError::from));
+                        });
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error.into()));
+                    }
+                }
+            }
+            PollMsg::Refresh => {
+                // Cleared before reading, so an apply that lands during the read queues
+                // another refresh rather than being missed.
+                state.args.shared.refresh_pending.store(false, Ordering::Release);
+                state.live = state.args.source.results(&state.args.poll_id);
+                publish(&state.args.shared, &state.live);
+            }
+            PollMsg::Results { reply } => {
+                if state.live.is_none() {
+                    state.live = state.args.source.results(&state.args.poll_id);
+                }
+                let _ = reply.send(state.live.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tells subscribers, if the counts (or how fresh they are) changed.
+fn publish(shared: &Shared, live: &Option<LiveResults>) {
+    shared.live.send_if_modified(|published| {
+        if published.as_deref() == live.as_ref() {
+            return false;
+        }
+        *published = live.clone().map(Arc::new);
+        true
+    });
+}

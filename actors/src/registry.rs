@@ -1,0 +1,267 @@
+//! Finds, starts and retires poll actors.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ractor::Actor;
+use tally_raft::model::PollId;
+
+use crate::poll_actor::{PollActor, PollArgs, PollHandle, Shared};
+use crate::proposer::Proposer;
+use crate::{PollSource, VoteError};
+
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryConfig {
+    /// Poll actors alive at once on this node.
+    pub actors_max: usize,
+    /// Messages queued per actor before callers are refused.
+    pub mailbox_max: usize,
+    /// An actor that saw no message for this long is stopped.
+    pub idle_after: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self { actors_max: 10_000, mailbox_max: 10_000, idle_after: Duration::from_secs(120) }
+    }
+}
+
+/// Milliseconds on tokio's clock (simulated under turmoil), since the registry started.
+#[derive(Clone, Copy)]
+pub(crate) struct Clock(tokio::time::Instant);
+
+impl Clock {
+    pub fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+pub struct PollRegistry {
+    actors: Mutex<BTreeMap<PollId, PollHandle>>,
+    source: Arc<dyn PollSource>,
+    proposer: Proposer,
+    config: RegistryConfig,
+    clock: Clock,
+}
+
+impl PollRegistry {
+    pub fn start(source: Arc<dyn PollSource>, proposer: Proposer, config: RegistryConfig) -> Arc<Self> {
+        let registry = Arc::new(Self {
+            actors: Mutex::new(BTreeMap::new()),
+            source,
+            proposer,
+            config,
+            clock: Clock(tokio::time::Instant::now()),
+        });
+        tokio::spawn(sweep(Arc::downgrade(&registry)));
+        registry
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PollId, PollHandle>> {
+        self.actors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The actor of `poll_id`, started if it is not running.
+    pub async fn handle(&self, poll_id: &PollId) -> Result<PollHandle, VoteError> {
+        if let Some(handle) = self.lock().get(poll_id) {
+            return Ok(handle.clone());
+        }
+        if self.lock().len() >= self.config.actors_max {
+            return Err(VoteError::TooManyPolls);
+        }
+        let shared = Arc::new(Shared::default());
+        shared.last_used_ms.store(self.clock.now_ms(), Ordering::Relaxed);
+        let args = PollArgs {
+            poll_id: poll_id.clone(),
+            source: self.source.clone(),
+            proposer: self.proposer.clone(),
+            shared: shared.clone(),
+        };
+        let (actor, _) = Actor::spawn(None, PollActor, args)
+            .await
+            .map_err(|_| VoteError::Propose(tally_raft::rpc::ProposeError::ShuttingDown))?;
+        let handle = PollHandle { actor, shared, mailbox_max: self.config.mailbox_max, clock: self.clock };
+        let mut actors = self.lock();
+        // Two callers may have raced to start the same poll: keep the first, stop ours.
+        if let Some(existing) = actors.get(poll_id) {
+            handle.actor.stop(None);
+            return Ok(existing.clone());
+        }
+        actors.insert(poll_id.clone(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Called from the apply path: these polls changed. Never blocks.
+    pub fn polls_changed<'a>(&self, polls: impl Iterator<Item = &'a PollId>) {
+        let actors = self.lock();
+        for poll_id in polls {
+            if let Some(handle) = actors.get(poll_id) {
+                handle.refresh();
+            }
+        }
+    }
+
+    /// Called when a snapshot replaced the whole state.
+    pub fn everything_changed(&self) {
+        for handle in self.lock().values() {
+            handle.refresh();
+        }
+    }
+
+    pub fn live_actors(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Messages queued across all actors.
+    pub fn mailbox_depth(&self) -> usize {
+        self.lock().values().map(|h| h.shared.mailbox.load(Ordering::Relaxed)).sum()
+    }
+
+    fn stop_idle(&self) {
+        let now = self.clock.now_ms();
+        let idle_ms = self.config.idle_after.as_millis() as u64;
+        self.lock().retain(|_, handle| {
+            let idle = now.saturating_sub(handle.shared.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
+                && handle.shared.mailbox.load(Ordering::Acquire) == 0
+                && handle.shared.live.receiver_count() == 0;
+            if idle {
+                handle.actor.stop(None);
+            }
+            !idle
+        });
+    }
+
+    pub fn stop_all(&self) {
+        for (_, handle) in std::mem::take(&mut *self.lock()) {
+            handle.actor.stop(None);
+        }
+    }
+}
+
+async fn sweep(registry: Weak<PollRegistry>) {
+    loop {
+        let period = match registry.upgrade() {
+            Some(registry) => {
+                registry.stop_idle();
+                registry.config.idle_after / 2
+            }
+            None => return,
+        };
+        tokio::time::sleep(period.max(Duration::from_millis(100))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use tally_raft::model::*;
+    use tally_raft::rpc::ProposeError;
+    use tally_raft::transport::BoxFuture;
+
+    use super::*;
+    use crate::{LiveResults, VoteSubmitter};
+
+    /// A poll source whose counts the test sets, as apply would.
+    struct Source {
+        counts: Mutex<Vec<u64>>,
+        index: AtomicU64,
+    }
+
+    fn poll() -> Poll {
+        Poll {
+            poll_id: PollId("p".into()),
+            title: "t".into(),
+            description: None,
+            options: vec![PollOption { option_id: "o1".into(), text: "a".into() }],
+            start_time_ms: 0,
+            end_time_ms: None,
+            settings: PollSettings::default(),
+            owner: None,
+            created_at_ms: 0,
+            created_index: 1,
+            closed_at_ms: None,
+        }
+    }
+
+    impl PollSource for Source {
+        fn results(&self, poll_id: &PollId) -> Option<LiveResults> {
+            (poll_id.0 == "p").then(|| LiveResults {
+                poll: poll(),
+                counts: self.counts.lock().unwrap().clone(),
+                applied_index: self.index.load(Ordering::SeqCst),
+                as_of_ms: 0,
+            })
+        }
+
+        fn final_outcome(&self, intent: &VoteIntent) -> Option<VoteOutcome> {
+            (intent.voter_id.0 == "dup").then(|| {
+                VoteOutcome::Rejected(VoteRejection::AlreadyVoted {
+                    vote_id: "v1.0".into(),
+                    option_id: "o1".into(),
+                    voted_at_ms: 0,
+                })
+            })
+        }
+    }
+
+    struct Refuse;
+
+    impl VoteSubmitter for Refuse {
+        fn submit(&self, _: Vec<VoteIntent>) -> BoxFuture<'_, Result<(u64, Vec<VoteOutcome>), ProposeError>> {
+            Box::pin(async { Err(ProposeError::NoQuorum) })
+        }
+    }
+
+    fn intent(voter: &str) -> VoteIntent {
+        VoteIntent {
+            poll_id: PollId("p".into()),
+            voter_id: VoterId(voter.into()),
+            option_id: "o1".into(),
+            idempotency_key: "k".into(),
+            attributes: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_actor_per_poll_refreshed_by_apply_and_early_answers() {
+        let source = Arc::new(Source { counts: Mutex::new(vec![0]), index: AtomicU64::new(1) });
+        let registry = PollRegistry::start(
+            source.clone(),
+            Proposer::start(Arc::new(Refuse), 16, Duration::from_secs(60)),
+            RegistryConfig::default(),
+        );
+        let p = PollId("p".into());
+        let handle = registry.handle(&p).await.unwrap();
+        registry.handle(&p).await.unwrap();
+        assert_eq!(registry.live_actors(), 1);
+        assert_eq!(handle.results().await.unwrap().unwrap().counts, vec![0]);
+
+        *source.counts.lock().unwrap() = vec![5];
+        source.index.store(9, Ordering::SeqCst);
+        registry.polls_changed([p.clone()].iter());
+        let live = handle.results().await.unwrap().unwrap();
+        assert_eq!((live.counts, live.applied_index), (vec![5], 9));
+
+        // A final answer comes from the actor; anything else goes to the log.
+        let early = handle.vote(intent("dup")).await.unwrap();
+        assert!(matches!(early.outcome, VoteOutcome::Rejected(VoteRejection::AlreadyVoted { .. })));
+        assert_eq!(handle.vote(intent("new")).await, Err(VoteError::Propose(ProposeError::NoQuorum)));
+        registry.stop_all();
+        assert_eq!(registry.live_actors(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_actors_are_stopped() {
+        let source = Arc::new(Source { counts: Mutex::new(vec![0]), index: AtomicU64::new(1) });
+        let config = RegistryConfig { idle_after: Duration::from_secs(10), ..RegistryConfig::default() };
+        let registry =
+            PollRegistry::start(source, Proposer::start(Arc::new(Refuse), 16, Duration::from_secs(60)), config);
+        registry.handle(&PollId("p".into())).await.unwrap();
+        assert_eq!(registry.live_actors(), 1);
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        assert_eq!(registry.live_actors(), 0);
+    }
+}

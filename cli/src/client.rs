@@ -1,0 +1,352 @@
+//! A small typed HTTP client for the Tally API.
+//!
+//! Every node serves the whole API and forwards writes to the leader itself (API.md), so
+//! the client never hunts for the leader: it tries the endpoints in order and moves on only
+//! when a request cannot have reached a node (a connection error), or, for reads, after any
+//! transport error. A write that timed out or lost its connection is never re-sent
+//! elsewhere: its outcome is unknown, and only the caller's idempotency key makes a retry
+//! safe. HTTP error replies (even 503) are returned as they are, never retried here.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::exit::{Exit, Failure};
+
+/// A connection attempt to a dead or black-holed node should not eat the whole request
+/// timeout before the next endpoint gets its turn.
+const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(3);
+
+/// Non-JSON error bodies (a proxy's HTML page, say) are cut to this many characters.
+const ERROR_BODY_CHARS_MAX: usize = 200;
+
+/// The `--endpoints` list: base URLs such as `http://127.0.0.1:7001`, without a trailing
+/// slash, in the order they are tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints(pub Vec<String>);
+
+/// Parses a comma-separated endpoint list. `host:port` gets `http://` in front; https is
+/// refused because this build has no TLS.
+pub fn parse_endpoints(raw: &str) -> Result<Endpoints, String> {
+    let mut endpoints: Vec<String> = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        let endpoint = parse_endpoint(item)?;
+        if !endpoints.contains(&endpoint) {
+            endpoints.push(endpoint);
+        }
+    }
+    if endpoints.is_empty() {
+        return Err("no endpoint given".to_string());
+    }
+    Ok(Endpoints(endpoints))
+}
+
+fn parse_endpoint(raw: &str) -> Result<String, String> {
+    let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("http://{raw}") };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|error| format!("{raw}: {error}"))?;
+    if url.scheme() != "http" {
+        return Err(format!("{raw}: only http:// endpoints are supported"));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("{raw}: no host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{raw}: give a base URL such as http://127.0.0.1:7001, without a path"));
+    }
+    Ok(with_scheme.trim_end_matches('/').to_string())
+}
+
+/// Percent-encodes one path segment, so an id typed by a user cannot change the route.
+pub fn segment(raw: &str) -> String {
+    let mut encoded = String::with_capacity(raw.len());
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
+}
+
+/// One API request, built by the command modules and sent by [`Client::send`].
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: Method,
+    path: String,
+    query: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, String)>,
+    body: Option<Value>,
+}
+
+impl Request {
+    fn new(method: Method, path: impl Into<String>, body: Option<Value>) -> Self {
+        Request { method, path: path.into(), query: Vec::new(), headers: Vec::new(), body }
+    }
+
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new(Method::GET, path, None)
+    }
+
+    pub fn post(path: impl Into<String>, body: Value) -> Self {
+        Self::new(Method::POST, path, Some(body))
+    }
+
+    pub fn patch(path: impl Into<String>, body: Value) -> Self {
+        Self::new(Method::PATCH, path, Some(body))
+    }
+
+    pub fn delete(path: impl Into<String>) -> Self {
+        Self::new(Method::DELETE, path, None)
+    }
+
+    pub fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.query.push((key, value.into()));
+        self
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// Talks to a list of endpoints; cheap to clone (reqwest shares its connection pool).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(endpoints: Endpoints, timeout: Duration) -> anyhow::Result<Self> {
+        let http =
+            reqwest::Client::builder().timeout(timeout).connect_timeout(timeout.min(CONNECT_TIMEOUT_MAX)).build()?;
+        Ok(Client { http, endpoints: endpoints.0, timeout })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The same client pinned to one endpoint, for per-node questions like status.
+    pub fn only(&self, endpoint: &str) -> Client {
+        Client { endpoints: vec![endpoint.to_string()], ..self.clone() }
+    }
+
+    /// Sends `request` to the first endpoint that takes it and decodes the JSON reply.
+    pub async fn send(&self, request: &Request) -> Result<Value, Failure> {
+        let mut tried: Vec<String> = Vec::new();
+        for endpoint in &self.endpoints {
+            match self.send_once(endpoint, request).await {
+                Ok(reply) => return reply,
+                Err(error) if may_try_next(&error, &request.method) => {
+                    tried.push(format!("{endpoint} ({})", root_cause(&error)));
+                }
+                Err(error) => return Err(self.transport_failure(endpoint, &error)),
+            }
+        }
+        let message = match tried.as_slice() {
+            [only] => format!("unreachable: {only}"),
+            _ => format!("no endpoint reachable: {}", tried.join(", ")),
+        };
+        Err(Failure::unavailable("UNAVAILABLE", message))
+    }
+
+    /// The HTTP status of `GET endpoint+path`, or `None` if the node did not answer. For
+    /// probes such as `/ready`, whose bodies are not part of the contract.
+    pub async fn probe(&self, endpoint: &str, path: &str) -> Option<StatusCode> {
+        let response = self.http.get(format!("{endpoint}{path}")).send().await.ok()?;
+        Some(response.status())
+    }
+
+    /// The outer `Result` is a transport error (the node may never have seen the
+    /// request); the inner one is the node's answer.
+    async fn send_once(&self, endpoint: &str, request: &Request) -> Result<Result<Value, Failure>, reqwest::Error> {
+        let mut builder =
+            self.http.request(request.method.clone(), format!("{endpoint}{}", request.path)).query(&request.query);
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, value);
+        }
+        if let Some(body) = &request.body {
+            builder = builder.json(body);
+        }
+        let response = builder.send().await?;
+        let status = response.status();
+        let retry_after = header_text(&response, reqwest::header::RETRY_AFTER);
+        let text = response.text().await?;
+        if status.is_success() {
+            return Ok(decode_success(&text));
+        }
+        Ok(Err(failure_from_response(status.as_u16(), &text, retry_after.as_deref())))
+    }
+
+    /// A write that failed after it may have reached the node has an unknown outcome:
+    /// report that, and leave any retry to the caller's idempotency key.
+    fn transport_failure(&self, endpoint: &str, error: &reqwest::Error) -> Failure {
+        let retry_hint = "the outcome is unknown (retry with the same idempotency key to learn it)";
+        if error.is_timeout() {
+            let waited = self.timeout.as_millis();
+            let message = format!("{endpoint} did not answer within {waited} ms; {retry_hint}");
+            return Failure::unavailable("TIMEOUT", message);
+        }
+        let message = format!("{endpoint}: {}; {retry_hint}", root_cause(error));
+        Failure::unavailable("CONNECTION_LOST", message)
+    }
+}
+
+/// A connection error means the node never got the request, so any request may go on to
+/// the next endpoint. A read (GET) may go on after any transport error: repeating it is
+/// harmless.
+fn may_try_next(error: &reqwest::Error, method: &Method) -> bool {
+    error.is_connect() || *method == Method::GET
+}
+
+/// reqwest's top-level message ("error sending request for url") hides the useful part
+/// ("Connection refused") in its source chain.
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+fn header_text(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<String> {
+    let value = response.headers().get(name)?;
+    value.to_str().ok().map(str::to_string)
+}
+
+/// An empty success body (e.g. a 204) decodes as `null`.
+fn decode_success(text: &str) -> Result<Value, Failure> {
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(text)
+        .map_err(|error| Failure::failed("INVALID_RESPONSE", format!("the server's reply is not JSON: {error}")))
+}
+
+/// Turns an error reply into a [`Failure`], keeping the API's stable `code` and showing any
+/// extra context (e.g. the recorded `vote_id` of `ALREADY_VOTED`) after the message.
+pub fn failure_from_response(status: u16, body: &str, retry_after: Option<&str>) -> Failure {
+    let exit = match status {
+        503 | 504 => Exit::Unavailable,
+        _ => Exit::Failed,
+    };
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let error = parsed.as_ref().and_then(|value| value.get("error"));
+    let mut failure = match error.and_then(|error| error.get("code")?.as_str().map(|code| (error, code))) {
+        Some((error, code)) => Failure::new(exit, code, api_error_message(error)),
+        None => Failure::new(exit, &format!("HTTP_{status}"), short_body(body)),
+    };
+    if let Some(seconds) = retry_after {
+        let _ = write!(failure.message, " (retry after {seconds} s)");
+    }
+    failure
+}
+
+fn api_error_message(error: &Value) -> String {
+    let mut message = error.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
+    let context: Vec<String> = error
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| key.as_str() != "code" && key.as_str() != "message")
+        .map(|(key, value)| format!("{key}={}", crate::output::cell(value)))
+        .collect();
+    if !context.is_empty() {
+        let _ = write!(message, " ({})", context.join(", "));
+    }
+    message
+}
+
+fn short_body(body: &str) -> String {
+    let trimmed = body.trim();
+    if trimmed.is_empty() {
+        return "(empty body)".to_string();
+    }
+    let mut short: String = trimmed.chars().take(ERROR_BODY_CHARS_MAX).collect();
+    if trimmed.chars().count() > ERROR_BODY_CHARS_MAX {
+        short.push('…');
+    }
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(raw: &str) -> Vec<String> {
+        parse_endpoints(raw).expect("valid endpoint list").0
+    }
+
+    #[test]
+    fn endpoints_split_on_commas_and_lose_trailing_slashes() {
+        assert_eq!(
+            list("http://127.0.0.1:7001, http://127.0.0.1:7002/,"),
+            ["http://127.0.0.1:7001", "http://127.0.0.1:7002"]
+        );
+    }
+
+    #[test]
+    fn endpoints_without_scheme_get_http_and_duplicates_go() {
+        assert_eq!(
+            list("127.0.0.1:7001,localhost:7002,127.0.0.1:7001"),
+            ["http://127.0.0.1:7001", "http://localhost:7002"]
+        );
+    }
+
+    #[test]
+    fn bad_endpoint_lists_are_refused() {
+        assert!(parse_endpoints("").is_err());
+        assert!(parse_endpoints(" , ").is_err());
+        assert!(parse_endpoints("https://127.0.0.1:7001").is_err());
+        assert!(parse_endpoints("http://127.0.0.1:7001/v1").is_err());
+        assert!(parse_endpoints("http://:7001").is_err());
+    }
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("p-1_a.b~"), "p-1_a.b~");
+        assert_eq!(segment("a/b?c d"), "a%2Fb%3Fc%20d");
+    }
+
+    #[test]
+    fn api_errors_keep_code_and_show_context() {
+        let body = r#"{"error":{"code":"ALREADY_VOTED","message":"voter v1 has already voted","vote_id":"x1"}}"#;
+        let failure = failure_from_response(409, body, None);
+        assert_eq!(failure.exit, Exit::Failed);
+        assert_eq!(failure.code, "ALREADY_VOTED");
+        assert_eq!(failure.message, "voter v1 has already voted (vote_id=x1)");
+    }
+
+    #[test]
+    fn unavailable_and_timeout_replies_exit_unavailable() {
+        let body = r#"{"error":{"code":"UNAVAILABLE","message":"no leader"}}"#;
+        let failure = failure_from_response(503, body, Some("1"));
+        assert_eq!(failure.exit, Exit::Unavailable);
+        assert_eq!(failure.to_string(), "UNAVAILABLE: no leader (retry after 1 s)");
+        assert_eq!(failure_from_response(504, "", None).exit, Exit::Unavailable);
+    }
+
+    #[test]
+    fn non_api_error_bodies_get_an_http_code() {
+        let failure = failure_from_response(502, "<html>bad gateway</html>", None);
+        assert_eq!(failure.code, "HTTP_502");
+        assert_eq!(failure.message, "<html>bad gateway</html>");
+        assert_eq!(failure_from_response(404, "", None).message, "(empty body)");
+    }
+
+    #[test]
+    fn empty_success_bodies_are_null() {
+        assert_eq!(decode_success(""), Ok(Value::Null));
+        assert!(decode_success("not json").is_err());
+    }
+}

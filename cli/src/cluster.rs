@@ -1,0 +1,264 @@
+//! `tally cluster ...`: each node's view of the cluster, and membership changes.
+//!
+//! Membership commands are sent once and fail loudly (STYLE.md §5): the client only moves
+//! to another endpoint when the request cannot have reached a node.
+
+use std::collections::BTreeMap;
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use crate::client::{segment, Client, Request};
+use crate::exit::Failure;
+use crate::output::{self, cell, Format, Table};
+use crate::Settings;
+
+/// State hashes are long; a prefix is enough to see whether nodes agree.
+const STATE_HASH_CHARS_SHOWN: usize = 16;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ask every endpoint for its view: role, leader, term, indexes, members and their lag.
+    Status,
+    /// Form a cluster on a fresh node (with no --member: a single-node cluster).
+    Init {
+        /// An initial member, repeatable.
+        #[arg(long = "member", value_name = "ID=HOST:PORT", value_parser = parse_member)]
+        members: Vec<Member>,
+    },
+    /// Add a node (it joins as a learner and is promoted once caught up, unless --learner).
+    AddMember {
+        #[arg(long)]
+        node_id: u64,
+        /// The node's peer address.
+        #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
+        addr: String,
+        /// Keep the node a non-voting learner.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node from the cluster.
+    RemoveMember { node_id: u64 },
+}
+
+/// One `--member ID=HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub node_id: u64,
+    pub addr: String,
+}
+
+pub fn parse_member(raw: &str) -> Result<Member, String> {
+    let (id, addr) = raw.split_once('=').ok_or_else(|| format!("{raw}: expected ID=HOST:PORT"))?;
+    let node_id = id.trim().parse().map_err(|_| format!("{raw}: the node id must be a number"))?;
+    Ok(Member { node_id, addr: parse_addr(addr.trim())? })
+}
+
+/// A peer address is `host:port` with no scheme: it is a socket address, not a URL.
+pub fn parse_addr(raw: &str) -> Result<String, String> {
+    let (host, port) = raw.rsplit_once(':').ok_or_else(|| format!("{raw}: expected HOST:PORT"))?;
+    if host.is_empty() || host.contains("://") || host.contains('/') {
+        return Err(format!("{raw}: expected HOST:PORT, without a scheme"));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(raw.to_string()),
+        _ => Err(format!("{raw}: the port must be a number from 1 to 65535")),
+    }
+}
+
+pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
+    let client = &settings.client;
+    let reply = match command {
+        Command::Status => return status(settings).await,
+        Command::Init { members } => client.send(&Request::post("/v1/cluster/init", init_body(&members)?)).await?,
+        Command::AddMember { node_id, addr, learner } => {
+            let body = json!({"node_id": node_id, "addr": addr, "voter": !learner});
+            client.send(&Request::post("/v1/cluster/members", body)).await?
+        }
+        Command::RemoveMember { node_id } => {
+            let path = format!("/v1/cluster/members/{}", segment(&node_id.to_string()));
+            client.send(&Request::delete(path)).await?
+        }
+    };
+    output::emit_value(settings.format, &reply, output::render_object)
+}
+
+/// `{"members": {"1": "host:port"}}`, or `{}` for a single-node cluster.
+pub fn init_body(members: &[Member]) -> Result<Value, Failure> {
+    if members.is_empty() {
+        return Ok(json!({}));
+    }
+    let mut by_id: BTreeMap<String, &str> = BTreeMap::new();
+    for member in members {
+        if by_id.insert(member.node_id.to_string(), &member.addr).is_some() {
+            return Err(Failure::usage(format!("--member {} given twice", member.node_id)));
+        }
+    }
+    Ok(json!({ "members": by_id }))
+}
+
+/// What one endpoint said about the cluster.
+type Answer = (String, Result<Value, Failure>);
+
+async fn status(settings: &Settings) -> anyhow::Result<()> {
+    let answers = fetch_statuses(&settings.client).await;
+    match settings.format {
+        Format::Json => output::emit_json(&status_json(&answers))?,
+        Format::Table => output::emit(&render_status(&answers))?,
+    }
+    // Partial answers are still useful (a node down during a failover test): report the
+    // silent ones on stderr and fail only when no node answered.
+    for (_, failure) in answers.iter().filter_map(|(e, a)| a.as_ref().err().map(|f| (e, f))) {
+        eprintln!("error: {failure}");
+    }
+    if answers.iter().all(|(_, answer)| answer.is_err()) {
+        return Err(Failure::unavailable("UNAVAILABLE", "no node answered").into());
+    }
+    Ok(())
+}
+
+/// Asks every endpoint at once, so a dead node costs one timeout, not one per node.
+async fn fetch_statuses(client: &Client) -> Vec<Answer> {
+    let mut tasks = JoinSet::new();
+    for (index, endpoint) in client.endpoints().iter().enumerate() {
+        let node = client.only(endpoint);
+        let endpoint = endpoint.clone();
+        tasks.spawn(async move {
+            let answer = node.send(&Request::get("/v1/cluster/status")).await;
+            (index, (endpoint, answer))
+        });
+    }
+    let mut answers: Vec<(usize, Answer)> = tasks.join_all().await;
+    answers.sort_by_key(|(index, _)| *index);
+    answers.into_iter().map(|(_, answer)| answer).collect()
+}
+
+/// `[{"endpoint", "status": <the node's JSON>} | {"endpoint", "error": {"code", "message"}}]`
+fn status_json(answers: &[Answer]) -> Value {
+    let items: Vec<Value> = answers
+        .iter()
+        .map(|(endpoint, answer)| match answer {
+            Ok(status) => json!({"endpoint": endpoint, "status": status}),
+            Err(failure) => json!({"endpoint": endpoint,
+                                   "error": {"code": failure.code, "message": failure.message}}),
+        })
+        .collect();
+    Value::Array(items)
+}
+
+pub fn render_status(answers: &[Answer]) -> String {
+    let mut nodes = Table::new(&["ENDPOINT", "NODE", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "STATE_HASH"]);
+    for (endpoint, answer) in answers {
+        nodes.push(node_row(endpoint, answer.as_ref().ok()));
+    }
+    let mut text = nodes.render();
+    if let Some(view) = members_view(answers) {
+        let node_id = cell(&view["node_id"]);
+        text.push_str(&format!("\n\nmembers (as seen by node {node_id}):\n"));
+        text.push_str(&render_members(&view["members"]));
+    }
+    text
+}
+
+fn node_row(endpoint: &str, status: Option<&Value>) -> Vec<String> {
+    let Some(status) = status else {
+        let mut row = vec![endpoint.to_string(), "-".into(), "unreachable".into()];
+        row.resize(8, "-".to_string());
+        return row;
+    };
+    let hash = cell(&status["state_hash"]);
+    vec![
+        endpoint.to_string(),
+        cell(&status["node_id"]),
+        cell(&status["role"]),
+        cell(&status["leader_id"]),
+        cell(&status["term"]),
+        cell(&status["commit_index"]),
+        cell(&status["applied_index"]),
+        hash.chars().take(STATE_HASH_CHARS_SHOWN).collect(),
+    ]
+}
+
+/// The leader's view when it answered (only it knows every member's lag), else the first.
+fn members_view(answers: &[Answer]) -> Option<&Value> {
+    let statuses: Vec<&Value> = answers.iter().filter_map(|(_, a)| a.as_ref().ok()).collect();
+    let is_leader = |s: &Value| !s["node_id"].is_null() && s["node_id"] == s["leader_id"];
+    let view = statuses.iter().copied().find(|s| is_leader(s)).or(statuses.first().copied())?;
+    (!view["members"].is_null()).then_some(view)
+}
+
+/// Members are a list of `{node_id, addr, role, matched_index, lag}`; a map keyed by node
+/// id (with an object or just an address) is accepted too, so extensions do not break us.
+pub fn render_members(members: &Value) -> String {
+    let mut table = Table::new(&["NODE", "ADDR", "ROLE", "MATCHED", "LAG"]).right_align(3).right_align(4);
+    let mut push = |id: String, member: &Value| {
+        let addr = member.as_str().map_or_else(|| cell(&member["addr"]), str::to_string);
+        let row = [&member["role"], &member["matched_index"], &member["lag"]].map(cell);
+        table.push([vec![id, addr], row.to_vec()].concat());
+    };
+    match members {
+        Value::Array(list) => list.iter().for_each(|m| push(cell(&m["node_id"]), m)),
+        Value::Object(map) => map.iter().for_each(|(id, m)| push(id.clone(), m)),
+        _ => {}
+    }
+    table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_from_id_equals_addr() {
+        let member = parse_member("1=127.0.0.1:7001").expect("valid member");
+        assert_eq!(member, Member { node_id: 1, addr: "127.0.0.1:7001".into() });
+        assert_eq!(parse_member("2=[::1]:7002").expect("ipv6").addr, "[::1]:7002");
+    }
+
+    #[test]
+    fn bad_members_are_refused() {
+        for raw in
+            ["127.0.0.1:7001", "x=127.0.0.1:7001", "1=127.0.0.1", "1=:7001", "1=h:0", "1=http://h:7001", "1=h:99999"]
+        {
+            assert!(parse_member(raw).is_err(), "{raw} should be refused");
+        }
+    }
+
+    #[test]
+    fn init_body_maps_ids_to_addresses() {
+        let members = [parse_member("2=b:2").unwrap(), parse_member("1=a:1").unwrap()];
+        assert_eq!(init_body(&members), Ok(json!({"members": {"1": "a:1", "2": "b:2"}})));
+        assert_eq!(init_body(&[]), Ok(json!({})));
+        assert!(init_body(&[members[0].clone(), members[0].clone()]).is_err());
+    }
+
+    #[test]
+    fn status_table_shows_nodes_and_the_leaders_member_view() {
+        let leader = json!({"node_id": 1, "role": "leader", "leader_id": 1, "term": 2,
+            "commit_index": 9, "applied_index": 9, "state_hash": "0123456789abcdef0123",
+            "members": [{"node_id": 1, "addr": "h:1", "role": "voter", "matched_index": 9, "lag": 0},
+                        {"node_id": 2, "addr": "h:2", "role": "voter", "matched_index": 7, "lag": 2}]});
+        let down = Failure::unavailable("UNAVAILABLE", "refused");
+        let text = render_status(&[("http://h:1".into(), Ok(leader)), ("http://h:2".into(), Err(down))]);
+        let expected = "\
+ENDPOINT    NODE  ROLE         LEADER  TERM  COMMIT  APPLIED  STATE_HASH
+http://h:1  1     leader       1       2     9       9        0123456789abcdef
+http://h:2  -     unreachable  -       -     -       -        -
+
+members (as seen by node 1):
+NODE  ADDR  ROLE   MATCHED  LAG
+1     h:1   voter        9    0
+2     h:2   voter        7    2";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn members_as_a_map_are_accepted() {
+        let text = render_members(&json!({"1": "h:1", "2": {"addr": "h:2", "lag": 3}}));
+        assert_eq!(
+            text,
+            "NODE  ADDR  ROLE  MATCHED  LAG\n1     h:1   -           -    -\n2     h:2   -           -    3"
+        );
+    }
+}

@@ -1,0 +1,616 @@
+//! `tally demo`: a local cluster to play with, in one command.
+//!
+//! Starts N `tally-node` children on 127.0.0.1, waits until every one is ready, seeds a
+//! sample poll with a few votes through different nodes, prints what to try, and on
+//! Ctrl-C or SIGTERM stops the nodes gracefully (SIGTERM, a grace period, then SIGKILL).
+//! Children are spawned with `kill_on_drop`, so an early return or a panic never leaks them.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::{sleep, timeout_at, Instant};
+
+use crate::client::{Client, Endpoints, Request};
+use crate::exit::Failure;
+use crate::output::{self, Format, Table};
+use crate::{vote, Settings};
+
+const HOST: &str = "127.0.0.1";
+const NODE_BIN_NAME: &str = "tally-node";
+/// Kept in the data dir so that a re-run on the same data reuses the cluster's secret.
+const SECRET_FILE: &str = "cluster-secret";
+const SECRET_BYTES: usize = 16;
+
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+const READY_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// A starting node may accept connections before it answers; one slow probe must not
+/// hold up the 200 ms polling of the others for long.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Right after `/ready`, a write may still meet a leader change: retry a bounded number
+/// of times, and only on `UNAVAILABLE`, which the API defines as "not recorded".
+const SEED_ATTEMPTS_MAX: u32 = 10;
+const SEED_RETRY_DELAY: Duration = Duration::from_millis(500);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(500);
+const LOG_TAIL_LINES: usize = 20;
+const LOG_TAIL_BYTES_MAX: u64 = 64 * 1024;
+
+const SAMPLE_TITLE: &str = "Best systems language?";
+const SAMPLE_OPTIONS: [&str; 4] = ["Rust", "Go", "Zig", "C++"];
+const SAMPLE_VOTES: [(&str, &str); 3] = [("demo-alice", "Rust"), ("demo-bob", "Zig"), ("demo-carol", "Rust")];
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How many nodes to start.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
+    pub nodes: u16,
+    /// Node I listens on port-base + I - 1.
+    #[arg(long, default_value_t = 7001, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port_base: u16,
+    /// Where the nodes keep their data and logs (DATA_DIR/I/node.log).
+    #[arg(long, default_value = "./data/demo")]
+    pub data_dir: PathBuf,
+    /// The tally-node binary; default: next to this tally binary, else on PATH.
+    #[arg(long, env = "TALLY_NODE_BIN")]
+    pub node_bin: Option<PathBuf>,
+    /// Delete the data dir first, for a brand new cluster.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+/// Where one node of the demo listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NodePlan {
+    id: u64,
+    port: u16,
+}
+
+impl NodePlan {
+    fn addr(&self) -> String {
+        format!("{HOST}:{}", self.port)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+}
+
+/// A running child and what the demo knows about it.
+struct Node {
+    plan: NodePlan,
+    child: Child,
+    log_path: PathBuf,
+    exited: bool,
+}
+
+pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
+    let plan = plan_nodes(args.nodes, args.port_base)?;
+    prepare_data_dir(&args.data_dir, args.fresh)?;
+    let secret = load_or_create_secret(&args.data_dir)?;
+    ensure_ports_free(&plan)?;
+    let bin = locate_node_bin(args.node_bin.clone(), std::env::current_exe().ok());
+    // Installed before any child exists, so every Ctrl-C goes through the orderly stop.
+    let mut shutdown = Shutdown::install()?;
+    let mut nodes = spawn_all(&plan, &bin, &args.data_dir, &secret)?;
+    let started = tokio::select! {
+        started = start(&mut nodes, &args.data_dir, settings.format) => Some(started),
+        signal = shutdown.recv() => {
+            eprintln!("received {signal} while starting: stopping the nodes");
+            None
+        }
+    };
+    match started {
+        Some(Ok(())) => {
+            let supervised = supervise(&mut nodes, &mut shutdown).await;
+            stop_all(&mut nodes).await;
+            Ok(supervised?)
+        }
+        Some(Err(error)) => {
+            kill_all(&mut nodes).await;
+            Err(error)
+        }
+        None => {
+            stop_all(&mut nodes).await;
+            Ok(())
+        }
+    }
+}
+
+fn plan_nodes(count: u16, port_base: u16) -> Result<Vec<NodePlan>, Failure> {
+    (1..=count)
+        .map(|id| {
+            let port = port_base
+                .checked_add(id - 1)
+                .ok_or_else(|| Failure::usage(format!("--port-base {port_base} leaves no port for node {id}")))?;
+            Ok(NodePlan { id: u64::from(id), port })
+        })
+        .collect()
+}
+
+/// `1=127.0.0.1:7001,2=127.0.0.1:7002,...`: every node, itself included.
+fn peers_arg(plan: &[NodePlan]) -> String {
+    let peers: Vec<String> = plan.iter().map(|n| format!("{}={}", n.id, n.addr())).collect();
+    peers.join(",")
+}
+
+fn node_args(node: &NodePlan, node_dir: &Path, peers: &str, secret: &str) -> Vec<OsString> {
+    vec![
+        "--id".into(),
+        node.id.to_string().into(),
+        "--addr".into(),
+        node.addr().into(),
+        "--data-dir".into(),
+        node_dir.into(),
+        "--peers".into(),
+        peers.into(),
+        "--cluster-secret".into(),
+        secret.into(),
+    ]
+}
+
+/// `--node-bin` (or TALLY_NODE_BIN, via clap), else `tally-node` next to this binary (as
+/// cargo builds them), else whatever `tally-node` is on PATH.
+fn locate_node_bin(flag: Option<PathBuf>, current_exe: Option<PathBuf>) -> PathBuf {
+    let bin_name = format!("{NODE_BIN_NAME}{}", std::env::consts::EXE_SUFFIX);
+    if let Some(path) = flag {
+        return path;
+    }
+    let sibling = current_exe.as_deref().and_then(Path::parent).map(|dir| dir.join(&bin_name));
+    sibling.filter(|path| path.is_file()).unwrap_or_else(|| PathBuf::from(bin_name))
+}
+
+/// `--fresh` deletes only what looks like a demo data dir (it has the secret file, or is
+/// empty), so a mistyped path cannot wipe unrelated files.
+fn prepare_data_dir(dir: &Path, fresh: bool) -> anyhow::Result<()> {
+    if fresh && dir.exists() {
+        let empty = fs::read_dir(dir)?.next().is_none();
+        if !empty && !dir.join(SECRET_FILE).is_file() {
+            let message = format!(
+                "refusing to delete {}: it has no {SECRET_FILE} file, so it may not be a demo data dir",
+                dir.display()
+            );
+            return Err(Failure::failed("NOT_A_DEMO_DIR", message).into());
+        }
+        fs::remove_dir_all(dir).with_context(|| format!("cannot delete {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+fn load_or_create_secret(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join(SECRET_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+        Ok(_) => Err(Failure::failed("BAD_SECRET", format!("{} is empty", path.display())).into()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            let secret = new_secret();
+            write_secret(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(secret)
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// 32 hex characters from the OS-seeded thread RNG.
+fn new_secret() -> String {
+    let bytes: [u8; SECRET_BYTES] = rand::random();
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Owner-only, since the secret is what lets a process join the cluster.
+fn write_secret(path: &Path, secret: &str) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    writeln!(file, "{secret}")
+}
+
+/// Checked before spawning anything, so a busy port is one clear message instead of a
+/// node dying with a bind error in its log.
+fn ensure_ports_free(plan: &[NodePlan]) -> Result<(), Failure> {
+    for node in plan {
+        if let Err(error) = std::net::TcpListener::bind((HOST, node.port)) {
+            let message = format!(
+                "port {} on {HOST} is not free ({error}); is another demo or tally-node running? \
+                 Stop it, or choose other ports with --port-base",
+                node.port
+            );
+            return Err(Failure::failed("PORT_IN_USE", message));
+        }
+    }
+    Ok(())
+}
+
+fn spawn_all(plan: &[NodePlan], bin: &Path, data_dir: &Path, secret: &str) -> anyhow::Result<Vec<Node>> {
+    let peers = peers_arg(plan);
+    // On an error, the nodes spawned so far are dropped, and kill_on_drop stops them.
+    plan.iter().map(|node| spawn_node(node, bin, data_dir, &peers, secret)).collect()
+}
+
+fn spawn_node(plan: &NodePlan, bin: &Path, data_dir: &Path, peers: &str, secret: &str) -> anyhow::Result<Node> {
+    let node_dir = data_dir.join(plan.id.to_string());
+    fs::create_dir_all(&node_dir).with_context(|| format!("cannot create {}", node_dir.display()))?;
+    let log_path = node_dir.join("node.log");
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    // Appending keeps earlier runs' logs; the marker shows where this run starts.
+    writeln!(log, "--- tally demo: starting node {} at {} ---", plan.id, output::now_utc_millis())?;
+    let child = Command::new(bin)
+        .args(node_args(plan, &node_dir, peers, secret))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| spawn_failure(bin, error))?;
+    Ok(Node { plan: plan.clone(), child, log_path, exited: false })
+}
+
+fn spawn_failure(bin: &Path, error: io::Error) -> anyhow::Error {
+    if error.kind() == io::ErrorKind::NotFound {
+        let message = format!(
+            "cannot find {}: build it with `cargo build -p tally-node`, \
+             or give its path with --node-bin or TALLY_NODE_BIN",
+            bin.display()
+        );
+        return Failure::failed("NODE_BIN_NOT_FOUND", message).into();
+    }
+    anyhow::Error::new(error).context(format!("cannot start {}", bin.display()))
+}
+
+/// Waits for readiness, seeds the sample poll and prints what to try.
+async fn start(nodes: &mut [Node], data_dir: &Path, format: Format) -> anyhow::Result<()> {
+    wait_ready(nodes).await?;
+    let urls: Vec<String> = nodes.iter().map(|node| node.plan.url()).collect();
+    let client = Client::new(Endpoints(urls.clone()), REQUEST_TIMEOUT)?;
+    let poll = seed(&client, &urls).await?;
+    let status = client.only(&urls[0]).send(&Request::get("/v1/cluster/status")).await;
+    let leader_id = status.ok().and_then(|status| status["leader_id"].as_u64());
+    match format {
+        Format::Json => output::emit_json(&summary_json(nodes, &poll, leader_id, data_dir))?,
+        Format::Table => output::emit(&banner(nodes, &poll, leader_id, data_dir))?,
+    }
+    eprintln!("Ctrl-C stops all nodes.");
+    Ok(())
+}
+
+/// Until every node answers `/ready` with 200 in the same round. A node that exits, or
+/// the deadline, ends the wait with the tail of the relevant logs on stderr.
+async fn wait_ready(nodes: &mut [Node]) -> anyhow::Result<()> {
+    let urls: Vec<String> = nodes.iter().map(|node| node.plan.url()).collect();
+    let probe = Client::new(Endpoints(urls), READY_PROBE_TIMEOUT)?;
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        for node in nodes.iter_mut() {
+            if let Some(status) = node.child.try_wait()? {
+                print_log_tail(node);
+                let message = format!("node {} exited during startup ({status})", node.plan.id);
+                return Err(Failure::failed("NODE_EXITED", message).into());
+            }
+        }
+        let mut not_ready: Vec<&Node> = Vec::new();
+        for node in nodes.iter() {
+            let status = probe.probe(&node.plan.url(), "/ready").await;
+            if status.is_none_or(|status| !status.is_success()) {
+                not_ready.push(node);
+            }
+        }
+        if not_ready.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            not_ready.iter().for_each(|node| print_log_tail(node));
+            let ids: Vec<String> = not_ready.iter().map(|node| node.plan.id.to_string()).collect();
+            let message = format!("node(s) {} not ready after {} s", ids.join(", "), READY_DEADLINE.as_secs());
+            return Err(Failure::failed("NOT_READY", message).into());
+        }
+        sleep(READY_POLL_INTERVAL).await;
+    }
+}
+
+fn print_log_tail(node: &Node) {
+    let tail = match read_end(&node.log_path, LOG_TAIL_BYTES_MAX) {
+        Ok(text) => last_lines(&text, LOG_TAIL_LINES),
+        Err(error) => format!("(cannot read it: {error})"),
+    };
+    eprintln!("--- last lines of {} ---\n{tail}\n---", node.log_path.display());
+}
+
+/// Reads at most the last `bytes_max` bytes, so a huge log costs no more than that.
+fn read_end(path: &Path, bytes_max: u64) -> io::Result<String> {
+    let mut file = File::open(path)?;
+    let length = file.metadata()?.len();
+    file.seek(SeekFrom::Start(length.saturating_sub(bytes_max)))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
+}
+
+/// Creates the sample poll through the first node, then votes through each node in turn,
+/// to show that any node takes writes.
+async fn seed(client: &Client, urls: &[String]) -> anyhow::Result<Value> {
+    let first = client.only(&urls[0]);
+    let body = json!({"title": SAMPLE_TITLE, "options": SAMPLE_OPTIONS});
+    let request = Request::post("/v1/polls", body);
+    let poll = retry_unavailable(|| first.send(&request)).await?;
+    let Some(poll_id) = poll["poll_id"].as_str().map(str::to_string) else {
+        let message = "the created sample poll has no poll_id";
+        return Err(Failure::failed("INVALID_RESPONSE", message).into());
+    };
+    for (index, (voter, text)) in SAMPLE_VOTES.iter().enumerate() {
+        let node = client.only(&urls[index % urls.len()]);
+        let body = vote::vote_body(&vote::find_option_id(&poll, text)?, voter, &[])?;
+        // The key makes a retry after a lost reply safe: it cannot count twice.
+        let key = format!("demo-{poll_id}-{voter}");
+        retry_unavailable(|| vote::cast(&node, &poll_id, body.clone(), Some(&key))).await?;
+    }
+    Ok(poll)
+}
+
+async fn retry_unavailable<F, Fut>(mut attempt: F) -> Result<Value, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, Failure>>,
+{
+    let mut attempts = 1;
+    loop {
+        match attempt().await {
+            Err(failure) if failure.code == "UNAVAILABLE" && attempts < SEED_ATTEMPTS_MAX => {
+                attempts += 1;
+                sleep(SEED_RETRY_DELAY).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+fn summary_json(nodes: &[Node], poll: &Value, leader_id: Option<u64>, data_dir: &Path) -> Value {
+    let nodes: Vec<Value> = nodes
+        .iter()
+        .map(|node| {
+            let (id, url, pid) = (node.plan.id, node.plan.url(), node.child.id());
+            json!({"node_id": id, "url": url, "pid": pid, "log": node.log_path})
+        })
+        .collect();
+    json!({"data_dir": data_dir, "nodes": nodes, "leader_id": leader_id, "poll": poll})
+}
+
+/// The nodes, the leader, the poll, and commands to paste.
+fn banner(nodes: &[Node], poll: &Value, leader_id: Option<u64>, data_dir: &Path) -> String {
+    let mut table = Table::new(&["NODE", "URL", "PID", "LOG"]);
+    for node in nodes {
+        let pid = node.child.id().map_or_else(|| "-".to_string(), |pid| pid.to_string());
+        table.push(vec![node.plan.id.to_string(), node.plan.url(), pid, node.log_path.display().to_string()]);
+    }
+    let leader = nodes.iter().find(|node| Some(node.plan.id) == leader_id);
+    let leader_line =
+        leader.map_or_else(|| "unknown".to_string(), |node| format!("node {} ({})", node.plan.id, node.plan.url()));
+    let poll_id = output::cell(&poll["poll_id"]);
+    format!(
+        "Tally demo: {} node(s) running, data in {}\n\n{}\n\n\
+         leader:       {leader_line}\n\
+         sample poll:  {poll_id}  {SAMPLE_TITLE:?}  ({} votes cast, one per node in turn)\n\n\
+         Try:\n{}",
+        nodes.len(),
+        data_dir.display(),
+        table.render(),
+        SAMPLE_VOTES.len(),
+        try_commands(nodes, poll, leader.unwrap_or(&nodes[0])),
+    )
+}
+
+fn try_commands(nodes: &[Node], poll: &Value, leader: &Node) -> String {
+    let poll_id = output::cell(&poll["poll_id"]);
+    let go = vote::find_option_id(poll, "Go").unwrap_or_else(|_| "OPTION_ID".to_string());
+    // Node 2 shows that a follower takes writes; a one-node demo has only node 1.
+    let voting_node = nodes.get(1).unwrap_or(&nodes[0]);
+    let urls: Vec<String> = nodes.iter().map(|node| node.plan.url()).collect();
+    let urls = urls.join(",");
+    let endpoints = if urls == crate::DEFAULT_ENDPOINTS { String::new() } else { format!(" --endpoints {urls}") };
+    let leader_pid = leader.child.id().map_or_else(|| "PID".to_string(), |pid| pid.to_string());
+    // As the user invoked us (e.g. ./target/release/tally), so the lines paste as they are.
+    let tally = std::env::args().next().unwrap_or_else(|| "tally".to_string());
+    [
+        format!("  # vote for Go through node {}", voting_node.plan.id),
+        format!(
+            "  curl -s -X POST {}/v1/polls/{poll_id}/votes -H 'Content-Type: application/json' \
+             -d '{{\"option_id\": \"{go}\", \"voter_id\": \"you\"}}'",
+            voting_node.plan.url()
+        ),
+        "  # watch the results change".to_string(),
+        format!("  {tally}{endpoints} results {poll_id} --watch"),
+        "  # the same as server-sent events, from any node".to_string(),
+        format!("  curl -N {}/v1/polls/{poll_id}/results/stream", nodes[0].plan.url()),
+        "  # every node's view of the cluster".to_string(),
+        format!("  {tally}{endpoints} cluster status"),
+        format!("  # kill the leader (node {}) and watch another take over", leader.plan.id),
+        format!("  kill {leader_pid}"),
+        "  # Prometheus metrics".to_string(),
+        format!("  curl {}/metrics", nodes[0].plan.url()),
+    ]
+    .join("\n")
+}
+
+/// SIGINT and SIGTERM, registered once up front: tokio replaces the default "die now"
+/// action from then on, so no signal can skip stopping the children.
+struct Shutdown {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Shutdown {
+    fn install() -> io::Result<Self> {
+        Ok(Shutdown { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Runs until a signal, reporting nodes that exit (killing one is part of the demo).
+async fn supervise(nodes: &mut [Node], shutdown: &mut Shutdown) -> Result<(), Failure> {
+    loop {
+        tokio::select! {
+            signal = shutdown.recv() => {
+                eprintln!("received {signal}: stopping the nodes");
+                return Ok(());
+            }
+            () = sleep(SUPERVISE_INTERVAL) => {}
+        }
+        report_exits(nodes);
+        if nodes.iter().all(|node| node.exited) {
+            return Err(Failure::failed("NODES_EXITED", "every node has exited; see their node.log files"));
+        }
+    }
+}
+
+fn report_exits(nodes: &mut [Node]) {
+    for node in nodes.iter_mut().filter(|node| !node.exited) {
+        match node.child.try_wait() {
+            Ok(Some(status)) => {
+                node.exited = true;
+                eprintln!("node {} exited ({status}); log: {}", node.plan.id, node.log_path.display());
+            }
+            Ok(None) => {}
+            Err(error) => eprintln!("error: cannot check node {}: {error}", node.plan.id),
+        }
+    }
+}
+
+/// SIGTERM to all at once (they shut down in parallel), then one shared grace period,
+/// then SIGKILL for any still running.
+async fn stop_all(nodes: &mut [Node]) {
+    nodes.iter().for_each(|node| terminate(&node.child));
+    let deadline = Instant::now() + STOP_GRACE;
+    for node in nodes.iter_mut() {
+        if timeout_at(deadline, node.child.wait()).await.is_err() {
+            eprintln!("node {} did not stop within {} s: killing it", node.plan.id, STOP_GRACE.as_secs());
+            if let Err(error) = node.child.kill().await {
+                eprintln!("error: cannot kill node {}: {error}", node.plan.id);
+            }
+        }
+    }
+}
+
+/// After a failed start there is nothing to save: SIGKILL and reap.
+async fn kill_all(nodes: &mut [Node]) {
+    for node in nodes.iter_mut() {
+        let _ = node.child.kill().await;
+    }
+}
+
+// The one unsafe call in the workspace: std and tokio can only SIGKILL a child, and a
+// node needs SIGTERM to shut down cleanly.
+#[allow(unsafe_code)]
+fn terminate(child: &Child) {
+    // `id()` is None once tokio has reaped the child, so a pid we get is still our
+    // unreaped child's and cannot have been reused by another process.
+    let Some(pid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) else {
+        return;
+    };
+    // SAFETY: kill(2) takes two integers and touches none of our memory.
+    let _ = unsafe { libc::kill(pid, libc::SIGTERM) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh scratch directory under the system temp dir (no network, no shared state).
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tally-cli-test-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create scratch dir");
+        dir
+    }
+
+    #[test]
+    fn nodes_get_consecutive_ports_and_a_full_peer_list() {
+        let plan = plan_nodes(3, 7001).expect("fits");
+        assert_eq!(plan[2], NodePlan { id: 3, port: 7003 });
+        assert_eq!(peers_arg(&plan), "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003");
+        assert!(plan_nodes(3, 65535).is_err());
+    }
+
+    #[test]
+    fn node_args_follow_the_node_flags() {
+        let plan = NodePlan { id: 2, port: 7002 };
+        let args = node_args(&plan, Path::new("d/2"), "1=a:1", "s3cret");
+        let args: Vec<&str> = args.iter().map(|arg| arg.to_str().expect("utf-8")).collect();
+        assert_eq!(
+            args,
+            [
+                "--id",
+                "2",
+                "--addr",
+                "127.0.0.1:7002",
+                "--data-dir",
+                "d/2",
+                "--peers",
+                "1=a:1",
+                "--cluster-secret",
+                "s3cret"
+            ]
+        );
+    }
+
+    #[test]
+    fn node_bin_comes_from_the_flag_then_a_sibling_then_path() {
+        let flag = Some(PathBuf::from("/opt/tally-node"));
+        assert_eq!(locate_node_bin(flag, None), PathBuf::from("/opt/tally-node"));
+        assert_eq!(locate_node_bin(None, None), PathBuf::from(NODE_BIN_NAME));
+        let dir = scratch("bin");
+        assert_eq!(locate_node_bin(None, Some(dir.join("tally"))), PathBuf::from(NODE_BIN_NAME));
+        fs::write(dir.join(NODE_BIN_NAME), "").expect("write sibling");
+        assert_eq!(locate_node_bin(None, Some(dir.join("tally"))), dir.join(NODE_BIN_NAME));
+        fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    #[test]
+    fn secret_is_created_once_then_reused() {
+        let dir = scratch("secret");
+        let first = load_or_create_secret(&dir).expect("created");
+        assert_eq!(first.len(), 2 * SECRET_BYTES);
+        assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(load_or_create_secret(&dir).expect("reused"), first);
+        fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    #[test]
+    fn fresh_refuses_dirs_that_are_not_demo_dirs() {
+        let dir = scratch("fresh");
+        fs::write(dir.join("precious.txt"), "keep me").expect("write");
+        assert!(prepare_data_dir(&dir, true).is_err());
+        assert!(dir.join("precious.txt").is_file());
+        fs::write(dir.join(SECRET_FILE), "abc").expect("write");
+        prepare_data_dir(&dir, true).expect("a demo dir may be deleted");
+        assert!(dir.is_dir() && !dir.join("precious.txt").exists());
+        fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(last_lines("a", 5), "a");
+        assert_eq!(last_lines("", 5), "");
+    }
+}

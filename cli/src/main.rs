@@ -1,0 +1,155 @@
+//! `tally`: the operator and client command line for a Tally cluster.
+//!
+//! Noun–verb subcommands (`tally poll create`, `tally cluster status`) over the HTTP API
+//! of API.md. Only data goes to stdout; errors go to stderr as `error: CODE: message`, and
+//! the exit status is one of [`exit::Exit`].
+
+mod bench;
+mod client;
+mod cluster;
+mod demo;
+mod exit;
+mod output;
+mod poll;
+mod results;
+mod sim;
+mod vote;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+const DEFAULT_ENDPOINTS: &str = "http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003";
+
+/// Vote, read results and operate a Tally cluster.
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, after_help = exit::EXIT_CODES_HELP)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct GlobalArgs {
+    /// Comma-separated base URLs of the nodes, tried in order.
+    #[arg(long, global = true, env = "TALLY_ENDPOINTS", default_value = DEFAULT_ENDPOINTS,
+          value_parser = client::parse_endpoints)]
+    endpoints: client::Endpoints,
+    /// Output format: a table for humans, or the server's JSON.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = output::Format::Table)]
+    output: output::Format,
+    /// Timeout of each HTTP request, in milliseconds.
+    #[arg(long, global = true, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect the cluster and change its membership.
+    #[command(subcommand)]
+    Cluster(cluster::Command),
+    /// Create, show, list and close polls.
+    #[command(subcommand)]
+    Poll(poll::Command),
+    /// Cast a vote.
+    Vote(vote::Args),
+    /// Show a poll's results, once or as they change.
+    Results(results::Args),
+    /// Drive a cluster with votes and reads, report throughput and latency, and check
+    /// that every node counts exactly the votes acknowledged.
+    Bench(bench::Args),
+    /// Start a local 3-node cluster with a sample poll, until Ctrl-C.
+    Demo(demo::Args),
+    /// Run deterministic chaos simulations by seed (no cluster needed).
+    Sim(sim::Args),
+}
+
+/// What every command needs, built once from the global flags.
+pub struct Settings {
+    pub client: client::Client,
+    pub format: output::Format,
+}
+
+impl TryFrom<GlobalArgs> for Settings {
+    type Error = anyhow::Error;
+
+    fn try_from(global: GlobalArgs) -> anyhow::Result<Self> {
+        let timeout = Duration::from_millis(global.timeout_ms);
+        Ok(Settings { client: client::Client::new(global.endpoints, timeout)?, format: global.output })
+    }
+}
+
+fn main() -> ExitCode {
+    let exit = match try_main() {
+        Ok(()) => exit::Exit::Ok,
+        Err(error) => exit::report(&error),
+    };
+    exit.into()
+}
+
+fn try_main() -> anyhow::Result<()> {
+    let cli = Cli::try_parse()?;
+    // Simulations build their own (simulated) runtimes, so they run outside tokio.
+    if let Command::Sim(args) = cli.command {
+        return sim::run_seeds(args);
+    }
+    // One thread is plenty for a CLI; the demo's nodes are separate processes.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::try_from(cli.global)?;
+    match cli.command {
+        Command::Cluster(command) => cluster::run(command, &settings).await,
+        Command::Poll(command) => poll::run(command, &settings).await,
+        Command::Vote(args) => vote::run(args, &settings).await,
+        Command::Results(args) => results::run(args, &settings).await,
+        Command::Demo(args) => demo::run(args, &settings).await,
+        Command::Bench(args) => bench::run(args, &settings).await,
+        // Handled in `try_main`, before the runtime starts.
+        Command::Sim(args) => sim::run_seeds(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "tally",
+            "poll",
+            "get",
+            "p1",
+            "-o",
+            "json",
+            "--endpoints",
+            "127.0.0.1:9001",
+            "--timeout-ms",
+            "500",
+        ])
+        .expect("valid command line");
+        assert_eq!(cli.global.output, output::Format::Json);
+        assert_eq!(cli.global.endpoints.0, ["http://127.0.0.1:9001"]);
+        assert_eq!(cli.global.timeout_ms, 500);
+    }
+
+    #[test]
+    fn bad_endpoints_are_a_usage_error() {
+        let error = Cli::try_parse_from(["tally", "--endpoints", "https://x:1", "cluster", "status"])
+            .expect_err("https is refused");
+        assert!(error.use_stderr());
+    }
+}

@@ -1,0 +1,260 @@
+//! `tally sim`: deterministic chaos simulations of a cluster running the real node code,
+//! for chaos testers. Each seed gives a verdict and a trace hash; the same seed (and the
+//! same build) replays the same run.
+//!
+//! Every seed runs in a fresh process of this same binary (`--child`): a simulation that
+//! runs after others in one process can diverge (some process-wide state in a dependency),
+//! so a seed from a range run would not always replay alone. Processes also let the seeds
+//! use every core (`--jobs`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::ops::Range;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use tally_sim_tests::faults::{self, FaultKind};
+use tally_sim_tests::{run, Bug, SimOptions};
+
+use crate::exit::Failure;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Run one seed.
+    #[arg(long, conflicts_with = "seeds")]
+    pub seed: Option<u64>,
+    /// Run a range of seeds, `A..B` (B excluded).
+    #[arg(long, value_parser = parse_range)]
+    pub seeds: Option<Range<u64>>,
+    /// Nodes in the simulated cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
+    pub nodes: u64,
+    /// Fault kinds to draw from, comma-separated (default: all): isolate-leader, split,
+    /// one-way, flap, hold, latency, loss, crash, crash-majority, pause, clock-skew.
+    #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
+    pub faults: Vec<FaultKind>,
+    /// Simulated seconds of the fault phase.
+    #[arg(long, default_value_t = 30)]
+    pub duration_secs: u64,
+    /// Simulated clients sending votes and reads.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Print the fault schedule and every client event of each run.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Switch on a deliberate bug, to see the checker catch it: ack-before-commit,
+    /// skip-dedup or lose-last-flushed.
+    #[arg(long, value_parser = parse_bug)]
+    pub inject_bug: Vec<Bug>,
+    /// Seeds run at once, each in its own process (default: the number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub jobs: Option<u64>,
+    /// Internal: run the one `--seed` here and print its result as JSON.
+    #[arg(long, hide = true, requires = "seed")]
+    pub child: bool,
+}
+
+/// What a child process reports for its seed.
+#[derive(Debug, Serialize, Deserialize)]
+struct SeedResult {
+    seed: u64,
+    passed: bool,
+    acknowledged: usize,
+    requests: usize,
+    faults: usize,
+    violations: usize,
+    simulated_secs: f64,
+    trace: String,
+    /// `--verbose` output, then (on failure) the explanation.
+    verbose: String,
+    explanation: String,
+}
+
+/// Marks the child's result line among anything else it prints.
+const RESULT_PREFIX: &str = "tally-sim-result ";
+
+fn parse_range(text: &str) -> Result<Range<u64>, String> {
+    let (start, end) = text.split_once("..").ok_or_else(|| format!("{text:?} is not A..B"))?;
+    let start: u64 = start.parse().map_err(|_| format!("{start:?} is not a number"))?;
+    let end: u64 = end.parse().map_err(|_| format!("{end:?} is not a number"))?;
+    if end <= start {
+        return Err(format!("{text:?} is empty"));
+    }
+    Ok(start..end)
+}
+
+fn parse_fault(text: &str) -> Result<FaultKind, String> {
+    FaultKind::parse(text).ok_or_else(|| {
+        let names: Vec<_> = faults::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown fault {text:?}; one of {}", names.join(", "))
+    })
+}
+
+fn parse_bug(text: &str) -> Result<Bug, String> {
+    Bug::parse(text)
+        .ok_or_else(|| format!("unknown bug {text:?}; one of ack-before-commit, skip-dedup, lose-last-flushed"))
+}
+
+/// Runs the seeds, printing a verdict and a trace per seed and a summary; fails if any
+/// seed found a violation.
+pub fn run_seeds(args: Args) -> anyhow::Result<()> {
+    if args.child {
+        return run_child(&args);
+    }
+    let seeds = match (args.seed, &args.seeds) {
+        (Some(seed), _) => seed..seed + 1,
+        (None, Some(range)) => range.clone(),
+        (None, None) => return Err(Failure::usage("give --seed N or --seeds A..B").into()),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let jobs = args.jobs.unwrap_or(cores).min(seeds.end - seeds.start).max(1);
+    // Written with `?`, so that a closed pipe (`| head`) ends the run quietly.
+    let mut out = std::io::stdout().lock();
+    let started = Instant::now();
+    let (mut failed, mut acknowledged, mut faults_injected, mut violations) = (Vec::new(), 0, 0, 0);
+    let total = seeds.end - seeds.start;
+    let queue = Mutex::new(seeds.clone());
+    let (results, finished) = mpsc::channel::<(u64, anyhow::Result<SeedResult>, Duration)>();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        for _ in 0..jobs {
+            let (queue, results, args) = (&queue, results.clone(), &args);
+            scope.spawn(move || loop {
+                let Some(seed) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else { return };
+                let seed_started = Instant::now();
+                let result = run_in_child(args, seed);
+                if results.send((seed, result, seed_started.elapsed())).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(results);
+        // Printed in seed order, whichever child finishes first.
+        let mut waiting = BTreeMap::new();
+        let mut next = seeds.start;
+        for (seed, result, took) in finished {
+            waiting.insert(seed, (result, took));
+            while let Some((result, took)) = waiting.remove(&next) {
+                let done = next - seeds.start + 1;
+                let r = result.map_err(|e| anyhow::anyhow!("seed {next}: {e}"))?;
+                out.write_all(r.verbose.as_bytes())?;
+                let verdict = if r.passed { "PASS" } else { "FAIL" };
+                writeln!(
+                    out,
+                    "[{done}/{total}] seed {}: {verdict}  acknowledged {}  requests {}  faults {}  simulated {:.1}s  in {:.1}s",
+                    r.seed, r.acknowledged, r.requests, r.faults, r.simulated_secs, took.as_secs_f64()
+                )?;
+                writeln!(out, "trace {}", r.trace)?;
+                if !r.passed {
+                    eprint!("{}", r.explanation);
+                    failed.push(r.seed);
+                }
+                acknowledged += r.acknowledged;
+                faults_injected += r.faults;
+                violations += r.violations;
+                next += 1;
+            }
+        }
+        Ok(())
+    })?;
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    writeln!(
+        out,
+        "summary: {total} seeds in {:.1} min ({:.0} seeds/min, {jobs} at once), {acknowledged} votes acknowledged, {faults_injected} faults injected, {violations} violations{}",
+        minutes,
+        total as f64 / minutes.max(1e-9),
+        if failed.is_empty() { String::new() } else { format!(", failing seeds {failed:?}") }
+    )?;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::failed("VIOLATION", format!("{} of {total} seeds found violations", failed.len())).into())
+    }
+}
+
+/// Runs `seed` in a fresh process of this binary, with the same options.
+fn run_in_child(args: &Args, seed: u64) -> anyhow::Result<SeedResult> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["sim", "--child", "--seed", &seed.to_string()]);
+    command.args(["--nodes", &args.nodes.to_string(), "--duration-secs", &args.duration_secs.to_string()]);
+    command.args(["--clients", &args.clients.to_string()]);
+    if !args.faults.is_empty() {
+        let names: Vec<&str> = args.faults.iter().map(|f| f.name()).collect();
+        command.args(["--faults", &names.join(",")]);
+    }
+    for bug in &args.inject_bug {
+        command.args(["--inject-bug", bug.name()]);
+    }
+    if args.verbose {
+        command.arg("--verbose");
+    }
+    let output = command.stdin(Stdio::null()).stderr(Stdio::inherit()).output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rev().find_map(|line| line.strip_prefix(RESULT_PREFIX));
+    match line {
+        Some(json) => Ok(serde_json::from_str(json)?),
+        None => anyhow::bail!("the simulation process ended without a result ({})", output.status),
+    }
+}
+
+/// The child's side: one seed, in this process.
+fn run_child(args: &Args) -> anyhow::Result<()> {
+    let seed = args.seed.ok_or_else(|| Failure::usage("--child needs --seed"))?;
+    let mut options = SimOptions::new(seed);
+    options.nodes = args.nodes;
+    options.fault_phase = Duration::from_secs(args.duration_secs);
+    options.clients = args.clients;
+    options.bugs = args.inject_bug.clone();
+    if !args.faults.is_empty() {
+        options.faults = args.faults.clone();
+    }
+    let report = run(&options);
+    let mut verbose = String::new();
+    if args.verbose {
+        verbose += &format!("seed {seed}: fault schedule\n");
+        for step in &report.schedule {
+            verbose += &format!("  {:>7}ms {}\n", step.at.as_millis(), step.action);
+        }
+        verbose += &format!("seed {seed}: events\n");
+        for event in &report.history.events {
+            verbose += &format!("  {event}\n");
+        }
+        for (what, ms) in &report.timings {
+            verbose += &format!("  after the heal: {what} in {ms}ms\n");
+        }
+        for (node, index, hash) in &report.final_states {
+            verbose += &format!("  final state of node{node}: index {index}, state {hash}\n");
+        }
+    }
+    let result = SeedResult {
+        seed,
+        passed: report.passed(),
+        acknowledged: report.votes_acknowledged,
+        requests: report.requests,
+        faults: report.faults_injected,
+        violations: report.violations.len() + usize::from(report.error.is_some()),
+        simulated_secs: report.simulated.as_secs_f64(),
+        trace: report.trace.clone(),
+        verbose,
+        explanation: if report.passed() { String::new() } else { report.explain() },
+    };
+    println!("{RESULT_PREFIX}{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_names_parse() {
+        assert_eq!(parse_range("3..7"), Ok(3..7));
+        assert!(parse_range("7..3").is_err());
+        assert!(parse_range("7").is_err());
+        assert_eq!(parse_fault("crash-majority"), Ok(FaultKind::CrashMajority));
+        assert!(parse_fault("meteor").is_err());
+        assert_eq!(parse_bug("skip-dedup"), Ok(Bug::SkipDedup));
+    }
+}

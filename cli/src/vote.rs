@@ -1,0 +1,168 @@
+//! `tally vote`: cast one vote, by option id or by the option's text.
+
+use std::collections::BTreeMap;
+
+use clap::ArgGroup;
+use serde_json::{json, Value};
+
+use crate::client::{segment, Client, Request};
+use crate::exit::Failure;
+use crate::output::{self, cell, render_fields};
+use crate::poll::poll_path;
+use crate::Settings;
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("choice").required(true).args(["option_id", "option"])))]
+pub struct Args {
+    pub poll_id: String,
+    /// The option's id, as `tally poll get` shows it.
+    #[arg(long)]
+    pub option_id: Option<String>,
+    /// The option's text; looked up in the poll first.
+    #[arg(long, value_name = "TEXT")]
+    pub option: Option<String>,
+    /// Who votes (one vote per voter and poll).
+    #[arg(long)]
+    pub voter: String,
+    /// Makes a retry safe: the same key returns the first reply instead of ALREADY_VOTED.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// An attribute for breakdowns, repeatable.
+    #[arg(long = "attr", value_name = "KEY=VALUE", value_parser = parse_attribute)]
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Parses `--attr key=value`; the value may itself contain `=`.
+pub fn parse_attribute(raw: &str) -> Result<(String, String), String> {
+    let (key, value) = raw.split_once('=').ok_or_else(|| format!("{raw}: expected KEY=VALUE"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("{raw}: the key is empty"));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
+    let client = &settings.client;
+    let option_id = match (&args.option_id, &args.option) {
+        (Some(option_id), _) => option_id.clone(),
+        (None, Some(text)) => {
+            let poll = client.send(&Request::get(poll_path(&args.poll_id))).await?;
+            find_option_id(&poll, text)?
+        }
+        (None, None) => unreachable!("clap requires --option-id or --option"),
+    };
+    let body = vote_body(&option_id, &args.voter, &args.attributes)?;
+    let reply = cast(client, &args.poll_id, body, args.idempotency_key.as_deref()).await?;
+    output::emit_value(settings.format, &reply, render_reply)
+}
+
+/// Sends one vote; shared with the demo.
+pub async fn cast(
+    client: &Client,
+    poll_id: &str,
+    body: Value,
+    idempotency_key: Option<&str>,
+) -> Result<Value, Failure> {
+    let mut request = Request::post(format!("/v1/polls/{}/votes", segment(poll_id)), body);
+    if let Some(key) = idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    client.send(&request).await
+}
+
+pub fn vote_body(option_id: &str, voter: &str, attributes: &[(String, String)]) -> Result<Value, Failure> {
+    let mut body = json!({"option_id": option_id, "voter_id": voter});
+    if attributes.is_empty() {
+        return Ok(body);
+    }
+    let mut by_key: BTreeMap<&str, &str> = BTreeMap::new();
+    for (key, value) in attributes {
+        if by_key.insert(key, value).is_some() {
+            return Err(Failure::usage(format!("--attr {key} given twice")));
+        }
+    }
+    body["attributes"] = json!(by_key);
+    Ok(body)
+}
+
+/// Maps an option's text to its id: an exact match wins; otherwise a case-insensitive
+/// match is taken when it is the only one, so `--option rust` finds "Rust".
+pub fn find_option_id(poll: &Value, text: &str) -> Result<String, Failure> {
+    let options: Vec<(&str, &str)> = poll["options"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| Some((o["option_id"].as_str()?, o["text"].as_str()?)))
+        .collect();
+    if let Some((id, _)) = options.iter().find(|(_, t)| *t == text) {
+        return Ok(id.to_string());
+    }
+    let folded: Vec<&(&str, &str)> = options.iter().filter(|(_, t)| t.to_lowercase() == text.to_lowercase()).collect();
+    if let [(id, _)] = folded.as_slice() {
+        return Ok(id.to_string());
+    }
+    let known: Vec<String> = options.iter().map(|(_, t)| format!("{t:?}")).collect();
+    Err(Failure::failed(
+        "INVALID_OPTION",
+        format!("no option {text:?} in poll {}; options: {}", cell(&poll["poll_id"]), known.join(", ")),
+    ))
+}
+
+fn render_reply(reply: &Value) -> String {
+    render_fields(&[
+        ("status", cell(&reply["status"])),
+        ("vote_id", cell(&reply["vote_id"])),
+        ("log_index", cell(&reply["log_index"])),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll() -> Value {
+        json!({"poll_id": "p1", "options": [
+            {"option_id": "o1", "text": "Rust"}, {"option_id": "o2", "text": "Go"},
+            {"option_id": "o3", "text": "go"}, {"option_id": "o4", "text": "C++"}]})
+    }
+
+    #[test]
+    fn attributes_parse_as_key_value() {
+        assert_eq!(parse_attribute("region=CA"), Ok(("region".into(), "CA".into())));
+        assert_eq!(parse_attribute("q=a=b"), Ok(("q".into(), "a=b".into())));
+        assert_eq!(parse_attribute("empty="), Ok(("empty".into(), String::new())));
+        assert!(parse_attribute("region").is_err());
+        assert!(parse_attribute("=CA").is_err());
+    }
+
+    #[test]
+    fn vote_body_has_attributes_only_when_given() {
+        assert_eq!(vote_body("o1", "v", &[]), Ok(json!({"option_id": "o1", "voter_id": "v"})));
+        let attributes = [("region".to_string(), "CA".to_string())];
+        assert_eq!(
+            vote_body("o1", "v", &attributes),
+            Ok(json!({"option_id": "o1", "voter_id": "v", "attributes": {"region": "CA"}}))
+        );
+        let twice = [attributes[0].clone(), attributes[0].clone()];
+        assert!(vote_body("o1", "v", &twice).is_err());
+    }
+
+    #[test]
+    fn option_text_maps_to_its_id() {
+        assert_eq!(find_option_id(&poll(), "Rust"), Ok("o1".into()));
+        assert_eq!(find_option_id(&poll(), "C++"), Ok("o4".into()));
+        assert_eq!(find_option_id(&poll(), "rust"), Ok("o1".into()));
+        // Exact wins over the case-insensitive twin.
+        assert_eq!(find_option_id(&poll(), "go"), Ok("o3".into()));
+    }
+
+    #[test]
+    fn unknown_or_ambiguous_text_is_an_error() {
+        let failure = find_option_id(&poll(), "Zig").expect_err("no such option");
+        assert_eq!(failure.code, "INVALID_OPTION");
+        assert!(failure.message.contains("\"Rust\""));
+        assert!(find_option_id(&poll(), "GO").is_err(), "two case-insensitive matches");
+        assert!(find_option_id(&json!({}), "Rust").is_err());
+    }
+}

@@ -1,0 +1,178 @@
+//! `/v1/cluster/*`: this node's view of the cluster, formation and membership changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use tally_raft::rpc::{AdminError, AdminRequest};
+use tally_raft::NodeId;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::ApiJson;
+use crate::App;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberBody {
+    pub node_id: NodeId,
+    pub addr: String,
+    /// `voter` or `learner`.
+    pub role: String,
+    /// Known on the leader only.
+    pub matched_index: Option<u64>,
+    pub lag: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusBody {
+    pub node_id: NodeId,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: Option<u64>,
+    pub applied_index: u64,
+    pub last_log_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    /// Running hash of the applied state at `applied_index`: equal on every replica that
+    /// applied that index.
+    pub state_hash: String,
+    pub votes_recorded: u64,
+    pub members: Vec<MemberBody>,
+}
+
+pub fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+#[utoipa::path(get, path = "/v1/cluster/status", responses((status = 200, body = StatusBody)))]
+pub async fn status(State(app): State<Arc<App>>) -> ApiResult<Json<StatusBody>> {
+    let metrics = app.node.metrics();
+    let commit_index = app.node.raft.with_raft_state(|st| st.committed.map(|c| c.index)).await.ok().flatten();
+    let (applied_index, state_hash, votes_recorded) = {
+        let applied = app.node.sm.read();
+        (applied.last_applied.map_or(0, |l| l.index), applied.state.hash_hex(), applied.state.votes_recorded)
+    };
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let last_log = metrics.last_log_index.unwrap_or(0);
+    let members = membership
+        .nodes()
+        .map(|(id, node)| {
+            let matched_index = metrics.replication.as_ref().map(|r| match r.get(id) {
+                Some(Some(log_id)) => log_id.index,
+                _ if *id == app.node.id => last_log,
+                _ => 0,
+            });
+            MemberBody {
+                node_id: *id,
+                addr: node.addr.clone(),
+                role: if voters.contains(id) { "voter" } else { "learner" }.to_string(),
+                matched_index,
+                lag: matched_index.map(|m| last_log.saturating_sub(m)),
+            }
+        })
+        .collect();
+    Ok(Json(StatusBody {
+        node_id: app.node.id,
+        role: role_name(metrics.state).to_string(),
+        leader_id: metrics.current_leader,
+        term: metrics.current_term,
+        commit_index,
+        applied_index,
+        last_log_index: metrics.last_log_index,
+        snapshot_index: metrics.snapshot.map(|s| s.index),
+        state_hash,
+        votes_recorded,
+        members,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct InitRequest {
+    /// Node id → `host:port`. Empty or absent: a cluster of this node alone.
+    pub members: Option<BTreeMap<String, String>>,
+}
+
+#[utoipa::path(post, path = "/v1/cluster/init", request_body = InitRequest, responses((status = 200)))]
+pub async fn init(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult<Json<serde_json::Value>> {
+    // The body is optional: empty means a cluster of this node alone.
+    let request: InitRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        InitRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("bad init body: {e}")))?
+    };
+    let requested = request.members.unwrap_or_default();
+    let mut members = BTreeMap::new();
+    for (id, addr) in requested {
+        let id: NodeId = id
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| ApiError::invalid(format!("{id:?} is not a node id")))?;
+        members.insert(id, addr);
+    }
+    if members.is_empty() {
+        members.insert(app.node.id, app.advertise_addr.clone());
+    }
+    if !members.contains_key(&app.node.id) {
+        return Err(ApiError::invalid("the members must include this node"));
+    }
+    match app.node.initialize(members).await {
+        Ok(true) => Ok(Json(serde_json::json!({"initialized": true}))),
+        Ok(false) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "ALREADY_INITIALIZED", "this node is already part of a cluster"))
+        }
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AddMemberRequest {
+    pub node_id: NodeId,
+    pub addr: String,
+    /// Default true: promoted to voter once caught up.
+    pub voter: Option<bool>,
+}
+
+fn admin_error(error: AdminError) -> ApiError {
+    match error {
+        AdminError::NoLeader => ApiError::unavailable("no leader is known"),
+        AdminError::Invalid(reason) => ApiError::invalid(reason),
+        AdminError::Failed(reason) => ApiError::new(StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_FAILED", reason),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/cluster/members", request_body = AddMemberRequest, responses((status = 200)))]
+pub async fn add_member(
+    State(app): State<Arc<App>>,
+    ApiJson(request): ApiJson<AddMemberRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if request.node_id == 0 || !request.addr.contains(':') || request.addr.len() > 256 {
+        return Err(ApiError::invalid("node_id must be positive and addr HOST:PORT"));
+    }
+    let voter = request.voter.unwrap_or(true);
+    let change = AdminRequest::AddMember { node_id: request.node_id, addr: request.addr, voter };
+    app.node.admin(change).await.map_err(admin_error)?;
+    Ok(Json(serde_json::json!({"node_id": request.node_id, "voter": voter})))
+}
+
+#[utoipa::path(delete, path = "/v1/cluster/members/{node_id}", params(("node_id" = u64, Path)), responses((status = 200)))]
+pub async fn remove_member(
+    State(app): State<Arc<App>>,
+    Path(node_id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let node_id: NodeId = node_id.parse().map_err(|_| ApiError::invalid(format!("{node_id:?} is not a node id")))?;
+    app.node.admin(AdminRequest::RemoveMember { node_id }).await.map_err(admin_error)?;
+    Ok(Json(serde_json::json!({"removed": node_id})))
+}

@@ -1,0 +1,157 @@
+//! The one error shape of API.md, and the one place that maps internal errors to HTTP.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+use tally_actors::VoteError;
+use tally_raft::model::VoteRejection;
+use tally_raft::rpc::ProposeError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub context: Map<String, Value>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), context: Map::new(), retry_after_secs: None }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.context.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
+    }
+
+    pub fn poll_not_found(poll_id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "POLL_NOT_FOUND", format!("poll {poll_id} does not exist"))
+            .with("poll_id", poll_id)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message);
+        error.retry_after_secs = Some(1);
+        error
+    }
+
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "TIMEOUT", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", message)
+    }
+
+    /// The error body, also used for per-vote errors inside a batch reply.
+    pub fn body(&self) -> Value {
+        let mut error = Map::new();
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.clone().into());
+        for (key, value) in &self.context {
+            error.insert(key.clone(), value.clone());
+        }
+        json!({ "error": error })
+    }
+
+    pub fn from_rejection(rejection: &VoteRejection, voter_id: &str) -> Self {
+        match rejection {
+            VoteRejection::PollNotFound => {
+                Self::new(StatusCode::NOT_FOUND, "POLL_NOT_FOUND", "the poll does not exist")
+            }
+            VoteRejection::PollClosed => {
+                Self::new(StatusCode::CONFLICT, "POLL_CLOSED", "the poll has ended or was closed")
+            }
+            VoteRejection::PollNotOpen => {
+                Self::new(StatusCode::CONFLICT, "POLL_NOT_OPEN", "the poll has not started yet")
+            }
+            VoteRejection::InvalidOption => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_OPTION",
+                "the option id is not one of the poll's options",
+            ),
+            VoteRejection::InvalidAttributes(reason) => Self::invalid(reason.clone()),
+            VoteRejection::AlreadyVoted { vote_id, option_id, .. } => Self::new(
+                StatusCode::CONFLICT,
+                "ALREADY_VOTED",
+                format!("voter {voter_id} has already voted on this poll"),
+            )
+            .with("vote_id", vote_id.clone())
+            .with("option_id", option_id.clone()),
+            VoteRejection::TooManyChanges { vote_id, option_id } => Self::new(
+                StatusCode::CONFLICT,
+                "ALREADY_VOTED",
+                format!("voter {voter_id} has changed this vote the most times allowed"),
+            )
+            .with("vote_id", vote_id.clone())
+            .with("option_id", option_id.clone()),
+        }
+    }
+}
+
+impl From<ProposeError> for ApiError {
+    fn from(error: ProposeError) -> Self {
+        match error {
+            // Nothing was written: safe to retry anywhere.
+            ProposeError::NotLeader { .. } => Self::unavailable("no leader is reachable; the request was not recorded"),
+            ProposeError::NoQuorum => Self::unavailable("no quorum is reachable; the request was not recorded"),
+            ProposeError::Overloaded => Self::unavailable("the node is overloaded; the request was not recorded"),
+            ProposeError::ShuttingDown => Self::unavailable("the node is shutting down"),
+            ProposeError::Unknown(reason) => Self::timeout(format!(
+                "the outcome is unknown ({reason}); retry with the same Idempotency-Key to learn it"
+            )),
+        }
+    }
+}
+
+impl From<VoteError> for ApiError {
+    fn from(error: VoteError) -> Self {
+        match error {
+            VoteError::Propose(e) => e.into(),
+            VoteError::TooManyPolls => Self::unavailable("too many polls are active on this node"),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "the request body is too large");
+        }
+        Self::invalid(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::invalid(rejection.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,92 @@
+//! The HTTP API of API.md. One file per resource; this one builds the router.
+
+pub mod cluster;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod polls;
+pub mod results;
+pub mod votes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use utoipa::OpenApi;
+
+use crate::App;
+
+/// Bodies of single requests.
+const BODY_BYTES_MAX: usize = 64 * 1024;
+/// Bodies of `votes:batch`.
+const BATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tally", description = "A Raft-replicated voting cluster. Any node serves the whole API."),
+    paths(
+        polls::create,
+        polls::get,
+        polls::list,
+        polls::patch,
+        votes::cast,
+        votes::batch,
+        votes::me,
+        results::get,
+        results::stream,
+        cluster::status,
+        cluster::init,
+        cluster::add_member,
+        cluster::remove_member,
+    )
+)]
+pub struct ApiDoc;
+
+pub fn router(app: Arc<App>) -> Router {
+    let batch = Router::new()
+        .route("/v1/polls/{poll_id}/votes:batch", post(votes::batch))
+        .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES_MAX));
+    Router::new()
+        .route("/v1/polls", post(polls::create).get(polls::list))
+        .route("/v1/polls/{poll_id}", get(polls::get).patch(polls::patch))
+        .route("/v1/polls/{poll_id}/votes", post(votes::cast))
+        .route("/v1/polls/{poll_id}/votes/me", get(votes::me))
+        .route("/v1/polls/{poll_id}/results", get(results::get))
+        .route("/v1/polls/{poll_id}/results/stream", get(results::stream))
+        .route("/v1/cluster/status", get(cluster::status))
+        .route("/v1/cluster/init", post(cluster::init))
+        .route("/v1/cluster/members", post(cluster::add_member))
+        .route("/v1/cluster/members/{node_id}", delete(cluster::remove_member))
+        .route("/v1/openapi.json", get(ops::openapi))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .merge(batch)
+        .merge(crate::peer::router(app.clone()))
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "this route does not take that method",
+            )
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+/// Counts every request by route and status, and times it.
+async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let route = route.as_deref().unwrap_or("unmatched");
+    app.metrics.observe_http(method.as_str(), route, response.status().as_u16(), started.elapsed());
+    response
+}

@@ -1,0 +1,39 @@
+//! Liveness, readiness, metrics and the OpenAPI document.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use utoipa::OpenApi;
+
+use crate::App;
+
+/// How far this node's applied index may trail its log before it calls itself not ready.
+const READY_APPLY_LAG_MAX: u64 = 1_000;
+
+pub async fn health() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+pub async fn ready(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let metrics = app.node.metrics();
+    let applied = app.node.sm.applied_index();
+    let lag = metrics.last_log_index.unwrap_or(0).saturating_sub(applied);
+    let ready = metrics.current_leader.is_some() && lag <= READY_APPLY_LAG_MAX;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "ready": ready, "leader_id": metrics.current_leader, "applied_index": applied, "apply_lag": lag,
+    });
+    (status, Json(body))
+}
+
+pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let text = app.metrics.render(&app);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    Json(super::ApiDoc::openapi())
+}

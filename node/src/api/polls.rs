@@ -1,0 +1,306 @@
+//! `/v1/polls`: create, get, list, patch (close).
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tally_raft::limits::*;
+use tally_raft::model::{Command, Poll, PollId, PollPatch, PollRejection, PollSettings, PollSpec, Response};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiQuery};
+use crate::clock::{format_ms, parse_ms};
+use crate::App;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreatePollRequest {
+    pub title: String,
+    pub description: Option<String>,
+    /// Option texts, or objects `{"text": "…"}`.
+    pub options: Vec<OptionInput>,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub settings: Option<SettingsInput>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum OptionInput {
+    Text(String),
+    Object { text: String },
+}
+
+impl OptionInput {
+    fn text(&self) -> &str {
+        match self {
+            OptionInput::Text(text) | OptionInput::Object { text } => text,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct SettingsInput {
+    pub show_results_during_voting: Option<bool>,
+    pub allow_vote_change: Option<bool>,
+    pub breakdowns: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PollBody {
+    pub poll_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    /// `scheduled`, `active` or `closed`, by this node's clock.
+    pub status: String,
+    pub options: Vec<OptionBody>,
+    pub start_time: String,
+    pub end_time: Option<String>,
+    pub settings: SettingsBody,
+    pub created_at: String,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OptionBody {
+    pub option_id: String,
+    pub text: String,
+    pub display_order: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SettingsBody {
+    pub show_results_during_voting: bool,
+    pub allow_vote_change: bool,
+    pub breakdowns: Vec<String>,
+}
+
+impl PollBody {
+    pub fn new(poll: &Poll, now_ms: i64) -> Self {
+        Self {
+            poll_id: poll.poll_id.0.clone(),
+            title: poll.title.clone(),
+            description: poll.description.clone(),
+            status: poll.status_at(now_ms).as_str().to_string(),
+            options: poll
+                .options
+                .iter()
+                .enumerate()
+                .map(|(i, o)| OptionBody { option_id: o.option_id.clone(), text: o.text.clone(), display_order: i })
+                .collect(),
+            start_time: format_ms(poll.start_time_ms),
+            end_time: poll.end_time_ms.map(format_ms),
+            settings: SettingsBody {
+                show_results_during_voting: poll.settings.show_results_during_voting,
+                allow_vote_change: poll.settings.allow_vote_change,
+                breakdowns: poll.settings.breakdowns.clone(),
+            },
+            created_at: format_ms(poll.created_at_ms),
+            owner: poll.owner.clone(),
+        }
+    }
+}
+
+fn check_text(field: &str, text: &str, max: usize, required: bool) -> ApiResult<()> {
+    if required && text.trim().is_empty() {
+        return Err(ApiError::invalid(format!("{field} must not be empty")));
+    }
+    if text.len() > max {
+        return Err(ApiError::invalid(format!("{field} is longer than {max} bytes")));
+    }
+    Ok(())
+}
+
+/// A name that can key an attribute: short, printable, no spaces.
+pub fn check_name(field: &str, name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= ATTRIBUTE_BYTES_MAX
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!("{field} {name:?} must be 1 to {ATTRIBUTE_BYTES_MAX} of [A-Za-z0-9_-]")))
+    }
+}
+
+fn validate(request: CreatePollRequest, poll_id: PollId, now_ms: i64) -> ApiResult<PollSpec> {
+    check_text("title", &request.title, POLL_TITLE_BYTES_MAX, true)?;
+    if let Some(description) = &request.description {
+        check_text("description", description, POLL_DESCRIPTION_BYTES_MAX, false)?;
+    }
+    let count = request.options.len();
+    if !(POLL_OPTIONS_MIN..=POLL_OPTIONS_MAX).contains(&count) {
+        return Err(ApiError::invalid(format!(
+            "a poll has {POLL_OPTIONS_MIN} to {POLL_OPTIONS_MAX} options, not {count}"
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    let mut options = Vec::with_capacity(count);
+    for option in &request.options {
+        let text = option.text().trim();
+        check_text("option text", text, OPTION_TEXT_BYTES_MAX, true)?;
+        if !seen.insert(text.to_lowercase()) {
+            return Err(ApiError::invalid(format!("option {text:?} appears twice")));
+        }
+        options.push(text.to_string());
+    }
+    let start_time_ms = request.start_time.as_deref().map(parse_ms).transpose().map_err(ApiError::invalid)?;
+    let end_time_ms = request.end_time.as_deref().map(parse_ms).transpose().map_err(ApiError::invalid)?;
+    if let Some(end) = end_time_ms {
+        if end <= start_time_ms.unwrap_or(now_ms) {
+            return Err(ApiError::invalid("end_time must be after start_time (default: now)"));
+        }
+    }
+    let settings = request.settings.unwrap_or_default();
+    let breakdowns = settings.breakdowns.unwrap_or_default();
+    if breakdowns.len() > BREAKDOWNS_MAX {
+        return Err(ApiError::invalid(format!("at most {BREAKDOWNS_MAX} breakdowns")));
+    }
+    for name in &breakdowns {
+        check_name("breakdown", name)?;
+    }
+    if breakdowns.iter().collect::<BTreeSet<_>>().len() != breakdowns.len() {
+        return Err(ApiError::invalid("breakdowns repeat a name"));
+    }
+    Ok(PollSpec {
+        poll_id,
+        title: request.title.trim().to_string(),
+        description: request.description,
+        options,
+        start_time_ms,
+        end_time_ms,
+        settings: PollSettings {
+            show_results_during_voting: settings.show_results_during_voting.unwrap_or(true),
+            allow_vote_change: settings.allow_vote_change.unwrap_or(false),
+            breakdowns,
+        },
+        owner: None,
+    })
+}
+
+fn poll_reply(response: Response, poll_id: &PollId) -> ApiResult<Poll> {
+    match response {
+        Response::Poll(Ok(poll)) => Ok(poll),
+        Response::Poll(Err(PollRejection::NotFound)) => Err(ApiError::poll_not_found(&poll_id.0)),
+        Response::Poll(Err(PollRejection::Invalid(reason))) => Err(ApiError::invalid(reason)),
+        // Random 71-bit ids collide about never; say so rather than hand back someone else's poll.
+        Response::Poll(Err(PollRejection::AlreadyExists)) => {
+            Err(ApiError::internal(format!("poll id {poll_id} is already taken; retry the request")))
+        }
+        other => Err(ApiError::internal(format!("unexpected state machine answer {other:?}"))),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/polls", request_body = CreatePollRequest,
+    responses((status = 201, body = PollBody), (status = 400, description = "INVALID_REQUEST")))]
+pub async fn create(
+    State(app): State<std::sync::Arc<App>>,
+    ApiJson(request): ApiJson<CreatePollRequest>,
+) -> ApiResult<(StatusCode, Json<PollBody>)> {
+    let now_ms = app.node.clock.now_ms();
+    let poll_id = app.new_poll_id();
+    let spec = validate(request, poll_id.clone(), now_ms)?;
+    let committed = app.node.propose(Command::CreatePoll(spec)).await?;
+    let poll = poll_reply(committed.response, &poll_id)?;
+    Ok((StatusCode::CREATED, Json(PollBody::new(&poll, app.node.clock.now_ms()))))
+}
+
+#[utoipa::path(get, path = "/v1/polls/{poll_id}", params(("poll_id" = String, Path)),
+    responses((status = 200, body = PollBody), (status = 404, description = "POLL_NOT_FOUND")))]
+pub async fn get(State(app): State<std::sync::Arc<App>>, Path(poll_id): Path<String>) -> ApiResult<Json<PollBody>> {
+    let poll = app.known_poll(&poll_id).await?;
+    Ok(Json(PollBody::new(&poll, app.node.clock.now_ms())))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// `scheduled`, `active` or `closed`.
+    pub status: Option<String>,
+    /// At most 200; default 50.
+    pub limit: Option<usize>,
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PollList {
+    pub polls: Vec<PollBody>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/polls", params(ListQuery), responses((status = 200, body = PollList)))]
+pub async fn list(
+    State(app): State<std::sync::Arc<App>>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<Json<PollList>> {
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > POLLS_PAGE_MAX {
+        return Err(ApiError::invalid(format!("limit must be 1 to {POLLS_PAGE_MAX}")));
+    }
+    if let Some(status) = &query.status {
+        if !["scheduled", "active", "closed"].contains(&status.as_str()) {
+            return Err(ApiError::invalid("status must be scheduled, active or closed"));
+        }
+    }
+    let after: u64 = match &query.cursor {
+        None => 0,
+        Some(cursor) => cursor.parse().map_err(|_| ApiError::invalid("cursor is not one this API gave"))?,
+    };
+    let now_ms = app.node.clock.now_ms();
+    let applied = app.node.sm.read();
+    let mut polls: Vec<&Poll> = applied
+        .state
+        .polls
+        .values()
+        .map(|p| &p.poll)
+        .filter(|p| p.created_index > after)
+        .filter(|p| query.status.as_deref().is_none_or(|s| p.status_at(now_ms).as_str() == s))
+        .collect();
+    polls.sort_by_key(|p| p.created_index);
+    let next_cursor = (polls.len() > limit).then(|| polls[limit - 1].created_index.to_string());
+    let polls = polls.into_iter().take(limit).map(|p| PollBody::new(p, now_ms)).collect();
+    Ok(Json(PollList { polls, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchPollRequest {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub end_time: Option<String>,
+    /// Only `"closed"`: a closed poll never reopens.
+    pub status: Option<String>,
+}
+
+#[utoipa::path(patch, path = "/v1/polls/{poll_id}", params(("poll_id" = String, Path)),
+    request_body = PatchPollRequest, responses((status = 200, body = PollBody)))]
+pub async fn patch(
+    State(app): State<std::sync::Arc<App>>,
+    Path(poll_id): Path<String>,
+    ApiJson(request): ApiJson<PatchPollRequest>,
+) -> ApiResult<Json<PollBody>> {
+    let poll = app.known_poll(&poll_id).await?;
+    if let Some(title) = &request.title {
+        check_text("title", title, POLL_TITLE_BYTES_MAX, true)?;
+    }
+    if let Some(description) = &request.description {
+        check_text("description", description, POLL_DESCRIPTION_BYTES_MAX, false)?;
+    }
+    let close = match request.status.as_deref() {
+        None => false,
+        Some("closed") => true,
+        Some(other) => return Err(ApiError::invalid(format!("status can only be set to \"closed\", not {other:?}"))),
+    };
+    let end_time_ms = request.end_time.as_deref().map(parse_ms).transpose().map_err(ApiError::invalid)?;
+    let patch = PollPatch {
+        title: request.title.map(|t| t.trim().to_string()),
+        description: request.description,
+        end_time_ms,
+        close,
+    };
+    let committed = app.node.propose(Command::UpdatePoll { poll_id: poll.poll_id.clone(), patch }).await?;
+    let poll = poll_reply(committed.response, &poll.poll_id)?;
+    Ok(Json(PollBody::new(&poll, app.node.clock.now_ms())))
+}

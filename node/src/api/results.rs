@@ -1,0 +1,242 @@
+//! `/v1/polls/{poll_id}/results`: eventual (this node's applied state) or linearizable,
+//! and `/results/stream`, the same as server-sent events on every change.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tally_actors::{LiveFeed, LiveResults};
+use tally_raft::model::{PollId, PollStatus};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::ApiQuery;
+use crate::clock::format_ms;
+use crate::App;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ResultsQuery {
+    /// `eventual` (default) or `linearizable`.
+    pub consistency: Option<String>,
+    /// One of the poll's breakdowns, e.g. `region`.
+    pub breakdown: Option<String>,
+}
+
+/// Attribute value → option id → votes.
+pub type Breakdown = BTreeMap<String, BTreeMap<String, u64>>;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OptionResult {
+    pub option_id: String,
+    pub label: String,
+    pub votes: u64,
+    pub percentage: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultsBody {
+    pub poll_id: String,
+    pub title: String,
+    pub status: String,
+    pub total_votes: u64,
+    pub options: Vec<OptionResult>,
+    /// The leader's timestamp of the last entry this node applied.
+    pub as_of: String,
+    pub applied_index: u64,
+    pub served_by: u64,
+    pub consistency: String,
+    /// breakdown name → its counts, for the requested breakdown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<BTreeMap<String, Breakdown>>,
+}
+
+fn percentage(votes: u64, total: u64) -> f64 {
+    if total == 0 {
+        return 0.0;
+    }
+    (votes as f64 * 1000.0 / total as f64).round() / 10.0
+}
+
+pub fn body(app: &App, live: &LiveResults, consistency: &str) -> ResultsBody {
+    let poll = &live.poll;
+    let total_votes = live.counts.iter().sum();
+    ResultsBody {
+        poll_id: poll.poll_id.0.clone(),
+        title: poll.title.clone(),
+        status: poll.status_at(app.node.clock.now_ms()).as_str().to_string(),
+        total_votes,
+        options: poll
+            .options
+            .iter()
+            .zip(&live.counts)
+            .map(|(option, &votes)| OptionResult {
+                option_id: option.option_id.clone(),
+                label: option.text.clone(),
+                votes,
+                percentage: percentage(votes, total_votes),
+            })
+            .collect(),
+        as_of: format_ms(live.as_of_ms),
+        applied_index: live.applied_index,
+        served_by: app.node.id,
+        consistency: consistency.to_string(),
+        breakdown: None,
+    }
+}
+
+/// The poll's counts and, for `breakdown`, votes per attribute value and option, all
+/// from one read of this node's applied state so that the two agree.
+fn from_state(app: &App, poll_id: &PollId, breakdown: Option<&str>) -> Option<(LiveResults, Option<Breakdown>)> {
+    let applied = app.node.sm.read();
+    let state = applied.state.polls.get(poll_id)?;
+    let live = LiveResults {
+        poll: state.poll.clone(),
+        counts: state.counts.clone(),
+        applied_index: applied.last_applied.map_or(0, |l| l.index),
+        as_of_ms: applied.state.last_timestamp_ms,
+    };
+    let counts = breakdown.map(|name| {
+        let values = state.breakdowns.get(name).into_iter().flatten();
+        values
+            .map(|(value, per_option)| {
+                let by_option = state.poll.options.iter().zip(per_option).filter(|(_, votes)| **votes > 0);
+                (value.clone(), by_option.map(|(option, votes)| (option.option_id.clone(), *votes)).collect())
+            })
+            .collect::<Breakdown>()
+    });
+    Some((live, counts))
+}
+
+#[utoipa::path(get, path = "/v1/polls/{poll_id}/results", params(("poll_id" = String, Path), ResultsQuery),
+    responses((status = 200, body = ResultsBody), (status = 403, description = "results hidden while voting")))]
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Path(poll_id): Path<String>,
+    ApiQuery(query): ApiQuery<ResultsQuery>,
+) -> ApiResult<Json<ResultsBody>> {
+    let consistency = query.consistency.as_deref().unwrap_or("eventual");
+    let poll = app.known_poll(&poll_id).await?;
+    if let Some(name) = &query.breakdown {
+        if !poll.settings.breakdowns.contains(name) {
+            return Err(ApiError::invalid(format!("{name:?} is not one of the poll's breakdowns")));
+        }
+    }
+    let (live, breakdown) = match (consistency, &query.breakdown) {
+        // The common case: the poll actor's live counts, no lock on the state machine.
+        ("eventual", None) => app.registry.handle(&poll.poll_id).await?.results().await?.map(|live| (live, None)),
+        ("eventual", Some(name)) => from_state(&app, &poll.poll_id, Some(name)),
+        ("linearizable", name) => {
+            app.node.linearizable_barrier().await?;
+            // Straight from the state machine: the actor may be a refresh behind.
+            from_state(&app, &poll.poll_id, name.as_deref())
+        }
+        (other, _) => {
+            return Err(ApiError::invalid(format!("consistency must be eventual or linearizable, not {other:?}")))
+        }
+    }
+    .ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
+    check_visible(&app, &live)?;
+    let mut result = body(&app, &live, consistency);
+    if let (Some(name), Some(counts)) = (query.breakdown, breakdown) {
+        result.breakdown = Some(BTreeMap::from([(name, counts)]));
+    }
+    Ok(Json(result))
+}
+
+fn check_visible(app: &App, live: &LiveResults) -> ApiResult<()> {
+    if !live.poll.settings.show_results_during_voting
+        && live.poll.status_at(app.node.clock.now_ms()) != PollStatus::Closed
+    {
+        return Err(ApiError::forbidden("this poll shows its results only once it has closed"));
+    }
+    Ok(())
+}
+
+/// Streams open on this node at once; past it, new ones get 503. Each costs one task and
+/// one slot in its poll's feed, never a queue.
+pub const STREAMS_MAX: usize = 10_000;
+/// At most one event per stream in this window: changes in between coalesce (API.md).
+const STREAM_EVENT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Holds a place among `STREAMS_MAX` until the stream ends.
+pub struct StreamSlot(Arc<App>);
+
+impl StreamSlot {
+    fn take(app: &Arc<App>) -> ApiResult<Self> {
+        if app.streams.fetch_add(1, Ordering::AcqRel) >= STREAMS_MAX {
+            app.streams.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::unavailable(format!("this node already serves {STREAMS_MAX} result streams")));
+        }
+        Ok(Self(app.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Open streams, counted on the `App`.
+pub type StreamCount = AtomicUsize;
+
+struct Streaming {
+    slot: StreamSlot,
+    feed: LiveFeed,
+    first: Option<LiveResults>,
+    last_sent: tokio::time::Instant,
+}
+
+#[utoipa::path(get, path = "/v1/polls/{poll_id}/results/stream", params(("poll_id" = String, Path)),
+    responses((status = 200, description = "text/event-stream: a `results` event (the results object) at once, then on every change, at most every 100 ms"),
+              (status = 403, description = "results hidden while voting")))]
+pub async fn stream(
+    State(app): State<Arc<App>>,
+    Path(poll_id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let poll = app.known_poll(&poll_id).await?;
+    let slot = StreamSlot::take(&app)?;
+    let handle = app.registry.handle(&poll.poll_id).await?;
+    // Subscribed before the first read, so no change can fall between the two.
+    let feed = handle.subscribe();
+    let first = handle.results().await?.ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
+    check_visible(&app, &first)?;
+    let start = Streaming { slot, feed, first: Some(first), last_sent: tokio::time::Instant::now() };
+    let events = futures::stream::unfold(start, |mut s| async move {
+        let live = match s.first.take() {
+            Some(first) => first,
+            None => {
+                tokio::time::sleep_until(s.last_sent + STREAM_EVENT_INTERVAL).await;
+                // An error means the actor is gone: the node is shutting down.
+                s.feed.changed().await.ok()?;
+                let latest = s.feed.borrow_and_update().clone()?;
+                (*latest).clone()
+            }
+        };
+        s.last_sent = tokio::time::Instant::now();
+        let app = &s.slot.0;
+        // A poll can hide its results once they are being streamed only by closing,
+        // which makes them public; so the first check holds for the whole stream.
+        let event = Event::default().event("results").json_data(body(app, &live, "eventual"));
+        Some((Ok(event.unwrap_or_else(|_| Event::default().comment("unencodable results"))), s))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentages_round_to_one_decimal() {
+        assert_eq!(super::percentage(1, 3), 33.3);
+        assert_eq!(super::percentage(2, 3), 66.7);
+        assert_eq!(super::percentage(0, 0), 0.0);
+        assert_eq!(super::percentage(5, 5), 100.0);
+    }
+}

@@ -1,0 +1,240 @@
+//! `/v1/polls/{poll_id}/votes`: one vote, a batch, and "have I voted?".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tally_actors::Decided;
+use tally_raft::limits::*;
+use tally_raft::model::{Poll, VoteIntent, VoteOutcome, VoteReceipt, VoterId};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiQuery};
+use super::polls::check_name;
+use crate::clock::format_ms;
+use crate::App;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VoteRequest {
+    pub option_id: String,
+    /// Required while auth is off.
+    pub voter_id: Option<String>,
+    /// Keys among the poll's `breakdowns`; short string values.
+    pub attributes: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VoteBody {
+    /// `recorded` (also for a replay of the same idempotency key) or `changed`.
+    pub status: &'static str,
+    pub vote_id: String,
+    pub poll_id: String,
+    pub option_id: String,
+    pub recorded_at: String,
+    pub log_index: u64,
+    /// True when this answer repeats the reply to an earlier request with the same key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+impl VoteBody {
+    fn new(status: &'static str, receipt: &VoteReceipt, replayed: bool) -> Self {
+        Self {
+            status,
+            vote_id: receipt.vote_id.clone(),
+            poll_id: receipt.poll_id.0.clone(),
+            option_id: receipt.option_id.clone(),
+            recorded_at: format_ms(receipt.recorded_at_ms),
+            log_index: receipt.log_index,
+            replayed,
+        }
+    }
+}
+
+fn check_voter(voter_id: Option<String>) -> ApiResult<VoterId> {
+    let voter = voter_id.ok_or_else(|| ApiError::invalid("voter_id is required"))?;
+    if voter.trim().is_empty() || voter.len() > VOTER_ID_BYTES_MAX || voter.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!("voter_id must be 1 to {VOTER_ID_BYTES_MAX} bytes of printable text")));
+    }
+    Ok(VoterId(voter))
+}
+
+fn check_key(key: &str) -> ApiResult<()> {
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid(format!(
+            "the idempotency key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_attributes(poll: &Poll, attributes: Option<BTreeMap<String, String>>) -> ApiResult<BTreeMap<String, String>> {
+    let attributes = attributes.unwrap_or_default();
+    if attributes.len() > ATTRIBUTES_MAX {
+        return Err(ApiError::invalid(format!("at most {ATTRIBUTES_MAX} attributes")));
+    }
+    for (key, value) in &attributes {
+        check_name("attribute", key)?;
+        if !poll.settings.breakdowns.contains(key) {
+            return Err(ApiError::invalid(format!("attribute {key:?} is not one of the poll's breakdowns")));
+        }
+        if value.is_empty() || value.len() > ATTRIBUTE_BYTES_MAX || value.chars().any(char::is_control) {
+            return Err(ApiError::invalid(format!("attribute {key:?} must be 1 to {ATTRIBUTE_BYTES_MAX} bytes")));
+        }
+    }
+    Ok(attributes)
+}
+
+/// Turns a request into a vote intent, every field checked. Without a client key, the
+/// node makes one up so that its own retries are recognised.
+fn intent(app: &App, poll: &Poll, request: VoteRequest, key: Option<String>) -> ApiResult<VoteIntent> {
+    let voter_id = check_voter(request.voter_id)?;
+    if let Some(key) = &key {
+        check_key(key)?;
+    }
+    if request.option_id.is_empty() || request.option_id.len() > ID_BYTES_MAX {
+        return Err(ApiError::invalid("option_id is missing or too long"));
+    }
+    Ok(VoteIntent {
+        poll_id: poll.poll_id.clone(),
+        voter_id,
+        option_id: request.option_id,
+        idempotency_key: key.unwrap_or_else(|| app.new_request_key()),
+        attributes: check_attributes(poll, request.attributes)?,
+    })
+}
+
+/// The HTTP answer for a decided vote.
+fn reply(decided: &Decided, voter_id: &str) -> Result<VoteBody, ApiError> {
+    match &decided.outcome {
+        VoteOutcome::Recorded(receipt) => Ok(VoteBody::new("recorded", receipt, false)),
+        VoteOutcome::Replayed { receipt, changed: false } => Ok(VoteBody::new("recorded", receipt, true)),
+        VoteOutcome::Replayed { receipt, changed: true } => Ok(VoteBody::new("changed", receipt, true)),
+        VoteOutcome::Changed(receipt) => Ok(VoteBody::new("changed", receipt, false)),
+        VoteOutcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection, voter_id)),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/polls/{poll_id}/votes", request_body = VoteRequest,
+    params(("poll_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = VoteBody), (status = 409, description = "ALREADY_VOTED, POLL_CLOSED or POLL_NOT_OPEN"),
+              (status = 422, description = "INVALID_OPTION"), (status = 503, description = "UNAVAILABLE"),
+              (status = 504, description = "TIMEOUT")))]
+pub async fn cast(
+    State(app): State<Arc<App>>,
+    Path(poll_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<VoteRequest>,
+) -> ApiResult<Json<VoteBody>> {
+    let poll = app.known_poll(&poll_id).await?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            Some(value.to_str().map_err(|_| ApiError::invalid("the Idempotency-Key is not ASCII"))?.to_string())
+        }
+    };
+    let intent = intent(&app, &poll, request, key)?;
+    let voter = intent.voter_id.0.clone();
+    let decided = app.vote(intent).await?;
+    Ok(Json(reply(&decided, &voter)?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BatchVote {
+    pub option_id: String,
+    pub voter_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub attributes: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BatchRequest {
+    pub votes: Vec<BatchVote>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchBody {
+    /// One per vote, in order: a vote reply or `{"error": {...}}`.
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<Value>,
+}
+
+#[utoipa::path(post, path = "/v1/polls/{poll_id}/votes:batch", request_body = BatchRequest,
+    params(("poll_id" = String, Path)), responses((status = 200, body = BatchBody)))]
+pub async fn batch(
+    State(app): State<Arc<App>>,
+    Path(poll_id): Path<String>,
+    ApiJson(request): ApiJson<BatchRequest>,
+) -> ApiResult<Json<BatchBody>> {
+    if request.votes.is_empty() || request.votes.len() > VOTES_PER_BATCH_REQUEST_MAX {
+        return Err(ApiError::invalid(format!("a batch holds 1 to {VOTES_PER_BATCH_REQUEST_MAX} votes")));
+    }
+    let poll = app.known_poll(&poll_id).await?;
+    let handle = app.registry.handle(&poll.poll_id).await?;
+    // Every vote goes to the poll actor at once, in request order (join_all polls each
+    // future once, in order, before waiting); the proposer groups them into entries.
+    let pending = request.votes.into_iter().map(|vote| {
+        let (app, poll, handle) = (&app, &poll, &handle);
+        async move {
+            let single =
+                VoteRequest { option_id: vote.option_id, voter_id: vote.voter_id, attributes: vote.attributes };
+            let intent = intent(app, poll, single, vote.idempotency_key)?;
+            let voter = intent.voter_id.0.clone();
+            let decided = app.vote_with(handle, intent).await?;
+            reply(&decided, &voter)
+        }
+    });
+    let results = futures::future::join_all(pending)
+        .await
+        .into_iter()
+        .map(|result| match result {
+            Ok(body) => serde_json::to_value(body).unwrap_or(Value::Null),
+            Err(error) => error.body(),
+        })
+        .collect();
+    Ok(Json(BatchBody { results }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct MeQuery {
+    pub voter_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeBody {
+    pub has_voted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub option_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vote_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voted_at: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/polls/{poll_id}/votes/me", params(("poll_id" = String, Path), MeQuery),
+    responses((status = 200, body = MeBody)))]
+pub async fn me(
+    State(app): State<Arc<App>>,
+    Path(poll_id): Path<String>,
+    ApiQuery(query): ApiQuery<MeQuery>,
+) -> ApiResult<Json<MeBody>> {
+    let poll = app.known_poll(&poll_id).await?;
+    let voter = check_voter(query.voter_id)?;
+    let applied = app.node.sm.read();
+    let state = applied.state.polls.get(&poll.poll_id).ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
+    let body = match state.votes.get(&voter) {
+        None => MeBody { has_voted: false, option_id: None, vote_id: None, voted_at: None },
+        Some(record) => MeBody {
+            has_voted: true,
+            option_id: state.poll.options.get(record.option_index as usize).map(|o| o.option_id.clone()),
+            vote_id: Some(record.vote_id.clone()),
+            voted_at: Some(format_ms(record.recorded_at_ms)),
+        },
+    };
+    Ok(Json(body))
+}

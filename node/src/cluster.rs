@@ -1,0 +1,334 @@
+//! The Raft side of a node: proposing commands (locally on the leader, forwarded from a
+//! follower), read indexes for linearizable reads, membership changes.
+//!
+//! What a non-leader does is spelled out here: it forwards the command to the leader
+//! itself. It retries only where that is safe and only within the write timeout: every
+//! command is idempotent in the state machine (votes carry an idempotency key, polls a
+//! fresh id, updates are absolute), so a retry after an unknown outcome cannot double
+//! anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use tally_raft::log_store::LogStats;
+use tally_raft::model::{Command, Request};
+use tally_raft::network::Network;
+use tally_raft::rpc::{Committed, ProposeError};
+use tally_raft::state_machine::SmShared;
+use tally_raft::transport::TransportError;
+use tally_raft::typ;
+use tally_raft::NodeId;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+
+/// Attempts at one command. The write timeout is the real bound: with pauses growing to
+/// `PROPOSE_PAUSE_MAX`, this many attempts outlast the default 5 s, so a follower whose
+/// leader hint is stale through an election keeps trying until the window closes rather
+/// than giving up (as 504) after a second and a half.
+const PROPOSE_ATTEMPTS_MAX: u32 = 24;
+/// Longest pause between attempts: about one election timeout.
+const PROPOSE_PAUSE_MAX: Duration = Duration::from_millis(400);
+/// How long a node that just committed a write waits for its own state machine to catch
+/// up before answering, so that a client reads its own write from the node it wrote to.
+const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
+/// Bound on a membership change, learner catch-up included.
+const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct RaftNode {
+    pub id: NodeId,
+    pub raft: typ::Raft,
+    pub network: Network,
+    pub sm: Arc<SmShared>,
+    pub log_stats: Arc<LogStats>,
+    pub clock: Arc<dyn Clock>,
+    pub write_timeout: Duration,
+    /// Votes this node sent on to a leader, retries included.
+    pub votes_forwarded: AtomicU64,
+}
+
+impl RaftNode {
+    pub fn metrics(&self) -> typ::RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The leader's id and address, if this node knows one.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
+    }
+
+    /// The greatest index this node knows committed, as openraft last told the log store.
+    pub fn committed_index(&self) -> u64 {
+        self.log_stats.committed_index.load(Ordering::Relaxed)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Proposes `command` through whichever node leads, retrying safely until the write
+    /// timeout. Returns once this node has applied the entry (or waited long enough).
+    ///
+    /// The final error says "not recorded" (anything but `Unknown`) only if no attempt
+    /// could have put the command in the log.
+    pub async fn propose(&self, command: Command) -> Result<Committed, ProposeError> {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut last_error = ProposeError::NotLeader { leader: None };
+        let mut maybe_in_log = false;
+        for attempt in 0..PROPOSE_ATTEMPTS_MAX {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let (result, sent) = match self.leader() {
+                Some((leader, _)) if leader == self.id => (self.propose_local(command.clone(), remaining).await, true),
+                Some((_, addr)) => self.forward(&addr, command.clone(), remaining).await,
+                None => (Err(ProposeError::NotLeader { leader: None }), false),
+            };
+            match result {
+                Ok(committed) => {
+                    self.wait_applied(committed.log_index, LOCAL_APPLY_WAIT).await;
+                    return Ok(committed);
+                }
+                Err(error @ (ProposeError::NotLeader { .. } | ProposeError::NoQuorum | ProposeError::Unknown(_))) => {
+                    // openraft 0.9 also answers ForwardToLeader for an entry it appended and
+                    // then truncated; in clusters of five or more such an entry can still be
+                    // committed by another leader. So any answer from a proposer counts.
+                    maybe_in_log |= sent;
+                    tracing::debug!(attempt, %error, "propose: retrying");
+                    last_error = error;
+                }
+                Err(other) => {
+                    maybe_in_log |= sent && matches!(other, ProposeError::ShuttingDown);
+                    last_error = other;
+                    break;
+                }
+            }
+            let pause = Duration::from_millis(25 << attempt.min(4)).min(PROPOSE_PAUSE_MAX);
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+        if maybe_in_log {
+            return Err(ProposeError::Unknown(format!("no definite answer within the write timeout ({last_error})")));
+        }
+        Err(last_error)
+    }
+
+    /// Proposes on this node, which must be the leader. Used for the node's own writes and
+    /// for commands that followers forward (never forwarded again, so never a loop).
+    pub async fn propose_local(&self, command: Command, timeout: Duration) -> Result<Committed, ProposeError> {
+        let request = Request { timestamp_ms: self.clock.now_ms(), command };
+        #[cfg(feature = "bug-injection")]
+        if tally_raft::bugs::ack_before_commit() {
+            return self.acknowledge_before_commit(request).await;
+        }
+        match tokio::time::timeout(timeout, self.raft.client_write(request)).await {
+            Err(_) => Err(ProposeError::Unknown("not committed within the write timeout".into())),
+            Ok(Ok(response)) => Ok(Committed { log_index: response.log_id.index, response: response.data }),
+            // Returned before the entry was appended, or after it was truncated away: the
+            // command is not in the log and never will be.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                Err(ProposeError::NotLeader { leader: forward.leader_id })
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(ProposeError::Unknown(e.to_string()))
+            }
+            // Raft stopped with the request pending: it may have been appended and
+            // replicated, and another leader may commit it.
+            Ok(Err(RaftError::Fatal(fatal))) => Err(ProposeError::Unknown(format!("raft stopped: {fatal}"))),
+        }
+    }
+
+    /// Forwards to the leader. The flag says whether the leader may have seen it.
+    async fn forward(
+        &self,
+        addr: &str,
+        command: Command,
+        timeout: Duration,
+    ) -> (Result<Committed, ProposeError>, bool) {
+        if let Command::CastVotes(votes) = &command {
+            self.votes_forwarded.fetch_add(votes.len() as u64, Ordering::Relaxed);
+        }
+        match self.network.forward(addr, command, timeout).await {
+            Ok(reply) => (reply, true),
+            // Could not connect: the leader never saw the command.
+            Err(TransportError::Unreachable { .. }) => (Err(ProposeError::NotLeader { leader: None }), false),
+            Err(error) => (Err(ProposeError::Unknown(error.to_string())), true),
+        }
+    }
+
+    /// The leader's read index, after confirming leadership with a quorum. Leader only.
+    pub async fn read_index_local(&self, timeout: Duration) -> Result<u64, ProposeError> {
+        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(ProposeError::NoQuorum),
+            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader { leader: f.leader_id })
+            }
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(ProposeError::NoQuorum)
+            }
+            Ok(Err(RaftError::Fatal(_))) => Err(ProposeError::ShuttingDown),
+        }
+    }
+
+    /// Waits until this node has applied everything committed before the call began, as
+    /// confirmed by the leader: after it, a local read is linearizable.
+    pub async fn linearizable_barrier(&self) -> Result<u64, ProposeError> {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut last_error = ProposeError::NotLeader { leader: None };
+        for attempt in 0..PROPOSE_ATTEMPTS_MAX {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let result = match self.leader() {
+                Some((leader, _)) if leader == self.id => self.read_index_local(remaining).await,
+                Some((_, addr)) => match self.network.read_index(&addr, remaining).await {
+                    Ok(reply) => reply,
+                    Err(e) => Err(ProposeError::Unknown(e.to_string())),
+                },
+                None => Err(ProposeError::NotLeader { leader: None }),
+            };
+            match result {
+                Ok(index) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    return if self.wait_applied(index, remaining).await {
+                        Ok(index)
+                    } else {
+                        Err(ProposeError::Unknown(format!("index {index} not applied in time")))
+                    };
+                }
+                Err(ProposeError::ShuttingDown) => return Err(ProposeError::ShuttingDown),
+                Err(error) => last_error = error,
+            }
+            let pause = Duration::from_millis(25 << attempt.min(4)).min(PROPOSE_PAUSE_MAX);
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+        Err(last_error)
+    }
+
+    /// Whether this node applied `index` within `timeout`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        if self.sm.applied_index() >= index {
+            return true;
+        }
+        self.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "wait_applied").await.is_ok()
+    }
+
+    /// Forms a cluster from a pristine node. `NotAllowed` (already initialized) is fine.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<bool, String> {
+        let nodes: BTreeMap<NodeId, BasicNode> =
+            members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Adds a node as a learner, waits for it to catch up, then (for a voter) promotes it.
+    /// Leader only; never retried, so an operator sees every failure.
+    pub async fn add_member(&self, id: NodeId, addr: String, voter: bool) -> Result<(), String> {
+        // openraft waits without end for a learner to catch up; a wrong address never does.
+        let added =
+            tokio::time::timeout(MEMBERSHIP_CHANGE_TIMEOUT, self.raft.add_learner(id, BasicNode { addr }, true));
+        added
+            .await
+            .map_err(|_| {
+                format!("node {id} did not catch up within {MEMBERSHIP_CHANGE_TIMEOUT:?}; it stays a learner")
+            })?
+            .map_err(|e| e.to_string())?;
+        if voter {
+            let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+            self.change_membership(change).await?;
+        }
+        Ok(())
+    }
+
+    async fn change_membership(&self, change: ChangeMembers<NodeId, BasicNode>) -> Result<(), String> {
+        match tokio::time::timeout(MEMBERSHIP_CHANGE_TIMEOUT, self.raft.change_membership(change, false)).await {
+            Err(_) => Err(format!("the change was not committed within {MEMBERSHIP_CHANGE_TIMEOUT:?}")),
+            Ok(result) => result.map(|_| ()).map_err(|e| e.to_string()),
+        }
+    }
+
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), String> {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if membership.get_node(&id).is_some() {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Err(format!("node {id} is not a member"));
+        };
+        self.change_membership(change).await
+    }
+}
+
+impl RaftNode {
+    /// Runs a membership change on the leader, forwarding it there once if need be.
+    pub async fn admin(&self, request: tally_raft::rpc::AdminRequest) -> tally_raft::rpc::AdminReply {
+        use tally_raft::rpc::{AdminError, AdminRequest};
+        match self.leader() {
+            Some((leader, _)) if leader == self.id => match request {
+                AdminRequest::AddMember { node_id, addr, voter } => self.add_member(node_id, addr, voter).await,
+                AdminRequest::RemoveMember { node_id } => self.remove_member(node_id).await,
+            }
+            .map_err(AdminError::Failed),
+            Some((_, addr)) => {
+                // Adding a learner waits for it to catch up, which can take a while.
+                let timeout = MEMBERSHIP_CHANGE_TIMEOUT + self.write_timeout;
+                match self.network.admin(&addr, &request, timeout).await {
+                    Ok(reply) => reply,
+                    Err(e) => Err(AdminError::Failed(format!("forwarding to the leader failed: {e}"))),
+                }
+            }
+            None => Err(AdminError::NoLeader),
+        }
+    }
+}
+
+#[cfg(feature = "bug-injection")]
+impl RaftNode {
+    /// The injected bug: answer votes as recorded once proposed, before any commit, with
+    /// the receipts the entry would get if it were committed at the next index.
+    async fn acknowledge_before_commit(&self, request: Request) -> Result<Committed, ProposeError> {
+        use tally_raft::model::{Response, VoteOutcome, VoteReceipt};
+        let Command::CastVotes(votes) = &request.command else {
+            return self.propose_local_committed(request).await;
+        };
+        let log_index = self.metrics().last_log_index.unwrap_or(0) + 1;
+        let outcomes = votes
+            .iter()
+            .enumerate()
+            .map(|(slot, vote)| {
+                VoteOutcome::Recorded(VoteReceipt {
+                    vote_id: tally_raft::sm::vote_id(log_index, slot),
+                    poll_id: vote.poll_id.clone(),
+                    option_id: vote.option_id.clone(),
+                    recorded_at_ms: request.timestamp_ms,
+                    log_index,
+                })
+            })
+            .collect();
+        self.raft.client_write_ff(request).await.map_err(|_| ProposeError::ShuttingDown)?;
+        Ok(Committed { log_index, response: Response::Votes(outcomes) })
+    }
+
+    async fn propose_local_committed(&self, request: Request) -> Result<Committed, ProposeError> {
+        match self.raft.client_write(request).await {
+            Ok(response) => Ok(Committed { log_index: response.log_id.index, response: response.data }),
+            Err(e) => Err(ProposeError::Unknown(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! `tally-node`'s flags. Every flag has a `TALLY_*` environment variable for containers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tally_raft::NodeId;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "tally-node",
+    version,
+    about = "A Tally node: one member of a Raft-replicated voting cluster",
+    long_about = "A Tally node: serves the HTTP API (API.md) and the peer RPC on one address, and stores its \
+                  Raft log and state machine in sled under --data-dir.\n\n\
+                  Three nodes started with the same --peers form a cluster by themselves on first start; a \
+                  restart with the same flags rejoins it."
+)]
+pub struct Config {
+    /// This node's id, a positive integer unique in the cluster.
+    #[arg(long, env = "TALLY_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub id: NodeId,
+
+    /// Address to listen on, for the HTTP API and the peer RPC alike.
+    #[arg(long, env = "TALLY_ADDR", default_value = "127.0.0.1:7001")]
+    pub addr: String,
+
+    /// Address the other nodes reach this one at, if not --addr (e.g. a container's name
+    /// when listening on 0.0.0.0).
+    #[arg(long, env = "TALLY_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+
+    /// Directory for this node's sled database (created if missing).
+    #[arg(long, env = "TALLY_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// The initial cluster, as ID=HOST:PORT pairs separated by commas, this node included.
+    /// Given on first start, the nodes form the cluster by themselves; on later starts it
+    /// is harmless. Without it, the node waits for `POST /v1/cluster/init` or to be added
+    /// to an existing cluster.
+    #[arg(long, env = "TALLY_PEERS", value_delimiter = ',', value_parser = parse_peer)]
+    pub peers: Vec<(NodeId, String)>,
+
+    /// Shared secret that every peer RPC must carry. Without it, anyone who can reach the
+    /// port can speak Raft to the node: set it outside a laptop.
+    #[arg(long, env = "TALLY_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
+    /// Raft heartbeat interval.
+    #[arg(long, env = "TALLY_HEARTBEAT_INTERVAL_MS", default_value_t = 100)]
+    pub heartbeat_interval_ms: u64,
+
+    /// Lower bound of the randomised election timeout.
+    #[arg(long, env = "TALLY_ELECTION_TIMEOUT_MS_MIN", default_value_t = 800)]
+    pub election_timeout_ms_min: u64,
+
+    /// Upper bound of the randomised election timeout.
+    #[arg(long, env = "TALLY_ELECTION_TIMEOUT_MS_MAX", default_value_t = 1600)]
+    pub election_timeout_ms_max: u64,
+
+    /// Log entries between snapshots; older entries are then purged.
+    #[arg(long, env = "TALLY_SNAPSHOT_INTERVAL_ENTRIES", default_value_t = 20_000)]
+    pub snapshot_interval_entries: u64,
+
+    /// How long a write may wait for commit before the client gets 503/504.
+    #[arg(long, env = "TALLY_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub write_timeout_ms: u64,
+
+    /// sled's page cache, in MiB.
+    #[arg(long, env = "TALLY_SLED_CACHE_MB", default_value_t = 64)]
+    pub sled_cache_mb: u64,
+
+    /// Votes waiting for the next log entry on this node before new ones are refused (503).
+    #[arg(long, env = "TALLY_PROPOSER_QUEUE_MAX", default_value_t = 20_000)]
+    pub proposer_queue_max: usize,
+
+    /// Log filter, in tracing's EnvFilter syntax (RUST_LOG overrides it).
+    #[arg(long, env = "TALLY_LOG", default_value = "info,openraft=warn,sled=warn")]
+    pub log: String,
+}
+
+fn parse_peer(text: &str) -> Result<(NodeId, String), String> {
+    let (id, addr) = text.split_once('=').ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
+    let id: NodeId = id.trim().parse().map_err(|_| format!("{id:?} is not a node id"))?;
+    if id == 0 {
+        return Err("node ids start at 1".into());
+    }
+    let addr = addr.trim();
+    if !addr.contains(':') {
+        return Err(format!("{addr:?} is not HOST:PORT"));
+    }
+    Ok((id, addr.to_string()))
+}
+
+impl Config {
+    pub fn advertise_addr(&self) -> String {
+        self.advertise_addr.clone().unwrap_or_else(|| self.addr.clone())
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// The initial members, checked: unique ids, this node among them.
+    pub fn initial_members(&self) -> Result<BTreeMap<NodeId, String>, String> {
+        let mut members = BTreeMap::new();
+        for (id, addr) in &self.peers {
+            if members.insert(*id, addr.clone()).is_some() {
+                return Err(format!("--peers names node {id} twice"));
+            }
+        }
+        if !members.is_empty() && !members.contains_key(&self.id) {
+            return Err(format!("--peers does not include this node ({})", self.id));
+        }
+        Ok(members)
+    }
+
+    /// openraft's settings, every field set here rather than left to its defaults.
+    pub fn raft_config(&self) -> Result<openraft::Config, String> {
+        let config = openraft::Config {
+            cluster_name: "tally".into(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_ms_min,
+            election_timeout_max: self.election_timeout_ms_max,
+            install_snapshot_timeout: 10_000,
+            // 64 entries of at most VOTES_PER_ENTRY_MAX votes stay far below the frame limit.
+            max_payload_entries: 64,
+            replication_lag_threshold: 5_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_interval_entries),
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            max_in_snapshot_log_to_keep: 1_000,
+            purge_batch_size: 1_000,
+            enable_tick: true,
+            enable_heartbeat: true,
+            enable_elect: true,
+            ..Default::default()
+        };
+        config.validate().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(["tally-node"].iter().chain(args))
+    }
+
+    #[test]
+    fn parses_the_documented_flags() {
+        let config = parse(&[
+            "--id",
+            "1",
+            "--addr",
+            "127.0.0.1:7001",
+            "--data-dir",
+            "./data/1",
+            "--peers",
+            "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
+        ])
+        .unwrap();
+        assert_eq!(config.initial_members().unwrap().len(), 3);
+        assert!(config.raft_config().is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_peers() {
+        assert!(parse(&["--id", "1", "--data-dir", "d", "--peers", "1:7001"]).is_err());
+        assert!(parse(&["--id", "0", "--data-dir", "d"]).is_err());
+        let missing_self = parse(&["--id", "4", "--data-dir", "d", "--peers", "1=a:1,2=b:2"]).unwrap();
+        assert!(missing_self.initial_members().is_err());
+        let twice = parse(&["--id", "1", "--data-dir", "d", "--peers", "1=a:1,1=b:2"]).unwrap();
+        assert!(twice.initial_members().is_err());
+    }
+
+    #[test]
+    fn refuses_inconsistent_timeouts() {
+        let config = parse(&["--id", "1", "--data-dir", "d", "--election-timeout-ms-min", "50"]).unwrap();
+        assert!(config.raft_config().is_err());
+    }
+}

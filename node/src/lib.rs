@@ -1,0 +1,296 @@
+//! The Tally node: wiring of the Raft layer, the poll actors and the HTTP API.
+//!
+//! [`Node::start`] takes everything that differs between production and simulation (the
+//! database, the peer transport, the clock, the seed of the id generator) and [`serve`]
+//! takes any axum listener, so the simulation runs this same code over turmoil.
+
+pub mod api;
+pub mod clock;
+pub mod cluster;
+pub mod config;
+pub mod metrics;
+pub mod peer;
+pub mod source;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tally_actors::{Decided, PollRegistry, Proposer, RegistryConfig};
+use tally_raft::log_store::LogStore;
+use tally_raft::model::{Poll, PollId, VoteIntent, VoteOutcome, VoteRejection};
+use tally_raft::network::Network;
+use tally_raft::state_machine::StateMachineStore;
+use tally_raft::transport::PeerTransport;
+use tally_storage::Database;
+
+use crate::api::error::{ApiError, ApiResult};
+use crate::clock::Clock;
+use crate::cluster::RaftNode;
+use crate::config::Config;
+use crate::metrics::{Metrics, TimedTransport};
+use crate::source::{ActorNotifier, RaftSubmitter, StateSource};
+
+/// What a node needs from its environment.
+pub struct NodeOptions {
+    pub config: Config,
+    pub db: Arc<dyn Database>,
+    pub transport: Arc<dyn PeerTransport>,
+    pub clock: Arc<dyn Clock>,
+    /// Seeds the generator of poll ids and request keys (fixed in simulation).
+    pub seed: u64,
+}
+
+/// Shared by every handler.
+pub struct App {
+    pub node: Arc<RaftNode>,
+    pub registry: Arc<PollRegistry>,
+    pub proposer: Proposer,
+    pub metrics: Metrics,
+    pub db: Arc<dyn Database>,
+    pub cluster_secret: Option<String>,
+    pub advertise_addr: String,
+    /// Results streams open now (bounded by `api::results::STREAMS_MAX`).
+    pub streams: api::results::StreamCount,
+    rng: Mutex<StdRng>,
+}
+
+const ID_ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+impl App {
+    fn random_string(&self, len: usize) -> String {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        (0..len).map(|_| ID_ALPHABET[rng.gen_range(0..ID_ALPHABET.len())] as char).collect()
+    }
+
+    /// 12 base-62 characters: about 71 bits, unguessable enough for poll links.
+    pub fn new_poll_id(&self) -> PollId {
+        PollId(self.random_string(12))
+    }
+
+    /// A key for a vote whose client sent none: unique to this request.
+    pub fn new_request_key(&self) -> String {
+        format!("node{}-{}", self.node.id, self.random_string(22))
+    }
+
+    pub fn poll(&self, poll_id: &PollId) -> Option<Poll> {
+        self.node.sm.read().state.polls.get(poll_id).map(|p| p.poll.clone())
+    }
+
+    /// The poll named by a path segment. A poll created through another node may not be
+    /// applied here yet: before answering 404, catch up with the leader once.
+    pub async fn known_poll(&self, raw: &str) -> ApiResult<Poll> {
+        let well_formed = !raw.is_empty()
+            && raw.len() <= tally_raft::limits::ID_BYTES_MAX
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            return Err(ApiError::poll_not_found(raw));
+        }
+        let poll_id = PollId(raw.to_string());
+        if let Some(poll) = self.poll(&poll_id) {
+            return Ok(poll);
+        }
+        self.node.linearizable_barrier().await?;
+        self.poll(&poll_id).ok_or_else(|| ApiError::poll_not_found(raw))
+    }
+
+    /// Casts one vote through the poll's actor and counts the outcome.
+    pub async fn vote(&self, intent: VoteIntent) -> ApiResult<Decided> {
+        let handle = self.registry.handle(&intent.poll_id).await?;
+        self.vote_with(&handle, intent).await
+    }
+
+    /// Like [`App::vote`] with the actor already found. The vote reaches the actor when
+    /// the future is first polled, so futures polled in order keep their order.
+    pub async fn vote_with(&self, handle: &tally_actors::PollHandle, intent: VoteIntent) -> ApiResult<Decided> {
+        let started = Instant::now();
+        self.metrics.votes_received.inc();
+        let result = handle.vote(intent).await;
+        self.metrics.observe_vote(started.elapsed());
+        let reason = match &result {
+            Ok(Decided { outcome: VoteOutcome::Recorded(_) | VoteOutcome::Changed(_), .. }) => {
+                self.metrics.votes_recorded.inc();
+                None
+            }
+            Ok(Decided { outcome: VoteOutcome::Replayed { .. }, .. }) => Some("replayed"),
+            Ok(Decided { outcome: VoteOutcome::Rejected(rejection), .. }) => Some(match rejection {
+                VoteRejection::AlreadyVoted { .. } | VoteRejection::TooManyChanges { .. } => "already_voted",
+                VoteRejection::PollClosed => "poll_closed",
+                VoteRejection::PollNotOpen => "poll_not_open",
+                VoteRejection::InvalidOption => "invalid_option",
+                VoteRejection::InvalidAttributes(_) => "invalid_attributes",
+                VoteRejection::PollNotFound => "poll_not_found",
+            }),
+            Err(tally_actors::VoteError::Propose(tally_raft::rpc::ProposeError::Unknown(_))) => Some("timeout"),
+            Err(_) => Some("unavailable"),
+        };
+        if let Some(reason) = reason {
+            self.metrics.votes_rejected.with_label_values(&[reason]).inc();
+        }
+        Ok(result?)
+    }
+}
+
+/// A running node: its Raft instance, actors and API.
+pub struct Node {
+    pub app: Arc<App>,
+}
+
+impl Node {
+    pub async fn start(options: NodeOptions) -> anyhow::Result<Node> {
+        let NodeOptions { config, db, transport, clock, seed } = options;
+        let raft_config = config.raft_config().map_err(anyhow::Error::msg)?;
+        let members = config.initial_members().map_err(anyhow::Error::msg)?;
+        let metrics = Metrics::new(config.id);
+        let log_store = LogStore::open(&*db)?;
+        let log_stats = log_store.stats();
+        let flush_duration = metrics.log_flush_duration.clone();
+        let _ = log_stats.flush_observer.set(Box::new(move |elapsed| flush_duration.observe(elapsed.as_secs_f64())));
+        let sm_store = StateMachineStore::open(&*db).await?;
+        let sm = sm_store.shared();
+        let network = Network::new(Arc::new(TimedTransport::new(transport, metrics.peer_rpc_duration.clone())));
+        let raft = openraft::Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
+        let node = Arc::new(RaftNode {
+            id: config.id,
+            raft,
+            network,
+            sm: sm.clone(),
+            log_stats,
+            clock,
+            write_timeout: config.write_timeout(),
+            votes_forwarded: Default::default(),
+        });
+        count_leader_changes(&node.raft, metrics.leader_changes.clone());
+        let notifier =
+            Arc::new(ActorNotifier { registry: OnceLock::new(), recent_polls: metrics.recent_polls.clone() });
+        sm.set_listener(notifier.clone());
+        // A vote that waited a whole write timeout for its turn is refused unproposed.
+        let submitter = RaftSubmitter { node: node.clone(), entry_votes: metrics.entry_votes.clone() };
+        let proposer = Proposer::start(Arc::new(submitter), config.proposer_queue_max, config.write_timeout());
+        let registry =
+            PollRegistry::start(Arc::new(StateSource(sm.clone())), proposer.clone(), RegistryConfig::default());
+        let _ = notifier.registry.set(registry.clone());
+        if config.cluster_secret.is_none() {
+            tracing::warn!("no --cluster-secret: anyone who reaches this port can speak Raft to this node");
+        }
+        if !members.is_empty() && !node.raft.is_initialized().await? {
+            // Every initial member does this with the same membership, which openraft
+            // allows; it is what lets the cluster form with any one node late.
+            match node.initialize(members).await {
+                Ok(true) => tracing::info!("formed the initial cluster"),
+                Ok(false) => {}
+                Err(e) => anyhow::bail!("cannot form the initial cluster: {e}"),
+            }
+        }
+        let app = Arc::new(App {
+            node,
+            registry,
+            proposer,
+            metrics,
+            db,
+            cluster_secret: config.cluster_secret.clone(),
+            advertise_addr: config.advertise_addr(),
+            streams: Default::default(),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        });
+        Ok(Node { app })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        api::router(self.app.clone())
+    }
+
+    /// Stops Raft and the actors and makes the state machine durable, so that a restart
+    /// does not even need to re-apply.
+    pub async fn shutdown(&self) {
+        self.app.registry.stop_all();
+        if let Err(e) = self.app.node.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+        if let Err(e) = self.app.db.flush() {
+            tracing::warn!("final flush: {e}");
+        }
+    }
+}
+
+/// Counts every change to a new known leader, as this node sees them. The task ends when
+/// Raft stops and drops its metrics channel.
+fn count_leader_changes(raft: &tally_raft::typ::Raft, changes: prometheus::IntCounter) {
+    let mut metrics = raft.metrics();
+    tokio::spawn(async move {
+        let mut leader = metrics.borrow().current_leader;
+        while metrics.changed().await.is_ok() {
+            let now = metrics.borrow().current_leader;
+            if now.is_some() && now != leader {
+                changes.inc();
+            }
+            leader = now.or(leader);
+        }
+    });
+}
+
+/// Serves the API and peer RPC on `listener` until `shutdown` resolves, then stops the node.
+pub async fn serve<L>(
+    node: &Node,
+    listener: L,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, node.router()).with_graceful_shutdown(shutdown).await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// The production process: sled on disk, tokio TCP, the system clock.
+pub async fn run_process(config: Config) -> anyhow::Result<()> {
+    let db = tally_storage::SledDb::open(
+        &config.data_dir,
+        tally_storage::SledOptions {
+            cache_capacity_bytes: config.sled_cache_mb * 1024 * 1024,
+            flush_every_ms: Some(1000),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the data directory {}: {e}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(&config.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.addr))?;
+    let secret = config.cluster_secret.clone().unwrap_or_default();
+    let transport = Arc::new(tally_raft::transport::HyperTransport::tcp(&secret, Duration::from_secs(1)));
+    let seed = rand::thread_rng().gen();
+    let id = config.id;
+    let addr = config.addr.clone();
+    let node =
+        Node::start(NodeOptions { config, db: Arc::new(db), transport, clock: Arc::new(clock::SystemClock), seed })
+            .await?;
+    tracing::info!(node_id = id, %addr, "serving");
+    serve(&node, listener, shutdown_signal()).await?;
+    tracing::info!(node_id = id, "stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,112 @@
+//! The server side of peer RPC: `/raft/*` on the same address as the API, bincode bodies,
+//! every request checked for the cluster secret.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tally_raft::limits::PEER_FRAME_BYTES_MAX;
+use tally_raft::rpc::*;
+use tally_raft::{codec, typ};
+
+use crate::App;
+
+pub fn router(app: Arc<App>) -> Router<Arc<App>> {
+    Router::new()
+        .route(PATH_APPEND, post(append))
+        .route(PATH_VOTE, post(vote))
+        .route(PATH_SNAPSHOT, post(snapshot))
+        .route(PATH_FORWARD, post(forward))
+        .route(PATH_READ_INDEX, post(read_index))
+        .route(PATH_ADMIN, post(admin))
+        .layer(DefaultBodyLimit::max(PEER_FRAME_BYTES_MAX))
+        .route_layer(middleware::from_fn_with_state(app, check_secret))
+}
+
+/// Constant-time comparison, so the secret cannot be guessed byte by byte from timings.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn check_secret(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if let Some(expected) = &app.cluster_secret {
+        let given = request.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        if !same_secret(given, expected.as_bytes()) {
+            app.metrics.peer_rejected.inc();
+            return (StatusCode::UNAUTHORIZED, "peer request without the cluster secret").into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// A bincode request body, decoded within the frame limit; a bad frame is a 400.
+struct Frame<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Frame<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        codec::decode_limited(&body, PEER_FRAME_BYTES_MAX as u64)
+            .map(Frame)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad frame: {e}")).into_response())
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Response {
+    match codec::encode(value) {
+        Ok(bytes) => bytes.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn append(State(app): State<Arc<App>>, Frame(request): Frame<typ::AppendEntriesRequest>) -> Response {
+    encode(&app.node.raft.append_entries(request).await)
+}
+
+async fn vote(State(app): State<Arc<App>>, Frame(request): Frame<typ::VoteRequest>) -> Response {
+    encode(&app.node.raft.vote(request).await)
+}
+
+async fn snapshot(State(app): State<Arc<App>>, Frame(request): Frame<typ::InstallSnapshotRequest>) -> Response {
+    encode(&app.node.raft.install_snapshot(request).await)
+}
+
+async fn forward(State(app): State<Arc<App>>, Frame(request): Frame<ForwardRequest>) -> Response {
+    app.metrics.forwarded_commands_received.inc();
+    // Leader only: a forwarded command is never forwarded again, so there are no loops.
+    let reply: ForwardReply = app.node.propose_local(request.command, app.node.write_timeout).await;
+    encode(&reply)
+}
+
+async fn read_index(State(app): State<Arc<App>>) -> Response {
+    let reply: ReadIndexReply = app.node.read_index_local(app.node.write_timeout).await;
+    encode(&reply)
+}
+
+async fn admin(State(app): State<Arc<App>>, Frame(request): Frame<AdminRequest>) -> Response {
+    let reply: AdminReply = if app.node.is_leader() {
+        app.node.admin(request).await
+    } else {
+        Err(AdminError::Failed("leadership moved while the change was forwarded; retry".into()))
+    };
+    encode(&reply)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(super::same_secret(b"abc", b"abc"));
+        assert!(!super::same_secret(b"abd", b"abc"));
+        assert!(!super::same_secret(b"ab", b"abc"));
+        assert!(!super::same_secret(b"", b"abc"));
+    }
+}

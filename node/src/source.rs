@@ -1,0 +1,89 @@
+//! The adapters that let the actors read the applied state and write to the log, and let
+//! the state machine tell the actors what changed.
+
+use std::sync::{Arc, OnceLock};
+
+use tally_actors::{LiveResults, PollRegistry, PollSource, VoteSubmitter};
+use tally_raft::model::{Command, PollId, Response, VoteIntent, VoteOutcome};
+use tally_raft::rpc::ProposeError;
+use tally_raft::sm::{judge_vote, Judgement};
+use tally_raft::state_machine::{ApplyListener, SmShared};
+use tally_raft::transport::BoxFuture;
+
+use crate::cluster::RaftNode;
+use crate::metrics::RecentPolls;
+
+pub struct StateSource(pub Arc<SmShared>);
+
+impl PollSource for StateSource {
+    fn results(&self, poll_id: &PollId) -> Option<LiveResults> {
+        let applied = self.0.read();
+        let poll = applied.state.polls.get(poll_id)?;
+        Some(LiveResults {
+            poll: poll.poll.clone(),
+            counts: poll.counts.clone(),
+            applied_index: applied.last_applied.map_or(0, |l| l.index),
+            as_of_ms: applied.state.last_timestamp_ms,
+        })
+    }
+
+    fn final_outcome(&self, intent: &VoteIntent) -> Option<VoteOutcome> {
+        let applied = self.0.read();
+        let poll = applied.state.polls.get(&intent.poll_id)?;
+        // The state machine judges the schedule by the leader's timestamp, which this node
+        // does not know. A poll open since its creation and without an end has the same
+        // status at every later time (only a close by hand changes it, and that is applied
+        // here already), so its judgement here is the state machine's.
+        let timeless = poll.poll.end_time_ms.is_none() && poll.poll.start_time_ms <= poll.poll.created_at_ms;
+        if !timeless && poll.poll.closed_at_ms.is_none() {
+            return None;
+        }
+        match judge_vote(poll, intent, applied.state.last_timestamp_ms) {
+            Judgement::Final(outcome) => Some(outcome),
+            Judgement::Record { .. } | Judgement::Change { .. } => None,
+        }
+    }
+}
+
+/// Tells the poll actors what apply changed (the registry is set once it exists), and
+/// the metrics which polls are active.
+pub struct ActorNotifier {
+    pub registry: OnceLock<Arc<PollRegistry>>,
+    pub recent_polls: Arc<RecentPolls>,
+}
+
+impl ApplyListener for ActorNotifier {
+    fn polls_changed(&self, polls: &mut dyn Iterator<Item = &PollId>, _index: u64) {
+        let polls: Vec<&PollId> = polls.collect();
+        self.recent_polls.touch(polls.iter().copied());
+        if let Some(registry) = self.registry.get() {
+            registry.polls_changed(&mut polls.into_iter());
+        }
+    }
+
+    fn state_replaced(&self, _index: u64) {
+        if let Some(registry) = self.registry.get() {
+            registry.everything_changed();
+        }
+    }
+}
+
+pub struct RaftSubmitter {
+    pub node: Arc<RaftNode>,
+    /// Votes per entry: how well group commit is grouping.
+    pub entry_votes: prometheus::Histogram,
+}
+
+impl VoteSubmitter for RaftSubmitter {
+    fn submit(&self, votes: Vec<VoteIntent>) -> BoxFuture<'_, Result<(u64, Vec<VoteOutcome>), ProposeError>> {
+        Box::pin(async move {
+            let expected = votes.len();
+            self.entry_votes.observe(expected as f64);
+            let committed = self.node.propose(Command::CastVotes(votes)).await?;
+            match committed.response {
+                Response::Votes(outcomes) if outcomes.len() == expected => Ok((committed.log_index, outcomes)),
+                other => Err(ProposeError::Unknown(format!("state machine answered {other:?} to a vote entry"))),
+            }
+        })
+    }
+}

@@ -1,0 +1,318 @@
+//! Three real `tally-node` processes on loopback: votes through every node, races,
+//! SIGKILLs of the leader and of the whole cluster, and a minority that must refuse.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, Cluster};
+use serde_json::Value;
+
+/// Clusters are heavy for a 2-core machine: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// What a client learned about one voter's vote.
+#[derive(Debug, Clone, PartialEq)]
+enum Fate {
+    Recorded(String),
+    Unknown,
+}
+
+/// Votes once for `voter` with a fixed key, trying node after node on anything that is
+/// not a definite answer, at most `attempts` times.
+async fn vote_until_definite(
+    cluster: &Cluster,
+    start: usize,
+    poll: &str,
+    voter: &str,
+    option: &str,
+    attempts: usize,
+) -> Fate {
+    for attempt in 0..attempts {
+        let node = (start + attempt) % cluster.ports.len();
+        match cluster.vote(node, poll, voter, option, &format!("key-{voter}")).await {
+            Some((200, body)) => return Fate::Recorded(body["vote_id"].as_str().expect("vote_id").to_string()),
+            Some((409, body)) => panic!("{voter} got a conflict on its first and only key: {body}"),
+            Some((status @ (400..=499), body)) => panic!("{voter}: unexpected {status}: {body}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Fate::Unknown
+}
+
+async fn totals(cluster: &Cluster, poll: &str) -> Vec<(u64, Vec<u64>)> {
+    let mut all = Vec::new();
+    for i in cluster.running() {
+        let results = cluster.results(i, poll).await.expect("results");
+        let counts = results["options"].as_array().unwrap().iter().map(|o| o["votes"].as_u64().unwrap()).collect();
+        all.push((results["total_votes"].as_u64().unwrap(), counts));
+    }
+    all
+}
+
+/// Waits until every running node serves the same counts for `poll`, and returns them.
+async fn agreed_totals(cluster: &Cluster, poll: &str) -> (u64, Vec<u64>) {
+    cluster.converged(CONVERGE).await;
+    let agreed = eventually(CONVERGE, || async {
+        let all = totals(cluster, poll).await;
+        all.iter().all(|t| *t == all[0]).then(|| all[0].clone())
+    })
+    .await;
+    agreed.unwrap_or_else(|| panic!("nodes disagree on counts\n{}", cluster.log_tail()))
+}
+
+async fn my_vote(cluster: &Cluster, node: usize, poll: &str, voter: &str) -> Value {
+    let url = format!("{}/v1/polls/{poll}/votes/me?voter_id={voter}", cluster.url(node));
+    cluster.http.get(url).send().await.expect("votes/me").json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn votes_through_every_node_are_counted_on_every_node() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let (poll, options) = cluster.create_poll(0, &["Go", "Rust", "Zig"]).await;
+    let mut expected = vec![0u64; 3];
+    for n in 0..30 {
+        let option = n % 3 == 0;
+        let pick = usize::from(option);
+        let (status, body) =
+            cluster.vote(n % 3, &poll, &format!("voter-{n}"), &options[pick], &format!("k{n}")).await.expect("answer");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "recorded");
+        expected[pick] += 1;
+        // Read your write on the node you wrote to, without waiting.
+        let results = cluster.results(n % 3, &poll).await.expect("results");
+        assert!(results["options"][pick]["votes"].as_u64().unwrap() >= 1);
+    }
+    assert_eq!(agreed_totals(&cluster, &poll).await, (30, expected));
+    // A stray client cannot speak Raft: peer RPC needs the cluster secret.
+    for secret in [None, Some("wrong")] {
+        let mut request = cluster.http.post(format!("{}/raft/vote", cluster.url(0))).body(vec![0u8; 16]);
+        if let Some(secret) = secret {
+            request = request.header("x-tally-cluster-secret", secret);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401);
+    }
+    // Linearizable reads on every node see all 30 at once.
+    for i in 0..3 {
+        let url = format!("{}/v1/polls/{poll}/results?consistency=linearizable", cluster.url(i));
+        let results: Value = cluster.http.get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(results["total_votes"], 30, "{results}");
+        assert_eq!(results["served_by"], i as u64 + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_racing_requests_of_one_voter_record_exactly_one() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Arc::new(Cluster::start(3).await);
+    let (poll, options) = cluster.create_poll(1, &["yes", "no"]).await;
+    let racers: Vec<_> = (0..30)
+        .map(|n| {
+            let (cluster, poll, option) = (cluster.clone(), poll.clone(), options[n % 2].clone());
+            tokio::spawn(async move { cluster.vote(n % 3, &poll, "racer", &option, &format!("race-{n}")).await })
+        })
+        .collect();
+    let mut recorded = Vec::new();
+    let mut conflicts = Vec::new();
+    for (n, racer) in racers.into_iter().enumerate() {
+        let (status, body) = racer.await.unwrap().expect("an answer");
+        match status {
+            200 => recorded.push((n, body)),
+            409 => conflicts.push(body),
+            other => panic!("racer {n}: unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(recorded.len(), 1, "exactly one recorded: {recorded:?}");
+    let (winner, receipt) = &recorded[0];
+    for conflict in &conflicts {
+        assert_eq!(conflict["error"]["code"], "ALREADY_VOTED");
+        assert_eq!(conflict["error"]["vote_id"], receipt["vote_id"], "409s name the vote that was recorded");
+    }
+    // The winner's retry is a replay, on any node.
+    for node in 0..3 {
+        let (status, again) = cluster.vote(node, &poll, "racer", "whatever", &format!("race-{winner}")).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(again["vote_id"], receipt["vote_id"]);
+    }
+    assert_eq!(agreed_totals(&cluster, &poll).await.0, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_under_load_loses_and_doubles_nothing() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let (poll, options) = cluster.create_poll(0, &["a", "b", "c"]).await;
+    let leader = cluster.leader().await;
+    let shared = Arc::new(cluster);
+    const WORKERS: usize = 6;
+    const VOTES_PER_WORKER: usize = 60;
+    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let (cluster, poll, options, acked) = (shared.clone(), poll.clone(), options.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut fates = BTreeMap::new();
+                for n in 0..VOTES_PER_WORKER {
+                    let voter = format!("w{w}-{n}");
+                    let fate = vote_until_definite(&cluster, w + n, &poll, &voter, &options[n % 3], 20).await;
+                    if matches!(fate, Fate::Recorded(_)) {
+                        acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    fates.insert(voter, fate);
+                }
+                fates
+            })
+        })
+        .collect();
+    // Kill the leader once the load is well under way.
+    let under_way = eventually(Duration::from_secs(60), || async {
+        (acked.load(std::sync::atomic::Ordering::SeqCst) >= 40).then_some(())
+    })
+    .await;
+    assert!(under_way.is_some(), "load never got going\n{}", shared.log_tail());
+    let mut fates = BTreeMap::new();
+    shared.kill_shared(leader);
+    for worker in workers {
+        fates.extend(worker.await.unwrap());
+    }
+    let mut cluster = Arc::try_unwrap(shared).unwrap_or_else(|_| panic!("workers are done"));
+    cluster.spawn(leader);
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    // Learn the fate of every unknown outcome with the same key: after this every voter
+    // is recorded exactly once, so the counts must equal the number of voters.
+    for (voter, fate) in fates.iter_mut() {
+        if *fate == Fate::Unknown {
+            *fate = vote_until_definite(&cluster, 0, &poll, voter, &options[0], 50).await;
+            assert!(matches!(fate, Fate::Recorded(_)), "{voter} still unknown on a healed cluster");
+        }
+    }
+    let (total, _) = agreed_totals(&cluster, &poll).await;
+    assert_eq!(total, (WORKERS * VOTES_PER_WORKER) as u64, "every voter counted exactly once");
+    for (voter, fate) in &fates {
+        let Fate::Recorded(vote_id) = fate else { unreachable!() };
+        for node in 0..3 {
+            let mine = my_vote(&cluster, node, &poll, voter).await;
+            assert_eq!(mine["vote_id"].as_str(), Some(vote_id.as_str()), "{voter} on node {node}: {mine}");
+        }
+    }
+    let statuses = cluster.converged(CONVERGE).await;
+    assert!(
+        statuses.iter().any(|s| !s["snapshot_index"].is_null()),
+        "the load should have made snapshots, so that purge and install ran: {statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whole_cluster_sigkilled_and_restarted_keeps_every_acknowledged_vote() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3).await;
+    let (poll, options) = cluster.create_poll(2, &["x", "y"]).await;
+    let mut receipts = BTreeMap::new();
+    for n in 0..40 {
+        let voter = format!("v{n}");
+        match vote_until_definite(&cluster, n, &poll, &voter, &options[n % 2], 10).await {
+            Fate::Recorded(vote_id) => receipts.insert(voter, vote_id),
+            Fate::Unknown => panic!("healthy cluster did not answer for {voter}"),
+        };
+    }
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    assert_eq!(agreed_totals(&cluster, &poll).await, (40, vec![20, 20]));
+    for (n, (voter, vote_id)) in receipts.iter().enumerate() {
+        // Dedup survived the crash: a new request is refused naming the old vote...
+        let (status, body) = cluster.vote(n % 3, &poll, voter, &options[0], "a-new-key").await.unwrap();
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["vote_id"].as_str(), Some(vote_id.as_str()));
+        // ...and the original key still replays the original receipt.
+        let (status, body) = cluster.vote(n % 3, &poll, voter, &options[1], &format!("key-{voter}")).await.unwrap();
+        assert_eq!((status, body["vote_id"].as_str()), (200, Some(vote_id.as_str())));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_without_quorum_refuses_writes() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3).await;
+    let (poll, options) = cluster.create_poll(0, &["x", "y"]).await;
+    let leader = cluster.leader().await;
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            cluster.stop(i);
+        }
+    }
+    let (status, body) = cluster.vote(survivor, &poll, "lonely", &options[0], "lonely-key").await.expect("an answer");
+    assert!(status == 503 || status == 504, "a write without quorum must be refused, got {status}: {body}");
+    let code = body["error"]["code"].as_str().unwrap_or_default().to_string();
+    assert!(code == "UNAVAILABLE" || code == "TIMEOUT", "{body}");
+    let results = cluster.results(survivor, &poll).await.expect("eventual reads still work");
+    assert_eq!(results["total_votes"], 0);
+    for i in 0..3 {
+        if i != survivor {
+            cluster.spawn(i);
+        }
+    }
+    cluster.wait_ready(Duration::from_secs(60)).await;
+    let (total, _) = agreed_totals(&cluster, &poll).await;
+    if code == "UNAVAILABLE" {
+        // 503 promises the vote was not recorded.
+        assert_eq!(total, 0);
+        assert_eq!(my_vote(&cluster, survivor, &poll, "lonely").await["has_voted"], false);
+    }
+}
+
+/// Reads server-sent events from `response` until one's `total_votes` reaches `until`;
+/// returns every total seen, in order.
+async fn stream_totals(response: &mut reqwest::Response, until: u64) -> Vec<u64> {
+    let mut buffer = String::new();
+    let mut totals = Vec::new();
+    while totals.last() != Some(&until) {
+        let chunk = response.chunk().await.expect("stream stays open").expect("stream does not end");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            if !event.lines().any(|line| line == "event: results") {
+                continue; // a keep-alive comment
+            }
+            let data: String = event.lines().filter_map(|line| line.strip_prefix("data: ")).collect();
+            let results: Value = serde_json::from_str(&data).expect("event data is JSON");
+            totals.push(results["total_votes"].as_u64().expect("total_votes"));
+        }
+    }
+    totals
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_results_stream_on_one_node_follows_votes_cast_through_another() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let (poll, options) = cluster.create_poll(0, &["x", "y"]).await;
+    let url = format!("{}/v1/polls/{poll}/results/stream", cluster.url(1));
+    let mut response = cluster.http.get(&url).timeout(Duration::from_secs(60)).send().await.expect("stream opens");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    // The current results come at once, before any vote.
+    assert_eq!(stream_totals(&mut response, 0).await, vec![0]);
+    for n in 0..12 {
+        let (status, body) = cluster.vote(2, &poll, &format!("s{n}"), &options[n % 2], &format!("s{n}")).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let totals = tokio::time::timeout(Duration::from_secs(30), stream_totals(&mut response, 12))
+        .await
+        .unwrap_or_else(|_| panic!("the stream never showed all 12 votes\n{}", cluster.log_tail()));
+    println!("totals seen by the stream: {totals:?}");
+    assert!(totals.windows(2).all(|w| w[0] <= w[1]), "counts went backwards: {totals:?}");
+    // An unknown poll is a 404 in the contract's shape, not an empty stream.
+    let missing = cluster.http.get(format!("{}/v1/polls/nope/results/stream", cluster.url(0))).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}

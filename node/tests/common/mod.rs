@@ -1,0 +1,255 @@
+//! A cluster of real `tally-node` processes on loopback, for black-box tests.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+pub const SECRET: &str = "integration-test-secret";
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub ports: Vec<u16>,
+    children: Vec<std::sync::Mutex<Option<Child>>>,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+impl Cluster {
+    /// Starts `n` nodes that form a cluster by themselves, and waits until all are ready.
+    pub async fn start(n: usize) -> Cluster {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            ports: (0..n).map(|_| free_port()).collect(),
+            children: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("client"),
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_ready(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[i])
+    }
+
+    fn peers(&self) -> String {
+        self.ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",")
+    }
+
+    fn child(&self, i: usize) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.children[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        assert!(self.child(i).is_none(), "node {} is already running", i + 1);
+        let data = self.dir.path().join(format!("{}", i + 1));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{}.log", i + 1)))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tally-node"))
+            .args(["--id", &(i + 1).to_string(), "--addr", &format!("127.0.0.1:{}", self.ports[i])])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--peers", &self.peers(), "--cluster-secret", SECRET])
+            .args([
+                "--heartbeat-interval-ms",
+                "50",
+                "--election-timeout-ms-min",
+                "300",
+                "--election-timeout-ms-max",
+                "600",
+            ])
+            .args(["--snapshot-interval-entries", "50"])
+            .env("TALLY_LOG", "info,openraft=warn")
+            .stdout(Stdio::from(log.try_clone().expect("log file")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("tally-node starts");
+        *self.child(i) = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(&mut self, i: usize) {
+        self.kill_shared(i);
+    }
+
+    /// SIGKILL, for a cluster that worker tasks share.
+    pub fn kill_shared(&self, i: usize) {
+        if let Some(mut child) = self.child(i).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the clean shutdown path.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.child(i).take() {
+            sigterm(child.id());
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.children.len()).filter(|i| self.child(*i).is_some()).collect()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.children.len() {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("node{}.log", i + 1))).unwrap_or_default();
+            let lines: Vec<_> = text.lines().collect();
+            out += &format!("--- node {} ---\n{}\n", i + 1, lines[lines.len().saturating_sub(30)..].join("\n"));
+        }
+        out
+    }
+
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let running = self.running();
+        let ok = eventually(timeout, || async {
+            for &i in &running {
+                match self.http.get(format!("{}/ready", self.url(i))).send().await {
+                    Ok(r) if r.status() == 200 => {}
+                    _ => return None,
+                }
+            }
+            Some(())
+        })
+        .await;
+        assert!(ok.is_some(), "cluster not ready within {timeout:?}\n{}", self.log_tail());
+    }
+
+    pub async fn status(&self, i: usize) -> Option<Value> {
+        let response = self.http.get(format!("{}/v1/cluster/status", self.url(i))).send().await.ok()?;
+        response.json().await.ok()
+    }
+
+    /// The index of the node that leads, as the running nodes agree.
+    pub async fn leader(&self) -> usize {
+        let running = self.running();
+        let leader = eventually(Duration::from_secs(30), || async {
+            let mut seen = None;
+            for &i in &running {
+                let status = self.status(i).await?;
+                let leader = status["leader_id"].as_u64()?;
+                if seen.is_some_and(|s| s != leader) {
+                    return None;
+                }
+                seen = Some(leader);
+            }
+            let leader = seen? as usize - 1;
+            running.contains(&leader).then_some(leader)
+        })
+        .await;
+        leader.unwrap_or_else(|| panic!("no agreed leader\n{}", self.log_tail()))
+    }
+
+    pub async fn create_poll(&self, i: usize, options: &[&str]) -> (String, Vec<String>) {
+        let response = self
+            .http
+            .post(format!("{}/v1/polls", self.url(i)))
+            .json(&json!({"title": "integration", "options": options}))
+            .send()
+            .await
+            .expect("create poll");
+        let status = response.status();
+        let poll: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 201, "create poll through node {}: {poll}\n{}", i + 1, self.log_tail());
+        let ids = poll["options"]
+            .as_array()
+            .expect("options")
+            .iter()
+            .map(|o| o["option_id"].as_str().unwrap().to_string())
+            .collect();
+        (poll["poll_id"].as_str().expect("poll id").to_string(), ids)
+    }
+
+    /// One vote; `None` when no HTTP answer came back (connection refused or reset).
+    pub async fn vote(&self, i: usize, poll: &str, voter: &str, option: &str, key: &str) -> Option<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/v1/polls/{poll}/votes", self.url(i)))
+            .header("Idempotency-Key", key)
+            .json(&json!({"voter_id": voter, "option_id": option}))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn results(&self, i: usize, poll: &str) -> Option<Value> {
+        let response = self.http.get(format!("{}/v1/polls/{poll}/results", self.url(i))).send().await.ok()?;
+        (response.status() == 200).then_some(())?;
+        response.json().await.ok()
+    }
+
+    /// Waits until every running node has applied the same index with the same state hash.
+    pub async fn converged(&self, timeout: Duration) -> Vec<Value> {
+        let running = self.running();
+        let statuses = eventually(timeout, || async {
+            let mut statuses = Vec::new();
+            for &i in &running {
+                statuses.push(self.status(i).await?);
+            }
+            let first = &statuses[0];
+            let same = statuses
+                .iter()
+                .all(|s| s["applied_index"] == first["applied_index"] && s["state_hash"] == first["state_hash"]);
+            let caught_up = statuses.iter().all(|s| s["applied_index"] == s["commit_index"]);
+            (same && caught_up).then_some(statuses)
+        })
+        .await;
+        statuses.unwrap_or_else(|| panic!("nodes did not converge\n{}", self.log_tail()))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill_shared(i);
+        }
+    }
+}
+
+fn sigterm(pid: u32) {
+    // `kill -TERM` through the shell's utility keeps this crate free of unsafe code.
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+/// Polls `check` until it returns `Some`, or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

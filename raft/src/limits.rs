@@ -1,0 +1,23 @@
+//! Every size in the system has a bound, named here.
+
+pub const POLL_OPTIONS_MIN: usize = 2;
+pub const POLL_OPTIONS_MAX: usize = 32;
+pub const POLL_TITLE_BYTES_MAX: usize = 200;
+pub const POLL_DESCRIPTION_BYTES_MAX: usize = 2_000;
+pub const OPTION_TEXT_BYTES_MAX: usize = 200;
+pub const BREAKDOWNS_MAX: usize = 8;
+pub const VOTER_ID_BYTES_MAX: usize = 128;
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+pub const ATTRIBUTES_MAX: usize = 8;
+pub const ATTRIBUTE_BYTES_MAX: usize = 64;
+pub const ID_BYTES_MAX: usize = 64;
+/// Votes grouped into one Raft log entry. Bounds an entry to well under a megabyte.
+pub const VOTES_PER_ENTRY_MAX: usize = 512;
+/// Votes in one `votes:batch` request.
+pub const VOTES_PER_BATCH_REQUEST_MAX: usize = 1_000;
+/// Polls listed per page.
+pub const POLLS_PAGE_MAX: usize = 200;
+/// The largest peer RPC frame, either way.
+pub const PEER_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Changes of one voter's vote on a poll with `allow_vote_change`.
+pub const VOTE_CHANGES_MAX: usize = 16;

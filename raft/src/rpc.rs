@@ -1,0 +1,68 @@
+//! Peer RPC paths and the messages that only Tally (not openraft) sends between nodes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Command, Response};
+use crate::NodeId;
+
+pub const PATH_APPEND: &str = "/raft/append";
+pub const PATH_VOTE: &str = "/raft/vote";
+pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
+/// A follower hands a command to the leader, which proposes it and answers with the
+/// state machine's response.
+pub const PATH_FORWARD: &str = "/raft/forward";
+/// A follower asks the leader for a read index (linearizable reads on followers).
+pub const PATH_READ_INDEX: &str = "/raft/read-index";
+/// The header that carries the cluster secret on every peer request.
+pub const SECRET_HEADER: &str = "x-tally-cluster-secret";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardRequest {
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Committed {
+    pub log_index: u64,
+    pub response: Response,
+}
+
+/// Why a forwarded request or read index was not served. `NotLeader` and `NoQuorum`
+/// guarantee the command was not proposed by the receiver; `Unknown` does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("no quorum")]
+    NoQuorum,
+    #[error("overloaded")]
+    Overloaded,
+    #[error("the outcome is unknown: {0}")]
+    Unknown(String),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+pub type ForwardReply = Result<Committed, ProposeError>;
+pub type ReadIndexReply = Result<u64, ProposeError>;
+
+/// Membership changes a follower passes to the leader, once (never retried).
+pub const PATH_ADMIN: &str = "/raft/admin";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AdminRequest {
+    AddMember { node_id: NodeId, addr: String, voter: bool },
+    RemoveMember { node_id: NodeId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AdminError {
+    #[error("no leader is known")]
+    NoLeader,
+    #[error("{0}")]
+    Failed(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+pub type AdminReply = Result<(), AdminError>;

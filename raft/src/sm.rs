@@ -1,0 +1,401 @@
+//! The vote state machine's pure logic: a function of the log alone.
+//!
+//! No clock, no randomness, no hash-map iteration: time comes from the leader's timestamp
+//! in each entry and every map is a `BTreeMap`, so every replica that applies the same log
+//! reaches the same state and the same running hash.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::codec;
+use crate::limits::VOTE_CHANGES_MAX;
+use crate::model::*;
+
+/// Everything the state machine knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub polls: BTreeMap<PollId, PollState>,
+    /// Greatest timestamp seen in the log: time in the state machine never goes back, even
+    /// when a new leader's clock is behind the old one's.
+    pub last_timestamp_ms: i64,
+    /// Running hash over every applied normal entry and the answer it got.
+    pub hash: [u8; 32],
+    /// Votes currently recorded, all polls together.
+    pub votes_recorded: u64,
+}
+
+/// Attribute (one of the poll's `breakdowns`) → value → votes per option, in option order.
+/// Only values with at least one vote appear, so it always equals a recount.
+pub type Breakdowns = BTreeMap<String, BTreeMap<String, Vec<u64>>>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollState {
+    pub poll: Poll,
+    /// Votes per option, in the poll's option order.
+    pub counts: Vec<u64>,
+    pub votes: BTreeMap<VoterId, VoteRecord>,
+    /// Derived from `votes` like `counts`, and kept live so that results by region and the
+    /// turnout metrics cost a lookup, not a scan of every vote.
+    pub breakdowns: Breakdowns,
+}
+
+impl PollState {
+    pub fn new(poll: Poll) -> Self {
+        let counts = vec![0; poll.options.len()];
+        Self { poll, counts, votes: BTreeMap::new(), breakdowns: Breakdowns::new() }
+    }
+
+    pub fn total_votes(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Counts (`add`) or uncounts one vote for `option_index` under each of its attributes.
+    fn tally_attributes(&mut self, attributes: &BTreeMap<String, String>, option_index: usize, add: bool) {
+        let options = self.counts.len();
+        for (attribute, value) in attributes {
+            let values = self.breakdowns.entry(attribute.clone()).or_default();
+            let per_option = values.entry(value.clone()).or_insert_with(|| vec![0; options]);
+            if add {
+                per_option[option_index] += 1;
+                continue;
+            }
+            per_option[option_index] -= 1;
+            if per_option.iter().all(|c| *c == 0) {
+                values.remove(value);
+            }
+            if values.is_empty() {
+                self.breakdowns.remove(attribute);
+            }
+        }
+    }
+
+    /// `breakdowns` as a recount from the votes would give it.
+    pub fn recount_breakdowns(&self) -> Breakdowns {
+        let mut recount = PollState { breakdowns: Breakdowns::new(), ..PollState::new(self.poll.clone()) };
+        for record in self.votes.values() {
+            recount.tally_attributes(&record.attributes, record.option_index as usize, true);
+        }
+        recount.breakdowns
+    }
+}
+
+/// The keys an apply changed, so that storage writes only those.
+#[derive(Debug, Default)]
+pub struct Touched {
+    pub polls: BTreeSet<PollId>,
+    pub votes: BTreeSet<(PollId, VoterId)>,
+}
+
+impl Touched {
+    pub fn clear(&mut self) {
+        self.polls.clear();
+        self.votes.clear();
+    }
+}
+
+/// How one vote would be judged against the current state. The state machine acts on it;
+/// a poll actor may use it to answer early when the answer can no longer change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    Record { option_index: usize },
+    Change { option_index: usize },
+    Final(VoteOutcome),
+}
+
+/// Judges `intent` against `poll` at time `now_ms`. Pure.
+pub fn judge_vote(poll: &PollState, intent: &VoteIntent, now_ms: i64) -> Judgement {
+    let existing = poll.votes.get(&intent.voter_id);
+    if let Some(record) = existing {
+        if let Some(replay) = replay(&poll.poll, record, &intent.idempotency_key) {
+            return Judgement::Final(replay);
+        }
+    }
+    match poll.poll.status_at(now_ms) {
+        PollStatus::Closed => return Judgement::Final(VoteOutcome::Rejected(VoteRejection::PollClosed)),
+        PollStatus::Scheduled => return Judgement::Final(VoteOutcome::Rejected(VoteRejection::PollNotOpen)),
+        PollStatus::Active => {}
+    }
+    let Some(option_index) = poll.poll.option_index(&intent.option_id) else {
+        return Judgement::Final(VoteOutcome::Rejected(VoteRejection::InvalidOption));
+    };
+    if let Some(key) = intent.attributes.keys().find(|k| !poll.poll.settings.breakdowns.contains(k)) {
+        let reason = format!("attribute {key:?} is not one of the poll's breakdowns");
+        return Judgement::Final(VoteOutcome::Rejected(VoteRejection::InvalidAttributes(reason)));
+    }
+    #[cfg(feature = "bug-injection")]
+    if existing.is_some() && crate::bugs::skip_dedup() {
+        // The injected bug: a second vote by the voter is taken as a new one.
+        return Judgement::Change { option_index };
+    }
+    match existing {
+        None => Judgement::Record { option_index },
+        Some(record) if poll.poll.settings.allow_vote_change && record.history.len() >= VOTE_CHANGES_MAX => {
+            Judgement::Final(VoteOutcome::Rejected(VoteRejection::TooManyChanges {
+                vote_id: record.vote_id.clone(),
+                option_id: poll.poll.options[record.option_index as usize].option_id.clone(),
+            }))
+        }
+        Some(_) if poll.poll.settings.allow_vote_change => Judgement::Change { option_index },
+        Some(record) => Judgement::Final(VoteOutcome::Rejected(VoteRejection::AlreadyVoted {
+            vote_id: record.vote_id.clone(),
+            option_id: poll.poll.options[record.option_index as usize].option_id.clone(),
+            voted_at_ms: record.recorded_at_ms,
+        })),
+    }
+}
+
+/// The original answer to the request with `key`, if it made the current vote or one it
+/// replaced.
+fn replay(poll: &Poll, record: &VoteRecord, key: &str) -> Option<VoteOutcome> {
+    if record.idempotency_key == key {
+        return Some(VoteOutcome::Replayed { receipt: receipt(poll, record), changed: record.changed });
+    }
+    let past = record.history.iter().find(|p| p.idempotency_key == key)?;
+    let receipt = VoteReceipt {
+        vote_id: past.vote_id.clone(),
+        poll_id: poll.poll_id.clone(),
+        option_id: poll.options[past.option_index as usize].option_id.clone(),
+        recorded_at_ms: past.recorded_at_ms,
+        log_index: past.log_index,
+    };
+    Some(VoteOutcome::Replayed { receipt, changed: past.changed })
+}
+
+pub fn receipt(poll: &Poll, record: &VoteRecord) -> VoteReceipt {
+    VoteReceipt {
+        vote_id: record.vote_id.clone(),
+        poll_id: poll.poll_id.clone(),
+        option_id: poll.options[record.option_index as usize].option_id.clone(),
+        recorded_at_ms: record.recorded_at_ms,
+        log_index: record.log_index,
+    }
+}
+
+/// A vote id, unique in the cluster because (log index, position in the entry) is.
+pub fn vote_id(log_index: u64, slot: usize) -> String {
+    format!("v{log_index}.{slot}")
+}
+
+impl State {
+    /// Applies the normal entry at `index`. Records in `touched` every key it changed.
+    pub fn apply(&mut self, index: u64, request: &Request, touched: &mut Touched) -> Response {
+        let now_ms = self.last_timestamp_ms.max(request.timestamp_ms);
+        self.last_timestamp_ms = now_ms;
+        let response = match &request.command {
+            Command::CreatePoll(spec) => Response::Poll(self.create_poll(index, spec, now_ms, touched)),
+            Command::UpdatePoll { poll_id, patch } => Response::Poll(self.update_poll(poll_id, patch, now_ms, touched)),
+            Command::CastVotes(votes) => Response::Votes(
+                votes.iter().enumerate().map(|(slot, v)| self.cast_vote(index, slot, v, now_ms, touched)).collect(),
+            ),
+        };
+        self.hash = chain_hash(&self.hash, index, request, &response);
+        response
+    }
+
+    fn create_poll(
+        &mut self,
+        index: u64,
+        spec: &PollSpec,
+        now_ms: i64,
+        touched: &mut Touched,
+    ) -> Result<Poll, PollRejection> {
+        if let Some(existing) = self.polls.get(&spec.poll_id) {
+            // The proposing node's own retry of this create: answer as the first time.
+            return if same_poll(&existing.poll, spec) {
+                Ok(existing.poll.clone())
+            } else {
+                Err(PollRejection::AlreadyExists)
+            };
+        }
+        let poll = Poll {
+            poll_id: spec.poll_id.clone(),
+            title: spec.title.clone(),
+            description: spec.description.clone(),
+            options: spec
+                .options
+                .iter()
+                .enumerate()
+                .map(|(i, text)| PollOption { option_id: format!("o{}", i + 1), text: text.clone() })
+                .collect(),
+            start_time_ms: spec.start_time_ms.unwrap_or(now_ms),
+            end_time_ms: spec.end_time_ms,
+            settings: spec.settings.clone(),
+            owner: spec.owner.clone(),
+            created_at_ms: now_ms,
+            created_index: index,
+            closed_at_ms: None,
+        };
+        self.polls.insert(poll.poll_id.clone(), PollState::new(poll.clone()));
+        touched.polls.insert(poll.poll_id.clone());
+        Ok(poll)
+    }
+
+    fn update_poll(
+        &mut self,
+        poll_id: &PollId,
+        patch: &PollPatch,
+        now_ms: i64,
+        touched: &mut Touched,
+    ) -> Result<Poll, PollRejection> {
+        let state = self.polls.get_mut(poll_id).ok_or(PollRejection::NotFound)?;
+        let poll = &mut state.poll;
+        let closed = poll.status_at(now_ms) == PollStatus::Closed;
+        // Setting the end it already has is a no-op (and keeps a retried patch idempotent).
+        if let Some(end) = patch.end_time_ms.filter(|end| Some(*end) != poll.end_time_ms) {
+            if closed {
+                return Err(PollRejection::Invalid("a closed poll never reopens".into()));
+            }
+            if end <= poll.start_time_ms {
+                return Err(PollRejection::Invalid("end_time must be after start_time".into()));
+            }
+        }
+        if let Some(title) = &patch.title {
+            poll.title = title.clone();
+        }
+        if let Some(description) = &patch.description {
+            poll.description = Some(description.clone());
+        }
+        if let Some(end) = patch.end_time_ms {
+            poll.end_time_ms = Some(end);
+        }
+        if patch.close && poll.closed_at_ms.is_none() {
+            poll.closed_at_ms = Some(now_ms);
+        }
+        touched.polls.insert(poll_id.clone());
+        Ok(poll.clone())
+    }
+
+    fn cast_vote(
+        &mut self,
+        index: u64,
+        slot: usize,
+        intent: &VoteIntent,
+        now_ms: i64,
+        touched: &mut Touched,
+    ) -> VoteOutcome {
+        let Some(state) = self.polls.get_mut(&intent.poll_id) else {
+            return VoteOutcome::Rejected(VoteRejection::PollNotFound);
+        };
+        let (option_index, previous) = match judge_vote(state, intent, now_ms) {
+            Judgement::Final(outcome) => return outcome,
+            Judgement::Record { option_index } => (option_index, None),
+            Judgement::Change { option_index } => (option_index, state.votes.remove(&intent.voter_id)),
+        };
+        let history = match &previous {
+            None => Vec::new(),
+            Some(previous) => {
+                let mut history = previous.history.clone();
+                history.push(PastVote {
+                    vote_id: previous.vote_id.clone(),
+                    option_index: previous.option_index,
+                    idempotency_key: previous.idempotency_key.clone(),
+                    recorded_at_ms: previous.recorded_at_ms,
+                    log_index: previous.log_index,
+                    changed: previous.changed,
+                });
+                history
+            }
+        };
+        let record = VoteRecord {
+            vote_id: vote_id(index, slot),
+            option_index: option_index as u32,
+            idempotency_key: intent.idempotency_key.clone(),
+            attributes: intent.attributes.clone(),
+            recorded_at_ms: now_ms,
+            log_index: index,
+            changed: previous.is_some(),
+            history,
+        };
+        match &previous {
+            Some(previous) => {
+                state.counts[previous.option_index as usize] -= 1;
+                state.tally_attributes(&previous.attributes, previous.option_index as usize, false);
+            }
+            None => self.votes_recorded += 1,
+        }
+        state.counts[option_index] += 1;
+        state.tally_attributes(&record.attributes, option_index, true);
+        // Cheap enough to keep in release builds: the one invariant a bug here would break.
+        // (The voter's record is out of `votes` here, whether new or changed.)
+        assert_eq!(
+            state.total_votes(),
+            state.votes.len() as u64 + 1,
+            "counts diverged from votes in poll {}",
+            intent.poll_id
+        );
+        let receipt = receipt(&state.poll, &record);
+        state.votes.insert(intent.voter_id.clone(), record);
+        touched.polls.insert(intent.poll_id.clone());
+        touched.votes.insert((intent.poll_id.clone(), intent.voter_id.clone()));
+        #[cfg(feature = "bug-injection")]
+        if previous.is_some() && crate::bugs::skip_dedup() {
+            return VoteOutcome::Recorded(receipt);
+        }
+        if previous.is_some() {
+            VoteOutcome::Changed(receipt)
+        } else {
+            VoteOutcome::Recorded(receipt)
+        }
+    }
+
+    /// Recounts every poll from its votes and compares with the live counts.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut total = 0u64;
+        for (poll_id, state) in &self.polls {
+            let mut recount = vec![0u64; state.poll.options.len()];
+            for record in state.votes.values() {
+                let slot = recount
+                    .get_mut(record.option_index as usize)
+                    .ok_or_else(|| format!("poll {poll_id}: vote for option index {}", record.option_index))?;
+                *slot += 1;
+            }
+            if recount != state.counts {
+                return Err(format!("poll {poll_id}: counts {:?} but recount {recount:?}", state.counts));
+            }
+            let breakdowns = state.recount_breakdowns();
+            if breakdowns != state.breakdowns {
+                return Err(format!("poll {poll_id}: breakdowns {:?} but recount {breakdowns:?}", state.breakdowns));
+            }
+            total += state.votes.len() as u64;
+        }
+        if total != self.votes_recorded {
+            return Err(format!("votes_recorded {} but {total} votes stored", self.votes_recorded));
+        }
+        Ok(())
+    }
+
+    pub fn hash_hex(&self) -> String {
+        hex(&self.hash)
+    }
+}
+
+/// Whether `poll` is what `spec` would create (ids and times set by apply aside).
+fn same_poll(poll: &Poll, spec: &PollSpec) -> bool {
+    poll.title == spec.title
+        && poll.description == spec.description
+        && poll.options.iter().map(|o| &o.text).eq(spec.options.iter())
+        && spec.start_time_ms.is_none_or(|start| start == poll.start_time_ms)
+        && poll.end_time_ms == spec.end_time_ms
+        && poll.settings == spec.settings
+        && poll.owner == spec.owner
+}
+
+fn chain_hash(previous: &[u8; 32], index: u64, request: &Request, response: &Response) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(previous);
+    hasher.update(index.to_be_bytes());
+    // Both encodings are deterministic (fixed-width, declaration order); they cannot fail
+    // for these plain types, and if they did every replica would fail the same way.
+    hasher.update(codec::encode(request).unwrap_or_default());
+    hasher.update(codec::encode(response).unwrap_or_default());
+    hasher.finalize().into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

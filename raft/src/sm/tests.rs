@@ -1,0 +1,328 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn spec(id: &str, options: usize, allow_vote_change: bool) -> PollSpec {
+    PollSpec {
+        poll_id: PollId(id.into()),
+        title: format!("poll {id}"),
+        description: None,
+        options: (0..options).map(|i| format!("option {i}")).collect(),
+        start_time_ms: None,
+        end_time_ms: None,
+        settings: PollSettings { allow_vote_change, ..PollSettings::default() },
+        owner: None,
+    }
+}
+
+fn vote(poll: &str, voter: &str, option: usize, key: &str) -> VoteIntent {
+    VoteIntent {
+        poll_id: PollId(poll.into()),
+        voter_id: VoterId(voter.into()),
+        option_id: format!("o{}", option + 1),
+        idempotency_key: key.into(),
+        attributes: Default::default(),
+    }
+}
+
+fn request(timestamp_ms: i64, command: Command) -> Request {
+    Request { timestamp_ms, command }
+}
+
+fn apply_all(log: &[Request]) -> (State, Vec<Response>) {
+    let mut state = State::default();
+    let mut touched = Touched::default();
+    let responses = log.iter().enumerate().map(|(i, r)| state.apply(i as u64 + 1, r, &mut touched)).collect();
+    (state, responses)
+}
+
+fn outcomes(response: &Response) -> &[VoteOutcome] {
+    match response {
+        Response::Votes(outcomes) => outcomes,
+        other => panic!("expected votes, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_vote_per_voter_and_replay_by_key() {
+    let log = vec![
+        request(10, Command::CreatePoll(spec("p", 3, false))),
+        request(11, Command::CastVotes(vec![vote("p", "alice", 0, "k1"), vote("p", "alice", 1, "k2")])),
+        request(12, Command::CastVotes(vec![vote("p", "alice", 2, "k1")])),
+    ];
+    let (state, responses) = apply_all(&log);
+    let first = outcomes(&responses[1]);
+    let VoteOutcome::Recorded(receipt) = &first[0] else { panic!("{first:?}") };
+    assert_eq!(receipt.vote_id, "v2.0");
+    assert!(matches!(
+        &first[1],
+        VoteOutcome::Rejected(VoteRejection::AlreadyVoted { vote_id, option_id, .. })
+            if vote_id == "v2.0" && option_id == "o1"
+    ));
+    // Same key, whatever the option: the original receipt again.
+    assert_eq!(outcomes(&responses[2])[0], VoteOutcome::Replayed { receipt: receipt.clone(), changed: false });
+    assert_eq!(state.polls[&PollId("p".into())].counts, vec![1, 0, 0]);
+    state.check_invariants().unwrap();
+}
+
+#[test]
+fn closed_polls_refuse_new_votes_but_replay_old_ones() {
+    let log = vec![
+        request(10, Command::CreatePoll(spec("p", 2, false))),
+        request(11, Command::CastVotes(vec![vote("p", "alice", 0, "k1")])),
+        request(
+            12,
+            Command::UpdatePoll { poll_id: PollId("p".into()), patch: PollPatch { close: true, ..Default::default() } },
+        ),
+        request(13, Command::CastVotes(vec![vote("p", "bob", 0, "k2"), vote("p", "alice", 0, "k1")])),
+        request(
+            14,
+            Command::UpdatePoll {
+                poll_id: PollId("p".into()),
+                patch: PollPatch { end_time_ms: Some(99), ..Default::default() },
+            },
+        ),
+    ];
+    let (_, responses) = apply_all(&log);
+    let late = outcomes(&responses[3]);
+    assert_eq!(late[0], VoteOutcome::Rejected(VoteRejection::PollClosed));
+    assert!(matches!(late[1], VoteOutcome::Replayed { .. }));
+    assert!(matches!(responses[4], Response::Poll(Err(PollRejection::Invalid(_)))));
+}
+
+#[test]
+fn schedule_is_judged_by_the_leader_timestamp_and_time_never_goes_back() {
+    let mut scheduled = spec("p", 2, false);
+    scheduled.start_time_ms = Some(100);
+    scheduled.end_time_ms = Some(200);
+    let log = vec![
+        request(10, Command::CreatePoll(scheduled)),
+        request(50, Command::CastVotes(vec![vote("p", "a", 0, "1")])),
+        request(150, Command::CastVotes(vec![vote("p", "b", 0, "2")])),
+        // A new leader whose clock is behind: time in the log does not go back.
+        request(90, Command::CastVotes(vec![vote("p", "c", 0, "3")])),
+        request(250, Command::CastVotes(vec![vote("p", "d", 0, "4")])),
+    ];
+    let (_, responses) = apply_all(&log);
+    assert_eq!(outcomes(&responses[1])[0], VoteOutcome::Rejected(VoteRejection::PollNotOpen));
+    assert!(matches!(outcomes(&responses[2])[0], VoteOutcome::Recorded(_)));
+    assert!(matches!(outcomes(&responses[3])[0], VoteOutcome::Recorded(_)));
+    assert_eq!(outcomes(&responses[4])[0], VoteOutcome::Rejected(VoteRejection::PollClosed));
+}
+
+#[test]
+fn vote_change_moves_the_count() {
+    let log = vec![
+        request(10, Command::CreatePoll(spec("p", 2, true))),
+        request(11, Command::CastVotes(vec![vote("p", "a", 0, "1")])),
+        request(12, Command::CastVotes(vec![vote("p", "a", 1, "2")])),
+    ];
+    let (state, responses) = apply_all(&log);
+    assert!(matches!(outcomes(&responses[2])[0], VoteOutcome::Changed(_)));
+    let poll = &state.polls[&PollId("p".into())];
+    assert_eq!(poll.counts, vec![0, 1]);
+    assert_eq!(poll.votes[&VoterId("a".into())].history.len(), 1);
+    state.check_invariants().unwrap();
+}
+
+#[test]
+fn a_late_retry_of_a_changed_vote_replays_instead_of_moving_it_back() {
+    let log = vec![
+        request(10, Command::CreatePoll(spec("p", 2, true))),
+        request(11, Command::CastVotes(vec![vote("p", "a", 0, "first")])),
+        request(12, Command::CastVotes(vec![vote("p", "a", 1, "second")])),
+        request(13, Command::CastVotes(vec![vote("p", "a", 0, "first"), vote("p", "a", 0, "second")])),
+    ];
+    let (state, responses) = apply_all(&log);
+    let VoteOutcome::Recorded(first) = &outcomes(&responses[1])[0] else { panic!() };
+    let VoteOutcome::Changed(second) = &outcomes(&responses[2])[0] else { panic!() };
+    let retries = outcomes(&responses[3]);
+    assert_eq!(retries[0], VoteOutcome::Replayed { receipt: first.clone(), changed: false });
+    assert_eq!(retries[1], VoteOutcome::Replayed { receipt: second.clone(), changed: true });
+    assert_eq!(state.polls[&PollId("p".into())].counts, vec![0, 1]);
+}
+
+#[test]
+fn vote_changes_are_bounded() {
+    let mut log = vec![request(10, Command::CreatePoll(spec("p", 2, true)))];
+    for n in 0..=crate::limits::VOTE_CHANGES_MAX + 1 {
+        log.push(request(11 + n as i64, Command::CastVotes(vec![vote("p", "a", n % 2, &format!("k{n}"))])));
+    }
+    let (state, responses) = apply_all(&log);
+    let last = &outcomes(responses.last().unwrap())[0];
+    assert!(matches!(last, VoteOutcome::Rejected(VoteRejection::TooManyChanges { .. })), "{last:?}");
+    assert_eq!(
+        state.polls[&PollId("p".into())].votes[&VoterId("a".into())].history.len(),
+        crate::limits::VOTE_CHANGES_MAX
+    );
+    state.check_invariants().unwrap();
+}
+
+#[test]
+fn a_retried_create_or_patch_answers_as_the_first_time() {
+    let mut ending = spec("p", 2, false);
+    ending.end_time_ms = Some(100);
+    let log = vec![
+        request(10, Command::CreatePoll(ending.clone())),
+        request(11, Command::CreatePoll(ending.clone())),
+        request(12, Command::CreatePoll(spec("p", 3, false))),
+        request(
+            150,
+            Command::UpdatePoll {
+                poll_id: PollId("p".into()),
+                patch: PollPatch { end_time_ms: Some(100), ..Default::default() },
+            },
+        ),
+    ];
+    let (_, responses) = apply_all(&log);
+    assert_eq!(responses[0], responses[1]);
+    assert_eq!(responses[2], Response::Poll(Err(PollRejection::AlreadyExists)));
+    assert!(matches!(responses[3], Response::Poll(Ok(_))), "{:?}", responses[3]);
+}
+
+#[test]
+fn unknown_poll_option_and_attribute_are_rejected() {
+    let mut with_region = vote("p", "a", 0, "1");
+    with_region.attributes.insert("region".into(), "CA".into());
+    let log = vec![
+        request(10, Command::CreatePoll(spec("p", 2, false))),
+        request(11, Command::CastVotes(vec![vote("nope", "a", 0, "1"), vote("p", "a", 7, "1"), with_region])),
+    ];
+    let (state, responses) = apply_all(&log);
+    let got = outcomes(&responses[1]);
+    assert_eq!(got[0], VoteOutcome::Rejected(VoteRejection::PollNotFound));
+    assert_eq!(got[1], VoteOutcome::Rejected(VoteRejection::InvalidOption));
+    assert!(matches!(got[2], VoteOutcome::Rejected(VoteRejection::InvalidAttributes(_))));
+    assert_eq!(state.votes_recorded, 0);
+}
+
+/// A vote with a `region` attribute, or none for `region` 3 and over.
+fn vote_in(poll: &str, voter: &str, option: usize, key: &str, region: u8) -> VoteIntent {
+    let mut intent = vote(poll, voter, option, key);
+    if let Some(name) = ["CA", "NY", "TX"].get(region as usize) {
+        intent.attributes.insert("region".into(), name.to_string());
+    }
+    intent
+}
+
+fn spec_by_region(id: &str, options: usize, allow_vote_change: bool) -> PollSpec {
+    let mut spec = spec(id, options, allow_vote_change);
+    spec.settings.breakdowns = vec!["region".into()];
+    spec
+}
+
+#[test]
+fn breakdowns_follow_recorded_and_changed_votes() {
+    let log = vec![
+        request(10, Command::CreatePoll(spec_by_region("p", 2, true))),
+        request(11, Command::CastVotes(vec![vote_in("p", "a", 0, "1", 0), vote_in("p", "b", 0, "2", 0)])),
+        request(12, Command::CastVotes(vec![vote_in("p", "c", 1, "3", 3)])),
+        // a moves to option 2 and to NY: CA keeps only b's vote.
+        request(13, Command::CastVotes(vec![vote_in("p", "a", 1, "4", 1)])),
+        // b moves to no region: CA disappears rather than stay as zeros.
+        request(14, Command::CastVotes(vec![vote_in("p", "b", 1, "5", 3)])),
+    ];
+    let (state, _) = apply_all(&log);
+    let poll = &state.polls[&PollId("p".into())];
+    let expected: Breakdowns = BTreeMap::from([("region".into(), BTreeMap::from([("NY".into(), vec![0, 1])]))]);
+    assert_eq!(poll.breakdowns, expected);
+    assert_eq!(poll.counts, vec![0, 3]);
+    assert_eq!(state.check_invariants(), Ok(()));
+}
+
+/// A random log over a few polls, voters, options, keys and regions, so that duplicates,
+/// replays, changes (across regions) and closes are frequent.
+fn arb_log() -> impl Strategy<Value = Vec<Request>> {
+    let command = prop_oneof![
+        1 => (0u8..3, 2usize..5, any::<bool>()).prop_map(|(p, n, change)| Command::CreatePoll(spec_by_region(&format!("p{p}"), n, change))),
+        1 => (0u8..3).prop_map(|p| Command::UpdatePoll {
+            poll_id: PollId(format!("p{p}")),
+            patch: PollPatch { close: true, ..Default::default() },
+        }),
+        8 => proptest::collection::vec((0u8..3, 0u8..6, 0usize..5, 0u8..3, 0u8..5), 1..8).prop_map(|votes| {
+            Command::CastVotes(votes.into_iter().map(|(p, v, o, k, r)| vote_in(&format!("p{p}"), &format!("v{v}"), o, &format!("k{k}"), r)).collect())
+        }),
+    ];
+    proptest::collection::vec((0i64..1000, command), 1..40)
+        .prop_map(|entries| entries.into_iter().map(|(t, c)| request(t, c)).collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn counts_always_equal_a_recount(log in arb_log()) {
+        let (state, _) = apply_all(&log);
+        prop_assert_eq!(state.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn at_most_one_recorded_vote_per_poll_and_voter(log in arb_log()) {
+        let (state, responses) = apply_all(&log);
+        let mut recorded = BTreeMap::new();
+        for (i, response) in responses.iter().enumerate() {
+            if let Response::Votes(outcomes) = response {
+                let Command::CastVotes(intents) = &log[i].command else { unreachable!() };
+                for (intent, outcome) in intents.iter().zip(outcomes) {
+                    if let VoteOutcome::Recorded(receipt) = outcome {
+                        let previous = recorded.insert((intent.poll_id.clone(), intent.voter_id.clone()), receipt.clone());
+                        let allows_change = state.polls[&intent.poll_id].poll.settings.allow_vote_change;
+                        prop_assert!(previous.is_none() || allows_change, "second Recorded for {:?}", intent);
+                    }
+                }
+            }
+        }
+        for state in state.polls.values() {
+            prop_assert!(state.votes.len() as u64 == state.total_votes());
+        }
+    }
+
+    #[test]
+    fn replaying_a_key_returns_the_original_receipt(log in arb_log()) {
+        let (mut state, responses) = apply_all(&log);
+        let next = log.len() as u64 + 1;
+        let mut touched = Touched::default();
+        for (i, response) in responses.iter().enumerate() {
+            let (Response::Votes(outcomes), Command::CastVotes(intents)) = (response, &log[i].command) else { continue };
+            for (intent, outcome) in intents.iter().zip(outcomes) {
+                let (receipt, changed) = match outcome {
+                    VoteOutcome::Recorded(receipt) => (receipt, false),
+                    VoteOutcome::Changed(receipt) => (receipt, true),
+                    _ => continue,
+                };
+                // Keys repeat in this log: only the last request with a key is its owner.
+                let record = &state.polls[&intent.poll_id].votes[&intent.voter_id];
+                let owner = std::iter::once((&record.idempotency_key, &record.vote_id))
+                    .chain(record.history.iter().rev().map(|p| (&p.idempotency_key, &p.vote_id)))
+                    .find(|(key, _)| **key == intent.idempotency_key);
+                if owner.map(|(_, id)| id) != Some(&receipt.vote_id) { continue }
+                let before = state.polls[&intent.poll_id].counts.clone();
+                let again = state.apply(next, &request(0, Command::CastVotes(vec![intent.clone()])), &mut touched);
+                prop_assert_eq!(outcomes_of(&again), vec![VoteOutcome::Replayed { receipt: receipt.clone(), changed }]);
+                prop_assert_eq!(&state.polls[&intent.poll_id].counts, &before);
+            }
+        }
+    }
+
+    #[test]
+    fn applying_the_same_log_twice_gives_the_same_hash(log in arb_log()) {
+        let (first, first_responses) = apply_all(&log);
+        let (second, second_responses) = apply_all(&log);
+        prop_assert_eq!(first.hash, second.hash);
+        prop_assert_eq!(&first, &second);
+        prop_assert_eq!(first_responses, second_responses);
+    }
+
+    #[test]
+    fn a_different_log_gives_a_different_hash(log in arb_log(), extra in 0i64..1000) {
+        let (first, _) = apply_all(&log);
+        let mut longer = log.clone();
+        longer.push(request(extra, Command::CastVotes(vec![vote("p0", "x", 0, "x")])));
+        let (second, _) = apply_all(&longer);
+        prop_assert_ne!(first.hash, second.hash);
+    }
+}
+
+fn outcomes_of(response: &Response) -> Vec<VoteOutcome> {
+    outcomes(response).to_vec()
+}

@@ -1,0 +1,466 @@
+//! openraft's state machine over the `sm` keyspace, with the whole [`State`] also kept in
+//! memory (the decision and every read work on memory; sled is its durable copy).
+//!
+//! Layout of the `sm` keyspace: `m` → [`SmMeta`]; `p/<poll>` → [`PollRecord`];
+//! `v/<poll>\0<voter>` → [`VoteRecord`] (poll ids never contain `\0`). Each apply call
+//! writes the keys it touched and the meta in one atomic batch, so the persisted state is
+//! always exactly the state after some applied index. It is not flushed on every apply:
+//! after a crash openraft re-applies from the persisted index, using the log. It is flushed
+//! before a snapshot is reported built, because openraft then purges the log behind it.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, SnapshotMeta};
+use serde::{Deserialize, Serialize};
+use tally_storage::{delete_range, Database, Keyspace, WriteBatch};
+
+use crate::model::*;
+use crate::sm::{State, Touched};
+use crate::typ::{Entry, LogId, Snapshot, StorageError, StoredMembership};
+use crate::{codec, io_error, TypeConfig};
+
+const META: &[u8] = b"m";
+const POLL_PREFIX: &[u8] = b"p/";
+const VOTE_PREFIX: &[u8] = b"v/";
+/// The last built (or installed) snapshot, in the `snapshot` keyspace.
+const CURRENT_SNAPSHOT: &[u8] = b"current";
+const SCAN_PAGE: usize = 4096;
+
+/// Persisted next to the polls and votes, in the same atomic batch.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SmMeta {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    last_timestamp_ms: i64,
+    hash: [u8; 32],
+    votes_recorded: u64,
+    /// Set while a snapshot install rewrites the keyspace: on restart, redo it.
+    installing: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PollRecord {
+    poll: Poll,
+    counts: Vec<u64>,
+}
+
+/// A snapshot's data: the whole state plus where it stands in the log.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    state: State,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<crate::NodeId, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The applied state, shared read-only with the rest of the node.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub state: State,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// Told about every change to the applied state, from inside apply; must not block.
+pub trait ApplyListener: Send + Sync + 'static {
+    /// These polls changed at log index `index`.
+    fn polls_changed(&self, polls: &mut dyn Iterator<Item = &PollId>, index: u64);
+    /// The whole state was replaced (a snapshot was installed).
+    fn state_replaced(&self, index: u64);
+}
+
+pub struct SmShared {
+    applied: RwLock<Applied>,
+    applied_index: AtomicU64,
+    listener: Mutex<Option<Arc<dyn ApplyListener>>>,
+    pub snapshots_built: AtomicU64,
+    pub last_snapshot_bytes: AtomicU64,
+    /// Serialises writing the current snapshot: openraft builds snapshots in a task of
+    /// their own, which may finish after a newer snapshot was installed.
+    snapshot_lock: Mutex<()>,
+}
+
+impl SmShared {
+    /// A read view of the applied state. Hold it briefly: apply waits for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        self.applied.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+
+    pub fn set_listener(&self, listener: Arc<dyn ApplyListener>) {
+        *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    }
+
+    fn listener(&self) -> Option<Arc<dyn ApplyListener>> {
+        self.listener.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub struct StateMachineStore {
+    shared: Arc<SmShared>,
+    space: Arc<dyn Keyspace>,
+    snapshots: Arc<dyn Keyspace>,
+    touched: Touched,
+}
+
+fn vote_key(poll_id: &PollId, voter: &VoterId) -> Vec<u8> {
+    let mut key = VOTE_PREFIX.to_vec();
+    key.extend_from_slice(poll_id.0.as_bytes());
+    key.push(0);
+    key.extend_from_slice(voter.0.as_bytes());
+    key
+}
+
+fn poll_key(poll_id: &PollId) -> Vec<u8> {
+    let mut key = POLL_PREFIX.to_vec();
+    key.extend_from_slice(poll_id.0.as_bytes());
+    key
+}
+
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    *end.last_mut().expect("prefixes are not empty") += 1;
+    end
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e)
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_error(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, loading the persisted state into memory (and finishing a
+    /// snapshot install that a crash interrupted).
+    pub async fn open(db: &dyn Database) -> Result<Self, StorageError> {
+        let space = db.keyspace("sm").map_err(read_err)?;
+        let snapshots = db.keyspace("snapshot").map_err(read_err)?;
+        let mut store = Self {
+            shared: Arc::new(SmShared {
+                applied: RwLock::default(),
+                applied_index: AtomicU64::new(0),
+                listener: Mutex::new(None),
+                snapshots_built: AtomicU64::new(0),
+                last_snapshot_bytes: AtomicU64::new(0),
+                snapshot_lock: Mutex::new(()),
+            }),
+            space,
+            snapshots,
+            touched: Touched::default(),
+        };
+        let meta: SmMeta = match store.space.get(META).map_err(read_err)? {
+            Some(bytes) => codec::decode(&bytes).map_err(read_err)?,
+            None => SmMeta::default(),
+        };
+        if meta.installing {
+            let stored = store.read_stored_snapshot()?.ok_or_else(|| {
+                read_err(std::io::Error::other("snapshot install was interrupted and the snapshot is gone"))
+            })?;
+            store.install(&stored.data)?;
+        } else {
+            let state = store.load_state(&meta)?;
+            store.replace_applied(Applied { state, last_applied: meta.last_applied, membership: meta.membership });
+        }
+        Ok(store)
+    }
+
+    pub fn shared(&self) -> Arc<SmShared> {
+        self.shared.clone()
+    }
+
+    fn load_state(&self, meta: &SmMeta) -> Result<State, StorageError> {
+        let mut state = State {
+            polls: BTreeMap::new(),
+            last_timestamp_ms: meta.last_timestamp_ms,
+            hash: meta.hash,
+            votes_recorded: meta.votes_recorded,
+        };
+        self.scan(POLL_PREFIX, |_, value| {
+            let record: PollRecord = codec::decode(value).map_err(read_err)?;
+            let poll_id = record.poll.poll_id.clone();
+            let poll = crate::sm::PollState { counts: record.counts, ..crate::sm::PollState::new(record.poll) };
+            state.polls.insert(poll_id, poll);
+            Ok(())
+        })?;
+        self.scan(VOTE_PREFIX, |key, value| {
+            let rest = &key[VOTE_PREFIX.len()..];
+            let split = rest.iter().position(|b| *b == 0).ok_or_else(|| read_err(corrupt("vote key")))?;
+            let poll_id = PollId(String::from_utf8_lossy(&rest[..split]).into_owned());
+            let voter = VoterId(String::from_utf8_lossy(&rest[split + 1..]).into_owned());
+            let record: VoteRecord = codec::decode(value).map_err(read_err)?;
+            let poll = state.polls.get_mut(&poll_id).ok_or_else(|| read_err(corrupt("vote of unknown poll")))?;
+            poll.votes.insert(voter, record);
+            Ok(())
+        })?;
+        // Breakdowns are derived and not stored: rebuilt here, from the votes just read.
+        for poll in state.polls.values_mut() {
+            poll.breakdowns = poll.recount_breakdowns();
+        }
+        state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
+        Ok(state)
+    }
+
+    /// Visits every pair under `prefix`, a page at a time.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let end = prefix_end(prefix);
+        let mut start = prefix.to_vec();
+        loop {
+            let page = self.space.range(&start, Some(&end), SCAN_PAGE).map_err(read_err)?;
+            for (key, value) in &page {
+                visit(key, value)?;
+            }
+            match page.last() {
+                Some((last, _)) if page.len() == SCAN_PAGE => {
+                    start = last.clone();
+                    start.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn replace_applied(&self, applied: Applied) {
+        let index = applied.last_applied.map_or(0, |l| l.index);
+        *self.shared.applied.write().unwrap_or_else(|p| p.into_inner()) = applied;
+        self.shared.applied_index.store(index, Ordering::Release);
+    }
+
+    fn read_stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        match self.snapshots.get(CURRENT_SNAPSHOT).map_err(read_err)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_err)?)),
+        }
+    }
+
+    fn store_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::new();
+        batch.put(CURRENT_SNAPSHOT.to_vec(), codec::encode(stored).map_err(write_err)?);
+        self.snapshots.write(batch).map_err(write_err)?;
+        self.snapshots.flush().map_err(write_err)
+    }
+
+    /// Replaces the whole state with a snapshot's. Crash-safe: the snapshot is already
+    /// durable, and the `installing` mark makes a restart redo this.
+    fn install(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        self.shared.last_snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
+        let snapshot: SnapshotData = codec::decode(data).map_err(read_err)?;
+        snapshot.state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
+        let mut meta = SmMeta {
+            last_applied: snapshot.last_applied,
+            membership: snapshot.membership.clone(),
+            last_timestamp_ms: snapshot.state.last_timestamp_ms,
+            hash: snapshot.state.hash,
+            votes_recorded: snapshot.state.votes_recorded,
+            installing: true,
+        };
+        self.write_meta_flushed(&meta)?;
+        for prefix in [POLL_PREFIX, VOTE_PREFIX] {
+            delete_range(&*self.space, prefix, Some(&prefix_end(prefix))).map_err(write_err)?;
+        }
+        for (poll_id, poll) in &snapshot.state.polls {
+            let mut batch = WriteBatch::new();
+            let record = PollRecord { poll: poll.poll.clone(), counts: poll.counts.clone() };
+            batch.put(poll_key(poll_id), codec::encode(&record).map_err(write_err)?);
+            for (voter, vote) in &poll.votes {
+                batch.put(vote_key(poll_id, voter), codec::encode(vote).map_err(write_err)?);
+            }
+            self.space.write(batch).map_err(write_err)?;
+        }
+        meta.installing = false;
+        self.write_meta_flushed(&meta)?;
+        let index = snapshot.last_applied.map_or(0, |l| l.index);
+        self.replace_applied(Applied {
+            state: snapshot.state,
+            last_applied: snapshot.last_applied,
+            membership: snapshot.membership,
+        });
+        if let Some(listener) = self.shared.listener() {
+            listener.state_replaced(index);
+        }
+        Ok(())
+    }
+
+    fn write_meta_flushed(&self, meta: &SmMeta) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::new();
+        batch.put(META.to_vec(), codec::encode(meta).map_err(write_err)?);
+        self.space.write(batch).map_err(write_err)?;
+        self.space.flush().map_err(write_err)
+    }
+}
+
+fn corrupt(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("corrupt state machine: {what}"))
+}
+
+/// Builds the batch that persists what `touched` names, plus the meta.
+fn persist_batch(applied: &Applied, touched: &Touched) -> Result<WriteBatch, codec::CodecError> {
+    let state = &applied.state;
+    let mut batch = WriteBatch::new();
+    for poll_id in &touched.polls {
+        if let Some(poll) = state.polls.get(poll_id) {
+            let record = PollRecord { poll: poll.poll.clone(), counts: poll.counts.clone() };
+            batch.put(poll_key(poll_id), codec::encode(&record)?);
+        }
+    }
+    for (poll_id, voter) in &touched.votes {
+        if let Some(vote) = state.polls.get(poll_id).and_then(|p| p.votes.get(voter)) {
+            batch.put(vote_key(poll_id, voter), codec::encode(vote)?);
+        }
+    }
+    let meta = SmMeta {
+        last_applied: applied.last_applied,
+        membership: applied.membership.clone(),
+        last_timestamp_ms: state.last_timestamp_ms,
+        hash: state.hash,
+        votes_recorded: state.votes_recorded,
+        installing: false,
+    };
+    batch.put(META.to_vec(), codec::encode(&meta)?);
+    Ok(batch)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.shared.read();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.touched.clear();
+        let mut responses = Vec::new();
+        let last_index;
+        {
+            // Held through the sled write so that a snapshot, which clones the state under
+            // this lock, never sees a state that is not yet in the keyspace.
+            let mut applied = self.shared.applied.write().unwrap_or_else(|p| p.into_inner());
+            for entry in entries {
+                let response = match entry.payload {
+                    EntryPayload::Blank => Response::None,
+                    EntryPayload::Normal(ref request) => {
+                        applied.state.apply(entry.log_id.index, request, &mut self.touched)
+                    }
+                    EntryPayload::Membership(ref membership) => {
+                        applied.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
+                        Response::None
+                    }
+                };
+                applied.last_applied = Some(entry.log_id);
+                responses.push(response);
+            }
+            last_index = applied.last_applied.map_or(0, |l| l.index);
+            let batch = persist_batch(&applied, &self.touched).map_err(write_err)?;
+            self.space.write(batch).map_err(write_err)?;
+        }
+        self.shared.applied_index.store(last_index, Ordering::Release);
+        if let Some(listener) = self.shared.listener() {
+            if !self.touched.polls.is_empty() {
+                listener.polls_changed(&mut self.touched.polls.iter(), last_index);
+            }
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { shared: self.shared.clone(), space: self.space.clone(), snapshots: self.snapshots.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<crate::NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
+        let shared = self.shared.clone();
+        let _writing = shared.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.store_snapshot(&stored)?;
+        self.install(&stored.data)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self
+            .read_stored_snapshot()?
+            .map(|stored| openraft::Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+    }
+}
+
+pub struct SnapshotBuilder {
+    shared: Arc<SmShared>,
+    space: Arc<dyn Keyspace>,
+    snapshots: Arc<dyn Keyspace>,
+}
+
+impl SnapshotBuilder {
+    fn read_current(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        match self.snapshots.get(CURRENT_SNAPSHOT).map_err(read_err)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_err)?)),
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (data, last_applied, membership) = {
+            let applied = self.shared.read();
+            let data = SnapshotData {
+                state: applied.state.clone(),
+                last_applied: applied.last_applied,
+                membership: applied.membership.clone(),
+            };
+            (data, applied.last_applied, applied.membership.clone())
+        };
+        let bytes = codec::encode(&data).map_err(write_err)?;
+        // openraft purges the log up to this snapshot once we return: the state it covers
+        // must be durable in our own keyspace first.
+        self.space.flush().map_err(write_err)?;
+        let snapshot_id = match last_applied {
+            Some(log_id) => format!("{}-{}-{}", log_id.leader_id, log_id.index, data.state.hash_hex()),
+            None => "empty".to_string(),
+        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data: bytes };
+        let _writing = self.shared.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(newer) = self.read_current()?.filter(|current| current.meta.last_log_id >= last_applied) {
+            // A snapshot installed while we built this one is at least as new: keep it.
+            return Ok(openraft::Snapshot { meta: newer.meta, snapshot: Box::new(Cursor::new(newer.data)) });
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(CURRENT_SNAPSHOT.to_vec(), codec::encode(&stored).map_err(write_err)?);
+        self.snapshots.write(batch).map_err(write_err)?;
+        self.snapshots.flush().map_err(write_err)?;
+        self.shared.snapshots_built.fetch_add(1, Ordering::Relaxed);
+        self.shared.last_snapshot_bytes.store(stored.data.len() as u64, Ordering::Relaxed);
+        Ok(openraft::Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+#[cfg(test)]
+mod tests;

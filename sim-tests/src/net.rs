@@ -1,0 +1,165 @@
+//! Turmoil plumbing: the node's clock, listener and peer connector, and a JSON client.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde_json::Value;
+use tally_node::clock::Clock;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::{host_name, PORT};
+
+/// Simulated wall clock: turmoil's (which starts at its epoch and advances with the sim),
+/// plus a skew the fault schedule may set, to put a leader's clock ahead or behind.
+#[derive(Clone, Default)]
+pub struct SimClock {
+    pub skew_ms: Arc<AtomicI64>,
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> i64 {
+        let now = turmoil::since_epoch().map_or(0, |d| d.as_millis() as i64);
+        now + self.skew_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// A turmoil listener that axum can serve.
+pub struct SimListener(pub turmoil::net::TcpListener);
+
+impl axum::serve::Listener for SimListener {
+    type Io = turmoil::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok(accepted) => return accepted,
+                // Accept errors are transient in the simulation (a host going away).
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// A turmoil stream that hyper's pooled client can use.
+pub struct SimStream(turmoil::net::TcpStream);
+
+impl Connection for SimStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for SimStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Connects to `host:port` over turmoil's network.
+#[derive(Clone, Copy)]
+pub struct SimConnector;
+
+impl tower::Service<http::Uri> for SimConnector {
+    type Response = TokioIo<SimStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        Box::pin(async move {
+            let host = uri.host().ok_or_else(|| std::io::Error::other("no host in uri"))?.to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
+            Ok(TokioIo::new(SimStream(stream)))
+        })
+    }
+}
+
+/// A JSON client for simulated clients, with a timeout on every request.
+pub struct SimClient {
+    client: Client<SimConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+/// What a request came back with: a status and a JSON body, or no answer at all.
+pub type Answer = Option<(u16, Value)>;
+
+impl SimClient {
+    pub fn new(timeout: Duration) -> Self {
+        // With tokio's timer (simulated), not std's clock: hyper's pool otherwise judges
+        // idle connections by real time, and a run would depend on how fast it ran.
+        let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(SimConnector);
+        Self { client, timeout }
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        node: u64,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Answer {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}:{PORT}{path}", host_name(node)))
+            .header("content-type", "application/json");
+        if let Some(key) = idempotency_key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let request = builder.body(Full::new(payload)).ok()?;
+        let exchange = async {
+            let response = self.client.request(request).await.ok()?;
+            let status = response.status().as_u16();
+            let bytes = Limited::new(response.into_body(), 1 << 20).collect().await.ok()?.to_bytes();
+            Some((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        };
+        tokio::time::timeout(self.timeout, exchange).await.ok().flatten()
+    }
+
+    pub async fn get(&self, node: u64, path: &str) -> Answer {
+        self.request("GET", node, path, None, None).await
+    }
+
+    pub async fn post(&self, node: u64, path: &str, body: &Value) -> Answer {
+        self.request("POST", node, path, Some(body), None).await
+    }
+
+    /// One vote, with its idempotency key in the header as API.md has it.
+    pub async fn vote(&self, node: u64, poll: &str, voter: &str, option: &str, key: &str) -> Answer {
+        let body = serde_json::json!({"voter_id": voter, "option_id": option});
+        self.request("POST", node, &format!("/v1/polls/{poll}/votes"), Some(&body), Some(key)).await
+    }
+}

@@ -1,0 +1,116 @@
+//! A leader partitioned away from the other two: the majority elects a new leader and
+//! keeps recording votes, the isolated leader acknowledges nothing, and after the heal it
+//! catches up until all three agree on counts and state hash.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tally_sim_tests::{eventually, host_name, run_node, seed, simulation, SimClient};
+use tally_storage::MemDb;
+
+const NODES: u64 = 3;
+
+async fn status(client: &SimClient, node: u64) -> Option<Value> {
+    match client.get(node, "/v1/cluster/status").await? {
+        (200, body) => Some(body),
+        _ => None,
+    }
+}
+
+async fn leader(client: &SimClient, among: &[u64]) -> Option<u64> {
+    let mut agreed = None;
+    for &node in among {
+        let leader = status(client, node).await?["leader_id"].as_u64()?;
+        if agreed.is_some_and(|l| l != leader) || !among.contains(&leader) {
+            return None;
+        }
+        agreed = Some(leader);
+    }
+    agreed
+}
+
+/// Votes with one key until a definite answer, trying `nodes` in turn; returns the status.
+async fn vote_until_definite(client: &SimClient, nodes: &[u64], poll: &str, voter: &str, option: &str) -> u16 {
+    for attempt in 0..40 {
+        let node = nodes[attempt % nodes.len()];
+        match client.vote(node, poll, voter, option, &format!("key-{voter}")).await {
+            Some((status, _)) if status < 500 => return status,
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    panic!("{voter}: no definite answer from {nodes:?}");
+}
+
+async fn scenario() -> turmoil::Result {
+    let client = SimClient::new(Duration::from_secs(10));
+    let all: Vec<u64> = (1..=NODES).collect();
+    let first = eventually(Duration::from_secs(30), || leader(&client, &all)).await.ok_or("no leader")?;
+    let (created, poll) =
+        client.post(1, "/v1/polls", &json!({"title": "sim", "options": ["a", "b"]})).await.ok_or("no answer")?;
+    assert_eq!(created, 201, "{poll}");
+    let poll_id = poll["poll_id"].as_str().ok_or("no poll id")?.to_string();
+
+    for n in 0..9u64 {
+        let answer = vote_until_definite(&client, &[n % NODES + 1], &poll_id, &format!("before-{n}"), "o1").await;
+        assert_eq!(answer, 200);
+    }
+
+    let majority: Vec<u64> = all.iter().copied().filter(|&n| n != first).collect();
+    for &other in &majority {
+        turmoil::partition(host_name(first), host_name(other));
+    }
+    // The isolated leader may still believe it leads, but it cannot commit.
+    let isolated = client.vote(first, &poll_id, "isolated", "o2", "isolated-key").await;
+    if let Some((code, body)) = &isolated {
+        assert!(*code == 503 || *code == 504, "isolated leader acknowledged: {code} {body}");
+    }
+    let second =
+        eventually(Duration::from_secs(30), || leader(&client, &majority)).await.ok_or("majority elected no leader")?;
+    assert_ne!(second, first);
+    println!("leader {first} partitioned away; node {second} now leads; isolated vote got {isolated:?}");
+    for n in 0..12u64 {
+        let answer = vote_until_definite(&client, &majority, &poll_id, &format!("during-{n}"), "o2").await;
+        assert_eq!(answer, 200);
+    }
+
+    for &other in &majority {
+        turmoil::repair(host_name(first), host_name(other));
+    }
+    let converged = eventually(Duration::from_secs(60), || async {
+        let mut seen = Vec::new();
+        for &node in &all {
+            let view = status(&client, node).await?;
+            let (_, results) = client.get(node, &format!("/v1/polls/{poll_id}/results")).await?;
+            seen.push((view["applied_index"].clone(), view["state_hash"].clone(), results["total_votes"].clone()));
+        }
+        seen.iter().all(|s| *s == seen[0]).then(|| seen[0].clone())
+    })
+    .await
+    .ok_or("nodes did not converge after the heal")?;
+    println!("healed and converged at {converged:?} after {:?} of simulated time", turmoil::elapsed());
+    // 9 before, 12 during; the isolated vote was never committed.
+    assert_eq!(converged.2, json!(21), "converged on {converged:?}");
+    let (_, mine) =
+        client.get(first, &format!("/v1/polls/{poll_id}/votes/me?voter_id=isolated")).await.ok_or("no answer")?;
+    assert_eq!(mine["has_voted"], false);
+    Ok(())
+}
+
+#[test]
+fn partitioned_leader_catches_up_and_counts_agree() {
+    let seed = seed();
+    let mut sim = simulation(seed, Duration::from_secs(600));
+    for id in 1..=NODES {
+        let db = MemDb::new();
+        let incarnation = std::cell::Cell::new(0u64);
+        sim.host(host_name(id), move || {
+            // A restarted node must not regenerate the ids of its previous life.
+            incarnation.set(incarnation.get() + 1);
+            run_node(id, NODES, db.clone(), seed ^ (id << 48) ^ (incarnation.get() << 32))
+        });
+    }
+    sim.client("client", scenario());
+    if let Err(error) = sim.run() {
+        panic!("simulation failed (replay with SIM_SEED={seed}): {error}");
+    }
+}

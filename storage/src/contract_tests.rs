@@ -1,0 +1,97 @@
+//! One contract, checked against both implementations.
+
+use super::*;
+
+fn check_contract(db: &dyn Database) {
+    let space = db.keyspace("t").unwrap();
+    let mut batch = WriteBatch::new();
+    for i in 0u64..10 {
+        batch.put(i.to_be_bytes().to_vec(), vec![i as u8]);
+    }
+    space.write(batch).unwrap();
+    assert_eq!(space.get(&3u64.to_be_bytes()).unwrap(), Some(vec![3]));
+    let page = space.range(&2u64.to_be_bytes(), Some(&5u64.to_be_bytes()), 100).unwrap();
+    assert_eq!(page.iter().map(|(_, v)| v[0]).collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert_eq!(space.range(&0u64.to_be_bytes(), None, 2).unwrap().len(), 2);
+    let top = space.range_rev(&2u64.to_be_bytes(), Some(&5u64.to_be_bytes()), 2).unwrap();
+    assert_eq!(top.iter().map(|(_, v)| v[0]).collect::<Vec<_>>(), vec![4, 3]);
+    assert_eq!(delete_range_from_top(&*space, &8u64.to_be_bytes(), None).unwrap(), 2);
+    assert_eq!(space.last().unwrap().unwrap().1, vec![7]);
+    assert_eq!(delete_range(&*space, &5u64.to_be_bytes(), None).unwrap(), 3);
+    assert_eq!(space.last().unwrap().unwrap().1, vec![4]);
+    // Keyspaces of one database are independent.
+    let other = db.keyspace("u").unwrap();
+    assert!(other.last().unwrap().is_none());
+    space.flush().unwrap();
+}
+
+#[test]
+fn sled_meets_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = SledDb::open(dir.path(), SledOptions::default()).unwrap();
+    check_contract(&db);
+}
+
+#[test]
+fn mem_meets_the_contract() {
+    check_contract(&MemDb::new());
+}
+
+#[test]
+fn sled_keeps_flushed_data_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = SledDb::open(dir.path(), SledOptions::default()).unwrap();
+        let space = db.keyspace("log").unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put(b"k".to_vec(), b"v".to_vec());
+        space.write(batch).unwrap();
+        space.flush().unwrap();
+    }
+    let db = SledDb::open(dir.path(), SledOptions::default()).unwrap();
+    assert_eq!(db.keyspace("log").unwrap().get(b"k").unwrap(), Some(b"v".to_vec()));
+}
+
+#[test]
+fn mem_crash_loses_exactly_the_unflushed_writes() {
+    let db = MemDb::new();
+    let space = db.keyspace("log").unwrap();
+    let mut first = WriteBatch::new();
+    first.put(b"a".to_vec(), b"1".to_vec());
+    space.write(first).unwrap();
+    space.flush().unwrap();
+    let mut second = WriteBatch::new();
+    second.put(b"b".to_vec(), b"2".to_vec());
+    second.delete(b"a".to_vec());
+    space.write(second).unwrap();
+    assert_eq!(db.unflushed_writes(), 2);
+    db.crash();
+    assert_eq!(space.get(b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(space.get(b"b").unwrap(), None);
+}
+
+proptest::proptest! {
+    /// Whatever the interleaving of writes, flushes and crashes, the store after a crash
+    /// equals a model that applies only the writes made before the last flush.
+    #[test]
+    fn mem_crash_matches_model(ops in proptest::collection::vec((0u8..3, 0u8..8, 0u8..4), 1..60)) {
+        let db = MemDb::new();
+        let space = db.keyspace("t").unwrap();
+        let mut live = std::collections::BTreeMap::new();
+        let mut durable = live.clone();
+        for (kind, key, value) in ops {
+            match kind {
+                0 => {
+                    let mut batch = WriteBatch::new();
+                    if value == 0 { batch.delete(vec![key]); live.remove(&vec![key]); }
+                    else { batch.put(vec![key], vec![value]); live.insert(vec![key], vec![value]); }
+                    space.write(batch).unwrap();
+                }
+                1 => { space.flush().unwrap(); durable = live.clone(); }
+                _ => { db.crash(); live = durable.clone(); }
+            }
+            let got: std::collections::BTreeMap<_, _> = space.range(&[], None, usize::MAX).unwrap().into_iter().collect();
+            proptest::prop_assert_eq!(&got, &live);
+        }
+    }
+}
