@@ -52,6 +52,21 @@ fn sled_keeps_flushed_data_across_reopen() {
     assert_eq!(db.keyspace("log").unwrap().get(b"k").unwrap(), Some(b"v".to_vec()));
 }
 
+/// A restart right after a drop must not trip over the lock sled's threads still hold.
+#[test]
+fn sled_reopens_at_once_after_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0u64..50 {
+        let db = SledDb::open(dir.path(), SledOptions::default()).unwrap();
+        let space = db.keyspace("log").unwrap();
+        assert_eq!(space.last().unwrap().map(|(_, v)| v), round.checked_sub(1).map(|r| r.to_be_bytes().to_vec()));
+        let mut batch = WriteBatch::new();
+        batch.put(round.to_be_bytes().to_vec(), round.to_be_bytes().to_vec());
+        space.write(batch).unwrap();
+        space.flush().unwrap();
+    }
+}
+
 #[test]
 fn mem_crash_loses_exactly_the_unflushed_writes() {
     let db = MemDb::new();

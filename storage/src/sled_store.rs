@@ -2,6 +2,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::{Database, Keyspace, Pair, StoreError, WriteBatch};
 
@@ -40,7 +41,7 @@ struct SledInner {
 impl SledDb {
     pub fn open(dir: &Path, options: SledOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
             .flush_every_ms(options.flush_every_ms)
@@ -48,8 +49,8 @@ impl SledDb {
             // Large segments keep our entries (tens of KiB at most) inline rather than in
             // separate blob files.
             .segment_size(8 * 1024 * 1024)
-            .use_compression(false)
-            .open()?;
+            .use_compression(false);
+        let db = open_waiting_for_lock(&config)?;
         let data_file = File::open(dir.join("db"))?;
         // Make the directory entries of sled's files durable once.
         File::open(dir)?.sync_all()?;
@@ -69,6 +70,34 @@ impl SledDb {
         inner.data_file.sync_data()?;
         inner.sync_new_blobs()
     }
+}
+
+/// How long `open` waits for the previous owner of the directory's lock to let go.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens sled, waiting a bounded time while the directory's file lock is held.
+///
+/// Dropping a `sled::Db` does not release its lock at once: sled's background threads
+/// hold the page cache (and with it the locked file) until they finish their current
+/// work. A reopen in the same process right after a drop (a restart in tests, or a node
+/// restarting its storage) can therefore see `WouldBlock` for a few milliseconds. A lock
+/// still held after `LOCK_WAIT` means another process owns the directory, and that error
+/// is returned as it is.
+fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if is_lock_contention(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+fn is_lock_contention(e: &std::io::Error) -> bool {
+    // sled wraps the `WouldBlock` from `try_lock_exclusive` in a custom error with this text.
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 impl SledInner {
