@@ -167,6 +167,7 @@ mod tests {
                             option_id: v.option_id.clone(),
                             recorded_at_ms: 0,
                             log_index: 7,
+                            chain: Default::default(),
                         })
                     })
                     .collect();

@@ -113,6 +113,19 @@ impl Request {
     }
 }
 
+/// A successful reply, undecoded.
+#[derive(Debug)]
+pub struct RawReply {
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl RawReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+}
+
 /// Talks to a list of endpoints; cheap to clone (reqwest shares its connection pool).
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -143,6 +156,13 @@ impl Client {
 
     /// Sends `request` to the first endpoint that takes it and decodes the JSON reply.
     pub async fn send(&self, request: &Request) -> Result<Value, Failure> {
+        let raw = self.send_raw(request).await?;
+        decode_success(&raw.body)
+    }
+
+    /// Like [`Client::send`] for replies that are not one JSON value (NDJSON): the
+    /// successful reply's headers and text.
+    pub async fn send_raw(&self, request: &Request) -> Result<RawReply, Failure> {
         let mut tried: Vec<String> = Vec::new();
         for endpoint in &self.endpoints {
             match self.send_once(endpoint, request).await {
@@ -169,7 +189,7 @@ impl Client {
 
     /// The outer `Result` is a transport error (the node may never have seen the
     /// request); the inner one is the node's answer.
-    async fn send_once(&self, endpoint: &str, request: &Request) -> Result<Result<Value, Failure>, reqwest::Error> {
+    async fn send_once(&self, endpoint: &str, request: &Request) -> Result<Result<RawReply, Failure>, reqwest::Error> {
         let mut builder =
             self.http.request(request.method.clone(), format!("{endpoint}{}", request.path)).query(&request.query);
         for (name, value) in &request.headers {
@@ -181,9 +201,10 @@ impl Client {
         let response = builder.send().await?;
         let status = response.status();
         let retry_after = header_text(&response, reqwest::header::RETRY_AFTER);
+        let headers = response.headers().clone();
         let text = response.text().await?;
         if status.is_success() {
-            return Ok(decode_success(&text));
+            return Ok(Ok(RawReply { headers, body: text }));
         }
         Ok(Err(failure_from_response(status.as_u16(), &text, retry_after.as_deref())))
     }

@@ -4,6 +4,7 @@
 //! of API.md. Only data goes to stdout; errors go to stderr as `error: CODE: message`, and
 //! the exit status is one of [`exit::Exit`].
 
+mod audit;
 mod bench;
 mod client;
 mod cluster;
@@ -66,6 +67,9 @@ enum Command {
     Demo(demo::Args),
     /// Run deterministic chaos simulations by seed (no cluster needed).
     Sim(sim::Args),
+    /// Verify a poll end to end: its audit chain, voters' receipts, and a recount.
+    #[command(subcommand)]
+    Audit(audit::Command),
 }
 
 /// What every command needs, built once from the global flags.
@@ -111,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Results(args) => results::run(args, &settings).await,
         Command::Demo(args) => demo::run(args, &settings).await,
         Command::Bench(args) => bench::run(args, &settings).await,
+        Command::Audit(command) => audit::run(command, &settings).await,
         // Handled in `try_main`, before the runtime starts.
         Command::Sim(args) => sim::run_seeds(args),
     }

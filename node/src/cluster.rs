@@ -318,6 +318,7 @@ impl RaftNode {
                     option_id: vote.option_id.clone(),
                     recorded_at_ms: request.timestamp_ms,
                     log_index,
+                    chain: Default::default(),
                 })
             })
             .collect();

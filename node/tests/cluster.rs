@@ -316,3 +316,68 @@ async fn a_results_stream_on_one_node_follows_votes_cast_through_another() {
     let missing = cluster.http.get(format!("{}/v1/polls/nope/results/stream", cluster.url(0))).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+async fn post_json(cluster: &Cluster, url: String, body: Value) -> Value {
+    let response = cluster.http.post(url).json(&body).send().await.expect("an answer");
+    response.json().await.expect("a JSON reply")
+}
+
+/// The audit stream read through one node holds every version of every vote cast through
+/// the others, in chain order, and each voter's receipt checks out on a third node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_stream_and_receipts_agree_across_nodes() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let created = post_json(
+        &cluster,
+        format!("{}/v1/polls", cluster.url(0)),
+        serde_json::json!({"title": "board", "options": ["yes", "no"],
+            "settings": {"allow_vote_change": true, "breakdowns": ["region"]}}),
+    )
+    .await;
+    let poll = created["poll_id"].as_str().expect("poll id").to_string();
+    let mut receipts = Vec::new();
+    for (n, (voter, option, region)) in
+        [("a", "o1", "CA"), ("b", "o2", "NY"), ("a", "o2", "NY"), ("c", "o1", "CA")].into_iter().enumerate()
+    {
+        let body = serde_json::json!({"voter_id": voter, "option_id": option, "attributes": {"region": region}});
+        let reply = post_json(&cluster, format!("{}/v1/polls/{poll}/votes", cluster.url(n % 3)), body).await;
+        assert_eq!(reply["receipt"]["position"], n as u64, "{reply}");
+        receipts.push(reply["receipt"].clone());
+    }
+    let response = cluster.http.get(format!("{}/v1/polls/{poll}/audit", cluster.url(1))).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let head = response.headers()["tally-chain-head"].to_str().unwrap().to_string();
+    let lines: Vec<Value> =
+        response.text().await.unwrap().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 4);
+    let mut hash = tally_raft::audit::genesis(&poll);
+    for (line, receipt) in lines.iter().zip(&receipts) {
+        assert_eq!(line["vote_id"], receipt["vote_id"]);
+        assert_eq!(line["chain_hash"], receipt["chain_hash"]);
+        let attributes: BTreeMap<String, String> = serde_json::from_value(line["attributes"].clone()).unwrap();
+        let fields = tally_raft::audit::LinkFields {
+            vote_id: line["vote_id"].as_str().unwrap(),
+            voter_id: line["voter_id"].as_str().unwrap(),
+            option_id: line["option_id"].as_str().unwrap(),
+            attributes: &attributes,
+            recorded_at_ms: line["recorded_at_ms"].as_i64().unwrap(),
+            log_index: line["log_index"].as_u64().unwrap(),
+            replaces: line["replaces"].as_str(),
+        };
+        hash = tally_raft::audit::next_link(&hash, line["position"].as_u64().unwrap(), &fields);
+        assert_eq!(line["chain_hash"].as_str().unwrap(), tally_raft::audit::to_hex(&hash));
+    }
+    assert_eq!(head, tally_raft::audit::to_hex(&hash));
+    // a's first vote was replaced by the third.
+    assert_eq!(lines[0]["current"], false);
+    assert_eq!(lines[2]["replaces"], lines[0]["vote_id"]);
+    for receipt in &receipts {
+        let url = format!("{}/v1/polls/{poll}/receipts/{}", cluster.url(2), receipt["vote_id"].as_str().unwrap());
+        let check: Value = cluster.http.get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(check["chain_hash"], receipt["chain_hash"], "{check}");
+        assert_eq!(check["chain_head"], head.as_str());
+    }
+    let missing = cluster.http.get(format!("{}/v1/polls/{poll}/receipts/v999.0", cluster.url(2))).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}

@@ -5,12 +5,14 @@
 //! - [`log_store`] and [`state_machine`]: openraft's storage traits over keyspaces.
 //! - [`transport`] and [`network`]: the peer RPC client; the server side is mounted by
 //!   the node crate.
+//! - [`audit`]: the per-poll hash chain behind vote receipts and the audit stream.
 //! - [`codec`]: the only user of bincode.
 
 // openraft's storage traits return its `StorageError` (over 200 bytes); our helpers return
 // the same type rather than convert twice.
 #![allow(clippy::result_large_err)]
 
+pub mod audit;
 #[cfg(feature = "bug-injection")]
 pub mod bugs;
 pub mod codec;

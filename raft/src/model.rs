@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::audit::ChainLink;
+
 macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
@@ -156,6 +158,8 @@ pub struct VoteRecord {
     pub log_index: u64,
     /// This version moved an earlier vote (`allow_vote_change`).
     pub changed: bool,
+    /// Its place in the poll's audit chain.
+    pub chain: ChainLink,
     /// Earlier versions, oldest first, at most `VOTE_CHANGES_MAX`: kept so that a late
     /// retry of an earlier request replays its own answer instead of moving the vote.
     pub history: Vec<PastVote>,
@@ -170,6 +174,8 @@ pub struct PastVote {
     pub recorded_at_ms: i64,
     pub log_index: u64,
     pub changed: bool,
+    pub attributes: BTreeMap<String, String>,
+    pub chain: ChainLink,
 }
 
 /// The payload of every normal Raft log entry.
@@ -227,6 +233,8 @@ pub struct VoteReceipt {
     pub option_id: String,
     pub recorded_at_ms: i64,
     pub log_index: u64,
+    /// Position and hash in the poll's audit chain: what a voter keeps to check later.
+    pub chain: ChainLink,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::audit::{self, ChainLink, LinkFields};
 use crate::codec;
 use crate::limits::VOTE_CHANGES_MAX;
 use crate::model::*;
@@ -39,12 +40,124 @@ pub struct PollState {
     /// Derived from `votes` like `counts`, and kept live so that results by region and the
     /// turnout metrics cost a lookup, not a scan of every vote.
     pub breakdowns: Breakdowns,
+    /// Links in the poll's audit chain: recorded votes and changes, all versions.
+    pub chain_len: u64,
+    /// The last link's hash ([`audit::genesis`] before the first vote).
+    pub chain_head: [u8; 32],
+}
+
+/// One recorded vote or change, as the audit stream shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub voter_id: VoterId,
+    pub vote_id: String,
+    pub option_id: String,
+    pub attributes: BTreeMap<String, String>,
+    pub recorded_at_ms: i64,
+    pub log_index: u64,
+    pub replaces: Option<String>,
+    pub chain: ChainLink,
+    /// Still the voter's vote (not replaced by a later change).
+    pub current: bool,
+}
+
+impl AuditEntry {
+    pub fn link_fields(&self) -> LinkFields<'_> {
+        LinkFields {
+            vote_id: &self.vote_id,
+            voter_id: self.voter_id.as_str(),
+            option_id: &self.option_id,
+            attributes: &self.attributes,
+            recorded_at_ms: self.recorded_at_ms,
+            log_index: self.log_index,
+            replaces: self.replaces.as_deref(),
+        }
+    }
 }
 
 impl PollState {
     pub fn new(poll: Poll) -> Self {
         let counts = vec![0; poll.options.len()];
-        Self { poll, counts, votes: BTreeMap::new(), breakdowns: Breakdowns::new() }
+        let chain_head = audit::genesis(poll.poll_id.as_str());
+        Self { poll, counts, votes: BTreeMap::new(), breakdowns: Breakdowns::new(), chain_len: 0, chain_head }
+    }
+
+    /// Every version of every vote, in chain (and so log) order.
+    pub fn audit_trail(&self) -> Vec<AuditEntry> {
+        let mut trail = Vec::with_capacity(self.chain_len as usize);
+        for (voter, record) in &self.votes {
+            trail.extend(self.versions(voter, record));
+        }
+        trail.sort_by_key(|entry| entry.chain.position);
+        trail
+    }
+
+    /// The version of a vote with this id, if the poll recorded it.
+    pub fn find_vote(&self, vote_id: &str) -> Option<AuditEntry> {
+        self.votes.iter().find_map(|(voter, record)| {
+            let holds = record.vote_id == vote_id || record.history.iter().any(|p| p.vote_id == vote_id);
+            if holds {
+                self.versions(voter, record).into_iter().find(|entry| entry.vote_id == vote_id)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// One voter's versions, oldest first.
+    fn versions(&self, voter: &VoterId, record: &VoteRecord) -> Vec<AuditEntry> {
+        let option_id = |index: u32| self.poll.options[index as usize].option_id.clone();
+        let mut out = Vec::with_capacity(record.history.len() + 1);
+        let mut replaces: Option<String> = None;
+        for past in &record.history {
+            out.push(AuditEntry {
+                voter_id: voter.clone(),
+                vote_id: past.vote_id.clone(),
+                option_id: option_id(past.option_index),
+                attributes: past.attributes.clone(),
+                recorded_at_ms: past.recorded_at_ms,
+                log_index: past.log_index,
+                replaces: replaces.replace(past.vote_id.clone()),
+                chain: past.chain,
+                current: false,
+            });
+        }
+        out.push(AuditEntry {
+            voter_id: voter.clone(),
+            vote_id: record.vote_id.clone(),
+            option_id: option_id(record.option_index),
+            attributes: record.attributes.clone(),
+            recorded_at_ms: record.recorded_at_ms,
+            log_index: record.log_index,
+            replaces,
+            chain: record.chain,
+            current: true,
+        });
+        out
+    }
+
+    /// Recomputes the chain from the stored votes: positions 0.. without gaps, every link
+    /// hash, and the head.
+    fn check_chain(&self) -> Result<(), String> {
+        let mut hash = audit::genesis(self.poll.poll_id.as_str());
+        let trail = self.audit_trail();
+        for (position, entry) in trail.iter().enumerate() {
+            if entry.chain.position != position as u64 {
+                return Err(format!("chain position {} where {position} was due", entry.chain.position));
+            }
+            hash = audit::next_link(&hash, position as u64, &entry.link_fields());
+            if hash != entry.chain.hash {
+                return Err(format!("chain hash of {} does not follow from its vote", entry.vote_id));
+            }
+        }
+        if trail.len() as u64 != self.chain_len || hash != self.chain_head {
+            return Err(format!(
+                "chain head or length ({}) disagrees with the votes ({})",
+                self.chain_len,
+                trail.len()
+            ));
+        }
+        Ok(())
     }
 
     pub fn total_votes(&self) -> u64 {
@@ -159,6 +272,7 @@ fn replay(poll: &Poll, record: &VoteRecord, key: &str) -> Option<VoteOutcome> {
         option_id: poll.options[past.option_index as usize].option_id.clone(),
         recorded_at_ms: past.recorded_at_ms,
         log_index: past.log_index,
+        chain: past.chain,
     };
     Some(VoteOutcome::Replayed { receipt, changed: past.changed })
 }
@@ -170,6 +284,7 @@ pub fn receipt(poll: &Poll, record: &VoteRecord) -> VoteReceipt {
         option_id: poll.options[record.option_index as usize].option_id.clone(),
         recorded_at_ms: record.recorded_at_ms,
         log_index: record.log_index,
+        chain: record.chain,
     }
 }
 
@@ -294,18 +409,38 @@ impl State {
                     recorded_at_ms: previous.recorded_at_ms,
                     log_index: previous.log_index,
                     changed: previous.changed,
+                    attributes: previous.attributes.clone(),
+                    chain: previous.chain,
                 });
                 history
             }
         };
+        let vote_id = vote_id(index, slot);
+        let position = state.chain_len;
+        let link = audit::next_link(
+            &state.chain_head,
+            position,
+            &LinkFields {
+                vote_id: &vote_id,
+                voter_id: intent.voter_id.as_str(),
+                option_id: &state.poll.options[option_index].option_id,
+                attributes: &intent.attributes,
+                recorded_at_ms: now_ms,
+                log_index: index,
+                replaces: previous.as_ref().map(|p| p.vote_id.as_str()),
+            },
+        );
+        state.chain_len += 1;
+        state.chain_head = link;
         let record = VoteRecord {
-            vote_id: vote_id(index, slot),
+            vote_id,
             option_index: option_index as u32,
             idempotency_key: intent.idempotency_key.clone(),
             attributes: intent.attributes.clone(),
             recorded_at_ms: now_ms,
             log_index: index,
             changed: previous.is_some(),
+            chain: ChainLink { position, hash: link },
             history,
         };
         match &previous {
@@ -354,6 +489,7 @@ impl State {
             if recount != state.counts {
                 return Err(format!("poll {poll_id}: counts {:?} but recount {recount:?}", state.counts));
             }
+            state.check_chain().map_err(|e| format!("poll {poll_id}: {e}"))?;
             let breakdowns = state.recount_breakdowns();
             if breakdowns != state.breakdowns {
                 return Err(format!("poll {poll_id}: breakdowns {:?} but recount {breakdowns:?}", state.breakdowns));

@@ -46,6 +46,19 @@ struct SmMeta {
 struct PollRecord {
     poll: Poll,
     counts: Vec<u64>,
+    chain_len: u64,
+    chain_head: [u8; 32],
+}
+
+impl PollRecord {
+    fn of(poll: &crate::sm::PollState) -> Self {
+        Self {
+            poll: poll.poll.clone(),
+            counts: poll.counts.clone(),
+            chain_len: poll.chain_len,
+            chain_head: poll.chain_head,
+        }
+    }
 }
 
 /// A snapshot's data: the whole state plus where it stands in the log.
@@ -192,7 +205,12 @@ impl StateMachineStore {
         self.scan(POLL_PREFIX, |_, value| {
             let record: PollRecord = codec::decode(value).map_err(read_err)?;
             let poll_id = record.poll.poll_id.clone();
-            let poll = crate::sm::PollState { counts: record.counts, ..crate::sm::PollState::new(record.poll) };
+            let poll = crate::sm::PollState {
+                counts: record.counts,
+                chain_len: record.chain_len,
+                chain_head: record.chain_head,
+                ..crate::sm::PollState::new(record.poll)
+            };
             state.polls.insert(poll_id, poll);
             Ok(())
         })?;
@@ -277,7 +295,7 @@ impl StateMachineStore {
         }
         for (poll_id, poll) in &snapshot.state.polls {
             let mut batch = WriteBatch::new();
-            let record = PollRecord { poll: poll.poll.clone(), counts: poll.counts.clone() };
+            let record = PollRecord::of(poll);
             batch.put(poll_key(poll_id), codec::encode(&record).map_err(write_err)?);
             for (voter, vote) in &poll.votes {
                 batch.put(vote_key(poll_id, voter), codec::encode(vote).map_err(write_err)?);
@@ -316,7 +334,7 @@ fn persist_batch(applied: &Applied, touched: &Touched) -> Result<WriteBatch, cod
     let mut batch = WriteBatch::new();
     for poll_id in &touched.polls {
         if let Some(poll) = state.polls.get(poll_id) {
-            let record = PollRecord { poll: poll.poll.clone(), counts: poll.counts.clone() };
+            let record = PollRecord::of(poll);
             batch.put(poll_key(poll_id), codec::encode(&record)?);
         }
     }

@@ -1,5 +1,6 @@
 //! The HTTP API of API.md. One file per resource; this one builds the router.
 
+pub mod audit;
 pub mod cluster;
 pub mod error;
 pub mod extract;
@@ -38,6 +39,8 @@ const BATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
         votes::me,
         results::get,
         results::stream,
+        audit::audit,
+        audit::receipt,
         cluster::status,
         cluster::init,
         cluster::add_member,
@@ -57,6 +60,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/polls/{poll_id}/votes/me", get(votes::me))
         .route("/v1/polls/{poll_id}/results", get(results::get))
         .route("/v1/polls/{poll_id}/results/stream", get(results::stream))
+        .route("/v1/polls/{poll_id}/audit", get(audit::audit))
+        .route("/v1/polls/{poll_id}/receipts/{vote_id}", get(audit::receipt))
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/init", post(cluster::init))
         .route("/v1/cluster/members", post(cluster::add_member))

@@ -40,6 +40,18 @@ pub struct VoteBody {
     /// True when this answer repeats the reply to an earlier request with the same key.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// What a voter keeps to check the vote later against `/receipts/{vote_id}` and the
+    /// audit stream.
+    pub receipt: ReceiptBody,
+}
+
+/// A vote's place in its poll's audit chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptBody {
+    pub vote_id: String,
+    pub position: u64,
+    /// Hex SHA-256 of this link (see ARCHITECTURE.md, "Audit chain").
+    pub chain_hash: String,
 }
 
 impl VoteBody {
@@ -52,6 +64,11 @@ impl VoteBody {
             recorded_at: format_ms(receipt.recorded_at_ms),
             log_index: receipt.log_index,
             replayed,
+            receipt: ReceiptBody {
+                vote_id: receipt.vote_id.clone(),
+                position: receipt.chain.position,
+                chain_hash: tally_raft::audit::to_hex(&receipt.chain.hash),
+            },
         }
     }
 }

@@ -230,6 +230,34 @@ fn breakdowns_follow_recorded_and_changed_votes() {
     assert_eq!(state.check_invariants(), Ok(()));
 }
 
+#[test]
+fn receipts_chain_every_version_of_every_vote_in_log_order() {
+    let log = vec![
+        request(10, Command::CreatePoll(spec_by_region("p", 2, true))),
+        request(11, Command::CastVotes(vec![vote_in("p", "a", 0, "1", 0), vote_in("p", "b", 0, "2", 1)])),
+        request(12, Command::CastVotes(vec![vote_in("p", "a", 1, "3", 0)])),
+    ];
+    let (state, responses) = apply_all(&log);
+    let poll = &state.polls[&PollId("p".into())];
+    let trail = poll.audit_trail();
+    let ids: Vec<_> = trail.iter().map(|e| (e.vote_id.as_str(), e.chain.position, e.current)).collect();
+    assert_eq!(ids, vec![("v2.0", 0, false), ("v2.1", 1, true), ("v3.0", 2, true)]);
+    assert_eq!(trail[2].replaces.as_deref(), Some("v2.0"));
+    assert_eq!(poll.chain_head, trail[2].chain.hash);
+    let VoteOutcome::Changed(changed) = &outcomes(&responses[2])[0] else { panic!() };
+    assert_eq!(changed.chain, trail[2].chain);
+    assert_eq!(poll.find_vote("v2.0").unwrap().chain, trail[0].chain);
+    assert_eq!(poll.find_vote("v9.9"), None);
+    assert_eq!(state.check_invariants(), Ok(()));
+
+    // Any edit to a stored vote breaks the chain, and the check says so.
+    let mut tampered = state.clone();
+    let a = tampered.polls.get_mut(&PollId("p".into())).unwrap().votes.get_mut(&VoterId("a".into())).unwrap();
+    a.history[0].recorded_at_ms += 1;
+    let error = tampered.check_invariants().unwrap_err();
+    assert!(error.contains("v2.0"), "{error}");
+}
+
 /// A random log over a few polls, voters, options, keys and regions, so that duplicates,
 /// replays, changes (across regions) and closes are frequent.
 fn arb_log() -> impl Strategy<Value = Vec<Request>> {
@@ -300,6 +328,21 @@ proptest! {
                 let again = state.apply(next, &request(0, Command::CastVotes(vec![intent.clone()])), &mut touched);
                 prop_assert_eq!(outcomes_of(&again), vec![VoteOutcome::Replayed { receipt: receipt.clone(), changed }]);
                 prop_assert_eq!(&state.polls[&intent.poll_id].counts, &before);
+            }
+        }
+    }
+
+    #[test]
+    fn every_receipt_is_found_at_its_place_in_the_chain(log in arb_log()) {
+        let (state, responses) = apply_all(&log);
+        for response in &responses {
+            let Response::Votes(outcomes) = response else { continue };
+            for outcome in outcomes {
+                let (VoteOutcome::Recorded(receipt) | VoteOutcome::Changed(receipt)) = outcome else { continue };
+                let poll = &state.polls[&receipt.poll_id];
+                let entry = poll.find_vote(&receipt.vote_id);
+                prop_assert_eq!(entry.map(|e| e.chain), Some(receipt.chain));
+                prop_assert_eq!(poll.audit_trail()[receipt.chain.position as usize].chain, receipt.chain);
             }
         }
     }

@@ -1,0 +1,260 @@
+//! `tally audit verify`: an auditor's end-to-end check of one poll.
+//!
+//! It recomputes the poll's hash chain from the audit stream alone, checks every link and
+//! the head the cluster reports, checks voters' receipts against it, recounts the current
+//! votes and compares the recount with the cluster's results.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tally_raft::audit::{from_hex, genesis, next_link, to_hex, LinkFields};
+
+use crate::client::{segment, Client, Request};
+use crate::exit::Failure;
+use crate::output::{self, render_fields};
+use crate::Settings;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Recompute a poll's audit chain, check receipts, recount and compare with the results.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    pub poll_id: String,
+    /// A voter's receipt to check, repeatable: the `vote_id` and `chain_hash` of a vote reply.
+    #[arg(long = "receipt", value_name = "VOTE_ID=CHAIN_HASH", value_parser = parse_receipt)]
+    pub receipts: Vec<(String, [u8; 32])>,
+    /// Tries while the poll keeps changing between reads (votes still arriving).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub attempts: u32,
+}
+
+fn parse_receipt(raw: &str) -> Result<(String, [u8; 32]), String> {
+    let (vote_id, hash) = raw.split_once('=').ok_or_else(|| format!("{raw}: expected VOTE_ID=CHAIN_HASH"))?;
+    let hash = from_hex(hash).ok_or_else(|| format!("{raw}: the chain hash is not 64 hex digits"))?;
+    Ok((vote_id.to_string(), hash))
+}
+
+/// One line of `GET /v1/polls/{id}/audit`.
+#[derive(Debug, Deserialize)]
+struct Line {
+    position: u64,
+    vote_id: String,
+    voter_id: String,
+    option_id: String,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+    recorded_at_ms: i64,
+    log_index: u64,
+    replaces: Option<String>,
+    current: bool,
+    chain_hash: String,
+}
+
+/// What the chain check found.
+#[derive(Debug, PartialEq, Eq)]
+struct Chain {
+    length: u64,
+    head: [u8; 32],
+    /// Option id → current votes.
+    recount: BTreeMap<String, u64>,
+    hashes: BTreeMap<String, [u8; 32]>,
+}
+
+fn mismatch(message: impl Into<String>) -> Failure {
+    Failure::failed("AUDIT_MISMATCH", message)
+}
+
+/// Checks the stream's links in order and recounts the votes still current.
+fn check_chain(poll_id: &str, ndjson: &str) -> Result<Chain, Failure> {
+    let mut head = genesis(poll_id);
+    let mut recount = BTreeMap::new();
+    let mut hashes = BTreeMap::new();
+    let mut current_voters = BTreeSet::new();
+    let mut replaced = BTreeSet::new();
+    let mut current_ids = BTreeSet::new();
+    let mut length = 0u64;
+    for (number, text) in ndjson.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let line: Line = serde_json::from_str(text)
+            .map_err(|e| Failure::failed("INVALID_RESPONSE", format!("audit line {}: {e}", number + 1)))?;
+        if line.position != length {
+            return Err(mismatch(format!(
+                "vote {} sits at position {} where {length} was due",
+                line.vote_id, line.position
+            )));
+        }
+        let fields = LinkFields {
+            vote_id: &line.vote_id,
+            voter_id: &line.voter_id,
+            option_id: &line.option_id,
+            attributes: &line.attributes,
+            recorded_at_ms: line.recorded_at_ms,
+            log_index: line.log_index,
+            replaces: line.replaces.as_deref(),
+        };
+        head = next_link(&head, length, &fields);
+        if from_hex(&line.chain_hash) != Some(head) {
+            return Err(mismatch(format!("the chain breaks at position {length} (vote {})", line.vote_id)));
+        }
+        if let Some(previous) = &line.replaces {
+            replaced.insert(previous.clone());
+        }
+        if line.current {
+            if !current_voters.insert(line.voter_id.clone()) {
+                return Err(mismatch(format!("voter {} has two current votes", line.voter_id)));
+            }
+            *recount.entry(line.option_id.clone()).or_insert(0) += 1;
+            current_ids.insert(line.vote_id.clone());
+        }
+        hashes.insert(line.vote_id, head);
+        length += 1;
+    }
+    if let Some(stale) = hashes.keys().find(|id| !replaced.contains(*id) && !current_ids.contains(*id)) {
+        return Err(mismatch(format!("vote {stale} is neither current nor replaced")));
+    }
+    Ok(Chain { length, head, recount, hashes })
+}
+
+/// Option id → votes, from a results object.
+fn counts(results: &Value) -> BTreeMap<String, u64> {
+    let options = results.get("options").and_then(Value::as_array).into_iter().flatten();
+    options
+        .filter_map(|o| Some((o.get("option_id")?.as_str()?.to_string(), o.get("votes")?.as_u64()?)))
+        .filter(|(_, votes)| *votes > 0)
+        .collect()
+}
+
+async fn linearizable_results(client: &Client, poll: &str) -> Result<Value, Failure> {
+    client.send(&Request::get(format!("/v1/polls/{poll}/results")).query("consistency", "linearizable")).await
+}
+
+pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
+    let Command::Verify(args) = command;
+    let client = &settings.client;
+    let poll = segment(&args.poll_id);
+    for _ in 0..args.attempts {
+        // The audit is read between two linearizable results: equal counts on both sides
+        // mean the audit saw the same votes.
+        let before = linearizable_results(client, &poll).await?;
+        let audit = client.send_raw(&Request::get(format!("/v1/polls/{poll}/audit"))).await?;
+        let after = linearizable_results(client, &poll).await?;
+        let chain = check_chain(&args.poll_id, &audit.body)?;
+        let reported_head = audit.header("tally-chain-head").and_then(from_hex);
+        let reported_length = audit.header("tally-chain-length").and_then(|v| v.parse::<u64>().ok());
+        if reported_head != Some(chain.head) || reported_length != Some(chain.length) {
+            return Err(mismatch(format!(
+                "the stream's {} links end at {} but the node reports {} links ending at {}",
+                chain.length,
+                to_hex(&chain.head),
+                reported_length.map_or("?".into(), |l| l.to_string()),
+                audit.header("tally-chain-head").unwrap_or("?")
+            ))
+            .into());
+        }
+        for (vote_id, hash) in &args.receipts {
+            match chain.hashes.get(vote_id) {
+                Some(found) if found == hash => {}
+                Some(_) => return Err(mismatch(format!("receipt {vote_id}: the chain holds another hash")).into()),
+                None => return Err(mismatch(format!("receipt {vote_id}: no such vote in the audit stream")).into()),
+            }
+        }
+        if counts(&before) != counts(&after) {
+            continue;
+        }
+        if chain.recount != counts(&after) {
+            return Err(mismatch(format!(
+                "the recount {:?} differs from the results {:?}",
+                chain.recount,
+                counts(&after)
+            ))
+            .into());
+        }
+        let total: u64 = chain.recount.values().sum();
+        let report = json!({
+            "verified": true,
+            "poll_id": args.poll_id,
+            "chain_length": chain.length,
+            "chain_head": to_hex(&chain.head),
+            "total_votes": total,
+            "recount": chain.recount,
+            "receipts_checked": args.receipts.len(),
+        });
+        return output::emit_value(settings.format, &report, render_report);
+    }
+    Err(Failure::unavailable(
+        "POLL_CHANGING",
+        format!("votes kept arriving during {} attempts; verify again, or once the poll is closed", args.attempts),
+    )
+    .into())
+}
+
+fn render_report(report: &Value) -> String {
+    let text = |key: &str| report.get(key).map_or(String::new(), output::cell);
+    render_fields(&[
+        ("verified", "chain, receipts and recount all match".to_string()),
+        ("chain length", text("chain_length")),
+        ("chain head", text("chain_head")),
+        ("total votes", text("total_votes")),
+        ("receipts checked", text("receipts_checked")),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(
+        position: u64,
+        previous: &[u8; 32],
+        vote: (&str, &str, &str),
+        replaces: Option<&str>,
+        current: bool,
+    ) -> (String, [u8; 32]) {
+        let (vote_id, voter_id, option_id) = vote;
+        let attributes = BTreeMap::new();
+        let fields = LinkFields {
+            vote_id,
+            voter_id,
+            option_id,
+            attributes: &attributes,
+            recorded_at_ms: 5,
+            log_index: position + 2,
+            replaces,
+        };
+        let hash = next_link(previous, position, &fields);
+        let text = json!({"position": position, "vote_id": vote_id, "voter_id": voter_id, "option_id": option_id,
+            "attributes": {}, "recorded_at_ms": 5, "log_index": position + 2, "replaces": replaces,
+            "current": current, "chain_hash": to_hex(&hash)});
+        (text.to_string(), hash)
+    }
+
+    fn stream() -> String {
+        let (a, h0) = line(0, &genesis("p"), ("v2.0", "alice", "o1"), None, false);
+        let (b, h1) = line(1, &h0, ("v3.0", "bob", "o1"), None, true);
+        let (c, _) = line(2, &h1, ("v4.0", "alice", "o2"), Some("v2.0"), true);
+        format!("{a}\n{b}\n{c}\n")
+    }
+
+    #[test]
+    fn a_good_stream_recounts_current_votes_only() {
+        let chain = check_chain("p", &stream()).unwrap();
+        assert_eq!(chain.length, 3);
+        assert_eq!(chain.recount, BTreeMap::from([("o1".to_string(), 1), ("o2".to_string(), 1)]));
+    }
+
+    #[test]
+    fn any_edit_or_reorder_is_caught() {
+        let good = stream();
+        let edited = good.replacen("\"bob\"", "\"mallory\"", 1);
+        assert_eq!(check_chain("p", &edited).unwrap_err().code, "AUDIT_MISMATCH");
+        let lines: Vec<&str> = good.lines().collect();
+        let dropped = format!("{}\n{}\n", lines[0], lines[2]);
+        assert_eq!(check_chain("p", &dropped).unwrap_err().code, "AUDIT_MISMATCH");
+        assert_eq!(check_chain("another poll", &good).unwrap_err().code, "AUDIT_MISMATCH");
+        let uncounted = good.replacen("\"current\":true", "\"current\":false", 1);
+        assert_eq!(check_chain("p", &uncounted).unwrap_err().code, "AUDIT_MISMATCH");
+    }
+}
