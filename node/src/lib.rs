@@ -11,6 +11,7 @@ pub mod config;
 pub mod metrics;
 pub mod peer;
 pub mod source;
+pub mod web;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};

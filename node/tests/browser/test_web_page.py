@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""The web page in a real headless Chromium, against a real `tally demo` cluster.
+
+A poll creator makes a poll through the form, a voter votes through the page, a vote cast
+through another node moves the bars live (server-sent events, no reload), turnout by region
+and the cluster panel fill in, a second vote by the same voter shows ALREADY_VOTED, and a
+screenshot is saved.
+
+Usage: python3 node/tests/browser/test_web_page.py [TARGET_DIR] [SCREENSHOT]
+Needs Debian's chromium, chromium-driver and python3-selenium (.ci/run installs them).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+PORT_BASE = 17601
+NODES = [f"http://127.0.0.1:{PORT_BASE + i}" for i in range(3)]
+WAIT_S = 30
+
+
+def http(method, url, body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def wait_for(what, check, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"FAIL: timed out waiting for {what}")
+
+
+def start_demo(target, work_dir):
+    tally = os.path.join(target, "tally")
+    log_path = os.path.join(work_dir, "demo.out")
+    with open(log_path, "w") as log:
+        demo = subprocess.Popen(
+            [tally, "demo", "--port-base", str(PORT_BASE), "--data-dir", os.path.join(work_dir, "data")],
+            stdout=log, stderr=subprocess.STDOUT)
+
+    def sample_poll():
+        if demo.poll() is not None:
+            with open(log_path) as log:
+                raise SystemExit(f"FAIL: tally demo exited with {demo.returncode}:\n{log.read()}")
+        return http("GET", f"{NODES[0]}/v1/polls")[1]["polls"]
+
+    wait_for("the demo's sample poll", sample_poll)
+    return demo
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"]:
+        options.add_argument(flag)
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary:
+        options.binary_location = binary
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def wait(driver, what, condition):
+    try:
+        return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(lambda d: condition(d))
+    except TimeoutException:
+        raise SystemExit(f"FAIL: the page never showed {what}\n--- page ---\n"
+                         f"{driver.find_element(By.TAG_NAME, 'body').text}")
+
+
+def bar_width(driver, option_id):
+    fills = driver.find_elements(By.CSS_SELECTOR, f'.bar[data-option-id="{option_id}"] .bar-fill')
+    return fills[0].get_attribute("style") if fills else None
+
+
+def text_of(driver, selector):
+    found = driver.find_elements(By.CSS_SELECTOR, selector)
+    return found[0].text if found else ""
+
+
+def run(driver, screenshot):
+    driver.get(NODES[0] + "/")
+    form = wait(driver, "the create form", lambda d: d.find_element(By.ID, "create-form"))
+    form.find_element(By.NAME, "title").send_keys("Browser election")
+    form.find_element(By.NAME, "options").send_keys("Red\nBlue")
+    form.find_element(By.NAME, "breakdowns").send_keys("region")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(driver, "the new poll's page", lambda d: "#/poll/" in d.current_url)
+    poll_id = driver.current_url.split("#/poll/")[1]
+    wait(driver, "empty bars", lambda d: bar_width(d, "o1") == "width: 0%;")
+    assert "null" not in driver.find_element(By.ID, "view").text, "a null leaked into the page"
+
+    print(f"created poll {poll_id} through the form")
+
+    vote = driver.find_element(By.ID, "vote-form")
+    vote.find_element(By.NAME, "voter_id").send_keys("browser-alice")
+    vote.find_element(By.CSS_SELECTOR, 'input[value="o1"]').click()
+    vote.find_element(By.NAME, "attr-region").send_keys("north")
+    vote.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(driver, "the vote's receipt", lambda d: "recorded" in text_of(d, "#vote-message"))
+    wait(driver, "Red's bar at 100%", lambda d: bar_width(d, "o1") == "width: 100%;")
+    print("voted through the page; the bar moved to 100%")
+
+    # Another voter, through another node: the page must follow without a reload.
+    status, body = http("POST", f"{NODES[2]}/v1/polls/{poll_id}/votes",
+                        {"voter_id": "curl-bob", "option_id": "o2", "attributes": {"region": "south"}})
+    assert status == 200, body
+    wait(driver, "both bars at 50%", lambda d: bar_width(d, "o1") == "width: 50%;"
+         and bar_width(d, "o2") == "width: 50%;")
+    wait(driver, "two votes in total", lambda d: text_of(d, "#total-votes") == "2")
+    print("a vote through node 3 moved the bars live")
+
+    wait(driver, "turnout by region", lambda d: len(d.find_elements(By.CSS_SELECTOR, "#turnout tr[data-value]")) == 2)
+    wait(driver, "the leader in the cluster panel", lambda d: text_of(d, "#leader").isdigit())
+    wait(driver, "a votes/s figure", lambda d: text_of(d, "#votes-per-second") not in ("", "—"))
+    print(f"turnout rows: 2; leader: node {text_of(driver, '#leader')}")
+
+    # The leader's page shows each member's matched index and lag.
+    leader = int(text_of(driver, "#leader"))
+    driver.get(f"{NODES[leader - 1]}/#/poll/{poll_id}")
+    wait(driver, "every member's lag on the leader's page", lambda d: [
+        cell.text for cell in d.find_elements(By.CSS_SELECTOR, "#members tbody td:nth-child(4)")] == ["0", "0", "0"])
+    wait(driver, "the bars after a reload", lambda d: text_of(d, "#total-votes") == "2")
+
+    # The same voter again: the API's error, shown, and nothing counted.
+    vote = driver.find_element(By.ID, "vote-form")
+    voter = vote.find_element(By.NAME, "voter_id")
+    voter.clear()
+    voter.send_keys("browser-alice")
+    vote.find_element(By.CSS_SELECTOR, 'input[value="o2"]').click()
+    vote.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(driver, "ALREADY_VOTED", lambda d: "ALREADY_VOTED" in text_of(d, "#vote-message"))
+    _, results = http("GET", f"{NODES[1]}/v1/polls/{poll_id}/results?consistency=linearizable")
+    assert results["total_votes"] == 2, results
+
+    driver.save_screenshot(screenshot)
+    print(f"screenshot: {screenshot}")
+
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
+              and "409" not in entry["message"]]
+    assert not errors, f"errors in the browser console: {errors}"
+
+
+def main():
+    target = sys.argv[1] if len(sys.argv) > 1 else "target/debug"
+    screenshot = os.path.abspath(sys.argv[2] if len(sys.argv) > 2 else os.path.join(target, "web-page.png"))
+    work_dir = tempfile.mkdtemp(prefix="tally-web-")
+    demo = start_demo(target, work_dir)
+    driver = None
+    try:
+        driver = browser()
+        run(driver, screenshot)
+        print("PASS: web page")
+    finally:
+        if driver:
+            driver.quit()
+        demo.send_signal(signal.SIGTERM)
+        try:
+            demo.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
