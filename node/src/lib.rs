@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod peer;
+pub mod schedule;
 pub mod source;
 pub mod web;
 
@@ -164,6 +165,7 @@ impl Node {
             votes_forwarded: Default::default(),
         });
         count_leader_changes(&node.raft, metrics.leader_changes.clone());
+        schedule::spawn_closer(node.clone());
         let notifier =
             Arc::new(ActorNotifier { registry: OnceLock::new(), recent_polls: metrics.recent_polls.clone() });
         sm.set_listener(notifier.clone());

@@ -381,3 +381,41 @@ async fn audit_stream_and_receipts_agree_across_nodes() {
     let missing = cluster.http.get(format!("{}/v1/polls/{poll}/receipts/v999.0", cluster.url(2))).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// A poll closes at its end_time with no request arriving: a results stream opened before
+/// the end receives the closed status by itself, and later votes are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poll_closes_at_its_end_time_and_streams_say_so() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let end = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let end = end.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let created = post_json(
+        &cluster,
+        format!("{}/v1/polls", cluster.url(0)),
+        serde_json::json!({"title": "timed", "options": ["a", "b"], "end_time": end}),
+    )
+    .await;
+    let poll = created["poll_id"].as_str().expect("poll id").to_string();
+    let url = format!("{}/v1/polls/{poll}/results/stream", cluster.url(1));
+    let mut stream = cluster.http.get(url).send().await.expect("stream opens");
+    let mut buffer = String::new();
+    let closed = tokio::time::timeout(CONVERGE, async {
+        loop {
+            let chunk = stream.chunk().await.expect("stream stays open").expect("stream does not end");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            if buffer.contains("\"status\":\"closed\"") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "no closed event within {CONVERGE:?}: {buffer}\n{}", cluster.log_tail());
+    let (status, body) = cluster.vote(2, &poll, "late", "o1", "late-1").await.expect("an answer");
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("POLL_CLOSED")), "{body}");
+    for i in 0..3 {
+        let poll: Value =
+            cluster.http.get(format!("{}/v1/polls/{poll}", cluster.url(i))).send().await.unwrap().json().await.unwrap();
+        assert_eq!(poll["status"], "closed");
+    }
+}
