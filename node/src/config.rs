@@ -75,9 +75,39 @@ pub struct Config {
     #[arg(long, env = "TALLY_PROPOSER_QUEUE_MAX", default_value_t = 20_000)]
     pub proposer_queue_max: usize,
 
+    /// `none`: anyone may call anything and votes name their voter (the demo's mode).
+    /// `jwt`: every request but /health, /ready, /metrics, the web page, POST /v1/users and
+    /// POST /v1/auth/token carries `Authorization: Bearer <JWT>`; the voter is its `sub`.
+    #[arg(long, env = "TALLY_AUTH", value_enum, default_value_t = AuthMode::None)]
+    pub auth: AuthMode,
+
+    /// HS256 secret (at least 32 bytes): verifies tokens and signs the built-in accounts'.
+    #[arg(long, env = "TALLY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file of an RSA or Ed25519 public key: accepts RS256/EdDSA tokens from an outside
+    /// identity provider.
+    #[arg(long, env = "TALLY_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Built-in accounts whose tokens carry `"role": "admin"` (comma separated).
+    #[arg(long = "admin", env = "TALLY_ADMINS", value_delimiter = ',')]
+    pub admins: Vec<String>,
+
+    /// Lifetime of the tokens that POST /v1/auth/token issues.
+    #[arg(long, env = "TALLY_TOKEN_TTL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(60..=30 * 24 * 3600))]
+    pub token_ttl_secs: u64,
+
     /// Log filter, in tracing's EnvFilter syntax (RUST_LOG overrides it).
     #[arg(long, env = "TALLY_LOG", default_value = "info,openraft=warn,sled=warn")]
     pub log: String,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+    Jwt,
 }
 
 fn parse_peer(text: &str) -> Result<(NodeId, String), String> {
@@ -114,6 +144,28 @@ impl Config {
             return Err(format!("--peers does not include this node ({})", self.id));
         }
         Ok(members)
+    }
+
+    /// `--auth jwt`'s verifier, or `None` with `--auth none`.
+    pub fn jwt_auth(&self) -> Result<Option<crate::auth::JwtAuth>, String> {
+        if self.auth == AuthMode::None {
+            if self.jwt_secret.is_some() || self.jwt_public_key.is_some() {
+                return Err("--jwt-secret and --jwt-public-key need --auth jwt".into());
+            }
+            return Ok(None);
+        }
+        let pem = match &self.jwt_public_key {
+            None => None,
+            Some(path) => Some(std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?),
+        };
+        let admins = self.admins.iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+        crate::auth::JwtAuth::new(
+            self.jwt_secret.as_deref(),
+            pem.as_deref(),
+            admins,
+            Duration::from_secs(self.token_ttl_secs),
+        )
+        .map(Some)
     }
 
     /// openraft's settings, every field set here rather than left to its defaults.

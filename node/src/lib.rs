@@ -5,6 +5,7 @@
 //! takes any axum listener, so the simulation runs this same code over turmoil.
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
@@ -56,6 +57,10 @@ pub struct App {
     pub advertise_addr: String,
     /// Results streams open now (bounded by `api::results::STREAMS_MAX`).
     pub streams: api::results::StreamCount,
+    /// `--auth jwt`'s verifier; `None` with `--auth none`.
+    pub auth: Option<auth::JwtAuth>,
+    /// Password hashing is CPU- and memory-hungry (argon2): a few at a time.
+    pub password_work: tokio::sync::Semaphore,
     rng: Mutex<StdRng>,
 }
 
@@ -144,6 +149,7 @@ impl Node {
     pub async fn start(options: NodeOptions) -> anyhow::Result<Node> {
         let NodeOptions { config, db, transport, clock, seed } = options;
         let raft_config = config.raft_config().map_err(anyhow::Error::msg)?;
+        let jwt = config.jwt_auth().map_err(anyhow::Error::msg)?;
         let members = config.initial_members().map_err(anyhow::Error::msg)?;
         let metrics = Metrics::new(config.id);
         let log_store = LogStore::open(&*db)?;
@@ -196,6 +202,8 @@ impl Node {
             cluster_secret: config.cluster_secret.clone(),
             advertise_addr: config.advertise_addr(),
             streams: Default::default(),
+            auth: jwt,
+            password_work: tokio::sync::Semaphore::new(api::users::PASSWORD_WORK_MAX),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         });
         Ok(Node { app })

@@ -195,6 +195,19 @@ pub enum Command {
     },
     /// Votes from any number of polls and nodes, grouped into one entry (group commit).
     CastVotes(Vec<VoteIntent>),
+    /// A built-in account. The password is hashed (argon2, random salt) at the edge, so
+    /// apply stays deterministic and the log never holds a password.
+    CreateUser {
+        username: String,
+        password_hash: String,
+    },
+}
+
+/// A built-in account as the state machine holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub password_hash: String,
+    pub created_at_ms: i64,
 }
 
 impl fmt::Display for Request {
@@ -203,6 +216,7 @@ impl fmt::Display for Request {
             Command::CreatePoll(spec) => write!(f, "CreatePoll({})", spec.poll_id),
             Command::UpdatePoll { poll_id, .. } => write!(f, "UpdatePoll({poll_id})"),
             Command::CastVotes(votes) => write!(f, "CastVotes({})", votes.len()),
+            Command::CreateUser { username, .. } => write!(f, "CreateUser({username})"),
         }
     }
 }
@@ -215,6 +229,8 @@ pub enum Response {
     None,
     Poll(Result<Poll, PollRejection>),
     Votes(Vec<VoteOutcome>),
+    /// `Ok(created_at_ms)`, or `Err(())` when the username is taken.
+    User(Result<i64, ()>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,6 +25,8 @@ pub struct State {
     pub hash: [u8; 32],
     /// Votes currently recorded, all polls together.
     pub votes_recorded: u64,
+    /// Built-in accounts by username.
+    pub users: BTreeMap<String, UserRecord>,
 }
 
 /// Attribute (one of the poll's `breakdowns`) → value → votes per option, in option order.
@@ -199,12 +201,14 @@ impl PollState {
 pub struct Touched {
     pub polls: BTreeSet<PollId>,
     pub votes: BTreeSet<(PollId, VoterId)>,
+    pub users: BTreeSet<String>,
 }
 
 impl Touched {
     pub fn clear(&mut self) {
         self.polls.clear();
         self.votes.clear();
+        self.users.clear();
     }
 }
 
@@ -304,6 +308,9 @@ impl State {
             Command::CastVotes(votes) => Response::Votes(
                 votes.iter().enumerate().map(|(slot, v)| self.cast_vote(index, slot, v, now_ms, touched)).collect(),
             ),
+            Command::CreateUser { username, password_hash } => {
+                Response::User(self.create_user(username, password_hash, now_ms, touched))
+            }
         };
         self.hash = chain_hash(&self.hash, index, request, &response);
         response
@@ -345,6 +352,23 @@ impl State {
         self.polls.insert(poll.poll_id.clone(), PollState::new(poll.clone()));
         touched.polls.insert(poll.poll_id.clone());
         Ok(poll)
+    }
+
+    fn create_user(
+        &mut self,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+        touched: &mut Touched,
+    ) -> Result<i64, ()> {
+        if let Some(existing) = self.users.get(username) {
+            // The same hash (salt included) is the proposing node's own retry.
+            return if existing.password_hash == password_hash { Ok(existing.created_at_ms) } else { Err(()) };
+        }
+        let record = UserRecord { password_hash: password_hash.to_string(), created_at_ms: now_ms };
+        self.users.insert(username.to_string(), record);
+        touched.users.insert(username.to_string());
+        Ok(now_ms)
     }
 
     fn update_poll(

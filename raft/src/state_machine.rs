@@ -2,7 +2,8 @@
 //! memory (the decision and every read work on memory; sled is its durable copy).
 //!
 //! Layout of the `sm` keyspace: `m` → [`SmMeta`]; `p/<poll>` → [`PollRecord`];
-//! `v/<poll>\0<voter>` → [`VoteRecord`] (poll ids never contain `\0`). Each apply call
+//! `v/<poll>\0<voter>` → [`VoteRecord`] (poll ids never contain `\0`); `u/<username>` →
+//! [`UserRecord`]. Each apply call
 //! writes the keys it touched and the meta in one atomic batch, so the persisted state is
 //! always exactly the state after some applied index. It is not flushed on every apply:
 //! after a crash openraft re-applies from the persisted index, using the log. It is flushed
@@ -26,6 +27,7 @@ use crate::{codec, io_error, TypeConfig};
 const META: &[u8] = b"m";
 const POLL_PREFIX: &[u8] = b"p/";
 const VOTE_PREFIX: &[u8] = b"v/";
+const USER_PREFIX: &[u8] = b"u/";
 /// The last built (or installed) snapshot, in the `snapshot` keyspace.
 const CURRENT_SNAPSHOT: &[u8] = b"current";
 const SCAN_PAGE: usize = 4096;
@@ -142,6 +144,12 @@ fn poll_key(poll_id: &PollId) -> Vec<u8> {
     key
 }
 
+fn user_key(username: &str) -> Vec<u8> {
+    let mut key = USER_PREFIX.to_vec();
+    key.extend_from_slice(username.as_bytes());
+    key
+}
+
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     *end.last_mut().expect("prefixes are not empty") += 1;
@@ -201,7 +209,13 @@ impl StateMachineStore {
             last_timestamp_ms: meta.last_timestamp_ms,
             hash: meta.hash,
             votes_recorded: meta.votes_recorded,
+            users: BTreeMap::new(),
         };
+        self.scan(USER_PREFIX, |key, value| {
+            let username = String::from_utf8_lossy(&key[USER_PREFIX.len()..]).into_owned();
+            state.users.insert(username, codec::decode(value).map_err(read_err)?);
+            Ok(())
+        })?;
         self.scan(POLL_PREFIX, |_, value| {
             let record: PollRecord = codec::decode(value).map_err(read_err)?;
             let poll_id = record.poll.poll_id.clone();
@@ -290,7 +304,7 @@ impl StateMachineStore {
             installing: true,
         };
         self.write_meta_flushed(&meta)?;
-        for prefix in [POLL_PREFIX, VOTE_PREFIX] {
+        for prefix in [POLL_PREFIX, VOTE_PREFIX, USER_PREFIX] {
             delete_range(&*self.space, prefix, Some(&prefix_end(prefix))).map_err(write_err)?;
         }
         for (poll_id, poll) in &snapshot.state.polls {
@@ -302,6 +316,11 @@ impl StateMachineStore {
             }
             self.space.write(batch).map_err(write_err)?;
         }
+        let mut batch = WriteBatch::new();
+        for (username, user) in &snapshot.state.users {
+            batch.put(user_key(username), codec::encode(user).map_err(write_err)?);
+        }
+        self.space.write(batch).map_err(write_err)?;
         meta.installing = false;
         self.write_meta_flushed(&meta)?;
         let index = snapshot.last_applied.map_or(0, |l| l.index);
@@ -341,6 +360,11 @@ fn persist_batch(applied: &Applied, touched: &Touched) -> Result<WriteBatch, cod
     for (poll_id, voter) in &touched.votes {
         if let Some(vote) = state.polls.get(poll_id).and_then(|p| p.votes.get(voter)) {
             batch.put(vote_key(poll_id, voter), codec::encode(vote)?);
+        }
+    }
+    for username in &touched.users {
+        if let Some(user) = state.users.get(username) {
+            batch.put(user_key(username), codec::encode(user)?);
         }
     }
     let meta = SmMeta {

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 use tally_raft::audit::to_hex;
@@ -15,6 +16,7 @@ use tally_raft::sm::AuditEntry;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
+use crate::auth::Identity;
 use crate::clock::format_ms;
 use crate::App;
 
@@ -62,8 +64,15 @@ impl From<AuditEntry> for AuditLine {
     responses((status = 200, description = "application/x-ndjson: one `AuditLine` per recorded vote or change, in log order. \
         Headers `Tally-Chain-Length`, `Tally-Chain-Head` and `Tally-Applied-Index` describe the state it was read from."),
         (status = 404, description = "POLL_NOT_FOUND")))]
-pub async fn audit(State(app): State<Arc<App>>, Path(poll_id): Path<String>) -> ApiResult<Response> {
+pub async fn audit(
+    State(app): State<Arc<App>>,
+    Path(poll_id): Path<String>,
+    Extension(identity): Extension<Identity>,
+) -> ApiResult<Response> {
     let poll = app.known_poll(&poll_id).await?;
+    if !identity.may_manage(poll.owner.as_deref()) {
+        return Err(ApiError::forbidden("the audit stream is for the poll's owner and admins"));
+    }
     // Everything recorded before the request began, as for linearizable results.
     app.node.linearizable_barrier().await?;
     let (trail, head, length, applied_index) = {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
+use crate::auth::Identity;
 use crate::App;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -105,7 +107,12 @@ pub struct InitRequest {
 }
 
 #[utoipa::path(post, path = "/v1/cluster/init", request_body = InitRequest, responses((status = 200)))]
-pub async fn init(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult<Json<serde_json::Value>> {
+pub async fn init(
+    State(app): State<Arc<App>>,
+    Extension(identity): Extension<Identity>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    identity.require_admin()?;
     // The body is optional: empty means a cluster of this node alone.
     let request: InitRequest = if body.iter().all(u8::is_ascii_whitespace) {
         InitRequest::default()
@@ -156,8 +163,10 @@ fn admin_error(error: AdminError) -> ApiError {
 #[utoipa::path(post, path = "/v1/cluster/members", request_body = AddMemberRequest, responses((status = 200)))]
 pub async fn add_member(
     State(app): State<Arc<App>>,
+    Extension(identity): Extension<Identity>,
     ApiJson(request): ApiJson<AddMemberRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    identity.require_admin()?;
     if request.node_id == 0 || !request.addr.contains(':') || request.addr.len() > 256 {
         return Err(ApiError::invalid("node_id must be positive and addr HOST:PORT"));
     }
@@ -171,7 +180,9 @@ pub async fn add_member(
 pub async fn remove_member(
     State(app): State<Arc<App>>,
     Path(node_id): Path<String>,
+    Extension(identity): Extension<Identity>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    identity.require_admin()?;
     let node_id: NodeId = node_id.parse().map_err(|_| ApiError::invalid(format!("{node_id:?} is not a node id")))?;
     app.node.admin(AdminRequest::RemoveMember { node_id }).await.map_err(admin_error)?;
     Ok(Json(serde_json::json!({"removed": node_id})))

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod ops;
 pub mod polls;
 pub mod results;
+pub mod users;
 pub mod votes;
 
 use std::sync::Arc;
@@ -41,6 +42,8 @@ const BATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
         results::stream,
         audit::audit,
         audit::receipt,
+        users::register,
+        users::token,
         cluster::status,
         cluster::init,
         cluster::add_member,
@@ -62,6 +65,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/polls/{poll_id}/results/stream", get(results::stream))
         .route("/v1/polls/{poll_id}/audit", get(audit::audit))
         .route("/v1/polls/{poll_id}/receipts/{vote_id}", get(audit::receipt))
+        .route("/v1/users", post(users::register))
+        .route("/v1/auth/token", post(users::token))
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/init", post(cluster::init))
         .route("/v1/cluster/members", post(cluster::add_member))
@@ -84,6 +89,7 @@ pub fn router(app: Arc<App>) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(middleware::from_fn_with_state(app.clone(), crate::auth::authenticate))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use tally_raft::limits::*;
@@ -12,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiQuery};
+use crate::auth::Identity;
 use crate::clock::{format_ms, parse_ms};
 use crate::App;
 
@@ -197,11 +199,13 @@ fn poll_reply(response: Response, poll_id: &PollId) -> ApiResult<Poll> {
     responses((status = 201, body = PollBody), (status = 400, description = "INVALID_REQUEST")))]
 pub async fn create(
     State(app): State<std::sync::Arc<App>>,
+    Extension(identity): Extension<Identity>,
     ApiJson(request): ApiJson<CreatePollRequest>,
 ) -> ApiResult<(StatusCode, Json<PollBody>)> {
     let now_ms = app.node.clock.now_ms();
     let poll_id = app.new_poll_id();
-    let spec = validate(request, poll_id.clone(), now_ms)?;
+    let mut spec = validate(request, poll_id.clone(), now_ms)?;
+    spec.owner = identity.subject().map(str::to_string);
     let committed = app.node.propose(Command::CreatePoll(spec)).await?;
     let poll = poll_reply(committed.response, &poll_id)?;
     Ok((StatusCode::CREATED, Json(PollBody::new(&poll, app.node.clock.now_ms()))))
@@ -279,9 +283,13 @@ pub struct PatchPollRequest {
 pub async fn patch(
     State(app): State<std::sync::Arc<App>>,
     Path(poll_id): Path<String>,
+    Extension(identity): Extension<Identity>,
     ApiJson(request): ApiJson<PatchPollRequest>,
 ) -> ApiResult<Json<PollBody>> {
     let poll = app.known_poll(&poll_id).await?;
+    if !identity.may_manage(poll.owner.as_deref()) {
+        return Err(ApiError::forbidden("only the poll's owner or an admin may change it"));
+    }
     if let Some(title) = &request.title {
         check_text("title", title, POLL_TITLE_BYTES_MAX, true)?;
     }

@@ -9,15 +9,17 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Extension;
 use axum::Json;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tally_actors::{LiveFeed, LiveResults};
-use tally_raft::model::{PollId, PollStatus};
+use tally_raft::model::{PollId, PollStatus, VoterId};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiQuery;
+use crate::auth::Identity;
 use crate::clock::format_ms;
 use crate::App;
 
@@ -119,6 +121,7 @@ fn from_state(app: &App, poll_id: &PollId, breakdown: Option<&str>) -> Option<(L
 pub async fn get(
     State(app): State<Arc<App>>,
     Path(poll_id): Path<String>,
+    Extension(identity): Extension<Identity>,
     ApiQuery(query): ApiQuery<ResultsQuery>,
 ) -> ApiResult<Json<ResultsBody>> {
     let consistency = query.consistency.as_deref().unwrap_or("eventual");
@@ -142,7 +145,7 @@ pub async fn get(
         }
     }
     .ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
-    check_visible(&app, &live)?;
+    check_visible(&app, &live, &identity)?;
     let mut result = body(&app, &live, consistency);
     if let (Some(name), Some(counts)) = (query.breakdown, breakdown) {
         result.breakdown = Some(BTreeMap::from([(name, counts)]));
@@ -150,13 +153,30 @@ pub async fn get(
     Ok(Json(result))
 }
 
-fn check_visible(app: &App, live: &LiveResults) -> ApiResult<()> {
-    if !live.poll.settings.show_results_during_voting
-        && live.poll.status_at(app.node.clock.now_ms()) != PollStatus::Closed
-    {
-        return Err(ApiError::forbidden("this poll shows its results only once it has closed"));
+/// Hidden results (`show_results_during_voting: false`) of a poll not yet closed are for
+/// its owner, admins and voters who have voted; with auth off, for nobody.
+fn check_visible(app: &App, live: &LiveResults, identity: &Identity) -> ApiResult<()> {
+    let poll = &live.poll;
+    if poll.settings.show_results_during_voting || poll.status_at(app.node.clock.now_ms()) == PollStatus::Closed {
+        return Ok(());
     }
-    Ok(())
+    let allowed = match identity {
+        Identity::User { subject, .. } => {
+            identity.may_manage(poll.owner.as_deref()) || {
+                let applied = app.node.sm.read();
+                let state = applied.state.polls.get(&poll.poll_id);
+                state.is_some_and(|p| p.votes.contains_key(&VoterId(subject.clone())))
+            }
+        }
+        Identity::Open | Identity::Anonymous => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "this poll shows its results to its owner, admins and those who have voted until it closes",
+        ))
+    }
 }
 
 /// Streams open on this node at once; past it, new ones get 503. Each costs one task and
@@ -200,6 +220,7 @@ struct Streaming {
 pub async fn stream(
     State(app): State<Arc<App>>,
     Path(poll_id): Path<String>,
+    Extension(identity): Extension<Identity>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let poll = app.known_poll(&poll_id).await?;
     let slot = StreamSlot::take(&app)?;
@@ -207,7 +228,7 @@ pub async fn stream(
     // Subscribed before the first read, so no change can fall between the two.
     let feed = handle.subscribe();
     let first = handle.results().await?.ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
-    check_visible(&app, &first)?;
+    check_visible(&app, &first, &identity)?;
     let start = Streaming { slot, feed, first: Some(first), last_sent: tokio::time::Instant::now() };
     let events = futures::stream::unfold(start, |mut s| async move {
         let live = match s.first.take() {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiQuery};
 use super::polls::check_name;
+use crate::auth::Identity;
 use crate::clock::format_ms;
 use crate::App;
 
@@ -107,10 +109,25 @@ fn check_attributes(poll: &Poll, attributes: Option<BTreeMap<String, String>>) -
     Ok(attributes)
 }
 
+/// The voter of a request: the body's `voter_id` while auth is off, the token's subject
+/// while it is on (a body naming someone else is refused).
+fn voter_of(identity: &Identity, named: Option<String>) -> ApiResult<VoterId> {
+    match identity.subject() {
+        None => check_voter(named),
+        Some(subject) if named.as_deref().is_none_or(|n| n == subject) => check_voter(Some(subject.to_string())),
+        Some(subject) => Err(ApiError::forbidden(format!("the token is {subject}'s; it cannot vote as someone else"))),
+    }
+}
+
 /// Turns a request into a vote intent, every field checked. Without a client key, the
 /// node makes one up so that its own retries are recognised.
-fn intent(app: &App, poll: &Poll, request: VoteRequest, key: Option<String>) -> ApiResult<VoteIntent> {
-    let voter_id = check_voter(request.voter_id)?;
+fn intent(
+    app: &App,
+    poll: &Poll,
+    voter_id: VoterId,
+    request: VoteRequest,
+    key: Option<String>,
+) -> ApiResult<VoteIntent> {
     if let Some(key) = &key {
         check_key(key)?;
     }
@@ -145,6 +162,7 @@ fn reply(decided: &Decided, voter_id: &str) -> Result<VoteBody, ApiError> {
 pub async fn cast(
     State(app): State<Arc<App>>,
     Path(poll_id): Path<String>,
+    Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<VoteRequest>,
 ) -> ApiResult<Json<VoteBody>> {
@@ -155,7 +173,8 @@ pub async fn cast(
             Some(value.to_str().map_err(|_| ApiError::invalid("the Idempotency-Key is not ASCII"))?.to_string())
         }
     };
-    let intent = intent(&app, &poll, request, key)?;
+    let voter_id = voter_of(&identity, request.voter_id.clone())?;
+    let intent = intent(&app, &poll, voter_id, request, key)?;
     let voter = intent.voter_id.0.clone();
     let decided = app.vote(intent).await?;
     Ok(Json(reply(&decided, &voter)?))
@@ -186,8 +205,11 @@ pub struct BatchBody {
 pub async fn batch(
     State(app): State<Arc<App>>,
     Path(poll_id): Path<String>,
+    Extension(identity): Extension<Identity>,
     ApiJson(request): ApiJson<BatchRequest>,
 ) -> ApiResult<Json<BatchBody>> {
+    // Bulk ingestion names its voters: only trusted front ends (admins) may, with auth on.
+    identity.require_admin()?;
     if request.votes.is_empty() || request.votes.len() > VOTES_PER_BATCH_REQUEST_MAX {
         return Err(ApiError::invalid(format!("a batch holds 1 to {VOTES_PER_BATCH_REQUEST_MAX} votes")));
     }
@@ -198,9 +220,9 @@ pub async fn batch(
     let pending = request.votes.into_iter().map(|vote| {
         let (app, poll, handle) = (&app, &poll, &handle);
         async move {
-            let single =
-                VoteRequest { option_id: vote.option_id, voter_id: vote.voter_id, attributes: vote.attributes };
-            let intent = intent(app, poll, single, vote.idempotency_key)?;
+            let voter_id = check_voter(vote.voter_id)?;
+            let single = VoteRequest { option_id: vote.option_id, voter_id: None, attributes: vote.attributes };
+            let intent = intent(app, poll, voter_id, single, vote.idempotency_key)?;
             let voter = intent.voter_id.0.clone();
             let decided = app.vote_with(handle, intent).await?;
             reply(&decided, &voter)
@@ -238,10 +260,11 @@ pub struct MeBody {
 pub async fn me(
     State(app): State<Arc<App>>,
     Path(poll_id): Path<String>,
+    Extension(identity): Extension<Identity>,
     ApiQuery(query): ApiQuery<MeQuery>,
 ) -> ApiResult<Json<MeBody>> {
     let poll = app.known_poll(&poll_id).await?;
-    let voter = check_voter(query.voter_id)?;
+    let voter = voter_of(&identity, query.voter_id)?;
     let applied = app.node.sm.read();
     let state = applied.state.polls.get(&poll.poll_id).ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
     let body = match state.votes.get(&voter) {

@@ -13,6 +13,8 @@ pub const SECRET: &str = "integration-test-secret";
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// Flags every node gets on top of the common ones.
+    pub extra_args: Vec<String>,
     pub ports: Vec<u16>,
     children: Vec<std::sync::Mutex<Option<Child>>>,
     pub http: reqwest::Client,
@@ -25,8 +27,14 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Starts `n` nodes that form a cluster by themselves, and waits until all are ready.
     pub async fn start(n: usize) -> Cluster {
+        Self::start_with(n, Vec::new()).await
+    }
+
+    /// Like [`Cluster::start`], every node with `extra_args` too.
+    pub async fn start_with(n: usize, extra_args: Vec<String>) -> Cluster {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
+            extra_args,
             ports: (0..n).map(|_| free_port()).collect(),
             children: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("client"),
@@ -72,6 +80,7 @@ impl Cluster {
                 "600",
             ])
             .args(["--snapshot-interval-entries", "50"])
+            .args(&self.extra_args)
             .env("TALLY_LOG", "info,openraft=warn")
             .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))

@@ -369,3 +369,12 @@ proptest! {
 fn outcomes_of(response: &Response) -> Vec<VoteOutcome> {
     outcomes(response).to_vec()
 }
+
+#[test]
+fn usernames_are_unique_and_a_retried_create_answers_as_the_first_time() {
+    let user = |hash: &str| Command::CreateUser { username: "alice".into(), password_hash: hash.into() };
+    let log = vec![request(10, user("h1")), request(11, user("h1")), request(12, user("h2"))];
+    let (state, responses) = apply_all(&log);
+    assert_eq!(responses, vec![Response::User(Ok(10)), Response::User(Ok(10)), Response::User(Err(()))]);
+    assert_eq!(state.users["alice"].password_hash, "h1");
+}

@@ -1,0 +1,256 @@
+//! Who is calling: `--auth none` (anyone, voter from the body) or `--auth jwt` (a bearer
+//! token on every request but the public ones; the voter is the token's `sub`, admins carry
+//! `"role": "admin"`).
+//!
+//! Tokens are HS256 with `--jwt-secret` (the built-in accounts' tokens, or any issuer that
+//! shares the secret) and RS256 or EdDSA with `--jwt-public-key` (an outside identity
+//! provider). `exp` is required and enforced.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::api::error::ApiError;
+use crate::App;
+
+/// The caller of one request, set by [`authenticate`] on every request it lets through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// `--auth none`: no identities; the body names the voter.
+    Open,
+    /// A route open to anyone while auth is on (health, the web page, log in).
+    Anonymous,
+    User {
+        subject: String,
+        admin: bool,
+    },
+}
+
+impl Identity {
+    /// Admin routes: open while auth is off, admins only while it is on.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Identity::Open | Identity::User { admin: true, .. } => Ok(()),
+            Identity::User { .. } => Err(ApiError::forbidden("this needs an admin token")),
+            Identity::Anonymous => Err(unauthenticated("this needs an admin token")),
+        }
+    }
+
+    /// Whether this caller may manage a poll owned by `owner`.
+    pub fn may_manage(&self, owner: Option<&str>) -> bool {
+        match self {
+            Identity::Open => true,
+            Identity::User { admin: true, .. } => true,
+            Identity::User { subject, .. } => owner == Some(subject.as_str()),
+            Identity::Anonymous => false,
+        }
+    }
+
+    /// The token's subject, when there is a token.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Identity::User { subject, .. } => Some(subject),
+            _ => None,
+        }
+    }
+}
+
+pub fn unauthenticated(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// `--auth jwt`'s keys and settings.
+pub struct JwtAuth {
+    /// HS256: verifies the secret's tokens and signs the built-in accounts' tokens.
+    secret: Option<(DecodingKey, EncodingKey)>,
+    /// RS256 or EdDSA, from an outside identity provider.
+    public_key: Option<(DecodingKey, Algorithm)>,
+    /// Built-in accounts whose tokens say `"role": "admin"`.
+    admins: BTreeSet<String>,
+    pub token_ttl: Duration,
+}
+
+/// Shortest `--jwt-secret` accepted: HS256 with a short secret can be brute-forced offline.
+const SECRET_BYTES_MIN: usize = 32;
+
+impl JwtAuth {
+    pub fn new(
+        secret: Option<&str>,
+        public_key_pem: Option<&[u8]>,
+        admins: BTreeSet<String>,
+        token_ttl: Duration,
+    ) -> Result<Self, String> {
+        if secret.is_none() && public_key_pem.is_none() {
+            return Err("--auth jwt needs --jwt-secret, --jwt-public-key or both".into());
+        }
+        let secret = match secret {
+            Some(s) if s.len() < SECRET_BYTES_MIN => {
+                return Err(format!("--jwt-secret must be at least {SECRET_BYTES_MIN} bytes"))
+            }
+            Some(s) => Some((DecodingKey::from_secret(s.as_bytes()), EncodingKey::from_secret(s.as_bytes()))),
+            None => None,
+        };
+        let public_key = match public_key_pem {
+            None => None,
+            Some(pem) => Some(
+                DecodingKey::from_rsa_pem(pem)
+                    .map(|key| (key, Algorithm::RS256))
+                    .or_else(|_| DecodingKey::from_ed_pem(pem).map(|key| (key, Algorithm::EdDSA)))
+                    .map_err(|_| "--jwt-public-key is neither an RSA nor an Ed25519 public key in PEM".to_string())?,
+            ),
+        };
+        Ok(Self { secret, public_key, admins, token_ttl })
+    }
+
+    /// Verifies a bearer token: signature, algorithm, `exp`.
+    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("the token is malformed"))?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.secret.as_ref().map(|(decoding, _)| decoding),
+            alg => self.public_key.as_ref().filter(|(_, expected)| *expected == alg).map(|(decoding, _)| decoding),
+        };
+        let key =
+            key.ok_or_else(|| unauthenticated(format!("tokens signed with {:?} are not accepted", header.alg)))?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 5;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthenticated("the token has expired"),
+            _ => unauthenticated("the token is not valid"),
+        })?;
+        let claims = data.claims;
+        if claims.sub.is_empty() || claims.sub.len() > tally_raft::limits::VOTER_ID_BYTES_MAX {
+            return Err(unauthenticated("the token's subject is empty or too long"));
+        }
+        Ok(Identity::User { admin: claims.role.as_deref() == Some("admin"), subject: claims.sub })
+    }
+
+    /// A token for a built-in account, if this node has the secret to sign one.
+    pub fn issue(&self, username: &str, now_secs: u64) -> Option<String> {
+        let (_, encoding) = self.secret.as_ref()?;
+        let claims = Claims {
+            sub: username.to_string(),
+            exp: now_secs + self.token_ttl.as_secs(),
+            iat: Some(now_secs),
+            role: self.admins.contains(username).then(|| "admin".to_string()),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding).ok()
+    }
+}
+
+/// Requests that need no token even with auth on.
+fn is_public(method: &Method, path: &str) -> bool {
+    matches!(path, "/health" | "/ready" | "/metrics" | "/")
+        || path.starts_with("/ui/")
+        // Peer RPC carries the cluster secret instead.
+        || path.starts_with("/raft/")
+        || (method == Method::POST && matches!(path, "/v1/users" | "/v1/auth/token"))
+}
+
+/// Middleware: sets the request's [`Identity`], or answers 401.
+pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let identity = match &app.auth {
+        None => Identity::Open,
+        Some(_) if is_public(request.method(), request.uri().path()) => Identity::Anonymous,
+        Some(jwt) => {
+            let bearer = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+            let Some(token) = bearer else {
+                return with_challenge(unauthenticated("this route needs Authorization: Bearer <token>"));
+            };
+            match jwt.verify(token.trim()) {
+                Ok(identity) => identity,
+                Err(error) => return with_challenge(error),
+            }
+        }
+    };
+    request.extensions_mut().insert(identity);
+    next.run(request).await
+}
+
+fn with_challenge(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn jwt() -> JwtAuth {
+        JwtAuth::new(Some(SECRET), None, BTreeSet::from(["root".to_string()]), Duration::from_secs(60)).unwrap()
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_carry_the_admin_role() {
+        let auth = jwt();
+        let token = auth.issue("alice", now()).unwrap();
+        assert_eq!(auth.verify(&token).unwrap(), Identity::User { subject: "alice".into(), admin: false });
+        let root = auth.issue("root", now()).unwrap();
+        assert_eq!(auth.verify(&root).unwrap(), Identity::User { subject: "root".into(), admin: true });
+    }
+
+    #[test]
+    fn expired_forged_and_foreign_tokens_are_refused() {
+        let auth = jwt();
+        let expired = auth.issue("alice", now() - 3600).unwrap();
+        assert_eq!(auth.verify(&expired).unwrap_err().message, "the token has expired");
+        let other = JwtAuth::new(Some(&"x".repeat(32)), None, BTreeSet::new(), Duration::from_secs(60)).unwrap();
+        let forged = other.issue("alice", now()).unwrap();
+        assert_eq!(auth.verify(&forged).unwrap_err().code, "UNAUTHENTICATED");
+        assert_eq!(auth.verify("not.a.token").unwrap_err().code, "UNAUTHENTICATED");
+        // A token without exp is refused even with a good signature.
+        #[derive(Serialize)]
+        struct NoExp {
+            sub: String,
+        }
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let eternal = jsonwebtoken::encode(&Header::default(), &NoExp { sub: "alice".into() }, &key).unwrap();
+        assert!(auth.verify(&eternal).is_err());
+    }
+
+    #[test]
+    fn short_secrets_and_missing_keys_are_refused_at_start() {
+        assert!(JwtAuth::new(Some("short"), None, BTreeSet::new(), Duration::from_secs(1)).is_err());
+        assert!(JwtAuth::new(None, None, BTreeSet::new(), Duration::from_secs(1)).is_err());
+        assert!(JwtAuth::new(None, Some(b"not pem"), BTreeSet::new(), Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn identities_manage_what_they_own() {
+        let alice = Identity::User { subject: "alice".into(), admin: false };
+        assert!(alice.may_manage(Some("alice")));
+        assert!(!alice.may_manage(Some("bob")));
+        assert!(!alice.may_manage(None));
+        assert!(Identity::User { subject: "root".into(), admin: true }.may_manage(Some("bob")));
+        assert!(alice.require_admin().is_err());
+        assert!(Identity::Open.require_admin().is_ok());
+    }
+}

@@ -1,0 +1,174 @@
+//! `--auth jwt` on three real nodes: built-in accounts replicated through the log, tokens
+//! from another node, the voter taken from the token, owner/admin rules, hidden results,
+//! admin-only routes, expired tokens, and an outside identity provider's EdDSA token.
+
+mod common;
+
+use std::process::Command;
+
+use common::Cluster;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const SECRET: &str = "a-test-secret-of-at-least-32-bytes!";
+
+struct Client<'a> {
+    cluster: &'a Cluster,
+}
+
+impl Client<'_> {
+    async fn call(
+        &self,
+        node: usize,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.cluster.url(node));
+        let mut request = self.cluster.http.request(method.parse().unwrap(), url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("an answer");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn register_and_login(&self, node: usize, username: &str) -> String {
+        let credentials = json!({"username": username, "password": format!("{username}-password")});
+        let (status, body) = self.call(node, "POST", "/v1/users", None, Some(credentials.clone())).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        // Log in through the next node: the account is replicated, not local.
+        let (status, body) = self.call((node + 1) % 3, "POST", "/v1/auth/token", None, Some(credentials)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        body["access_token"].as_str().expect("a token").to_string()
+    }
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+/// An Ed25519 key pair from openssl, as an outside identity provider would hold it.
+fn ed25519_pair(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    let private = dir.join("idp.pem");
+    let public = dir.join("idp.pub.pem");
+    let run = |args: &[&str]| {
+        let status = Command::new("openssl").args(args).status().expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    run(&["genpkey", "-algorithm", "ed25519", "-out", private.to_str().unwrap()]);
+    run(&["pkey", "-in", private.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
+    (public, std::fs::read(private).unwrap())
+}
+
+fn now_secs() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_mode_end_to_end() {
+    let keys = tempfile::tempdir().unwrap();
+    let (public_pem, private_pem) = ed25519_pair(keys.path());
+    let args = ["--auth", "jwt", "--jwt-secret", SECRET, "--admin", "root", "--jwt-public-key"];
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.push(public_pem.to_str().unwrap().to_string());
+    let cluster = Cluster::start_with(3, args).await;
+    let api = Client { cluster: &cluster };
+
+    // Anonymous callers get the public routes only.
+    let (status, body) = api.call(0, "GET", "/v1/polls", None, None).await;
+    assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"));
+    assert_eq!(api.call(0, "GET", "/health", None, None).await.0, StatusCode::OK);
+    assert_eq!(api.call(0, "GET", "/", None, None).await.0, StatusCode::OK);
+    let (status, _) = api.call(1, "GET", "/v1/cluster/status", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let alice = api.register_and_login(0, "alice").await;
+    let bob = api.register_and_login(1, "bob").await;
+    let carol = api.register_and_login(2, "carol").await;
+    let root = api.register_and_login(0, "root").await;
+    let taken = json!({"username": "alice", "password": "another-password"});
+    let (status, body) = api.call(2, "POST", "/v1/users", None, Some(taken)).await;
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "USERNAME_TAKEN"));
+    let wrong = json!({"username": "alice", "password": "not-her-password"});
+    assert_eq!(api.call(1, "POST", "/v1/auth/token", None, Some(wrong)).await.0, StatusCode::UNAUTHORIZED);
+
+    // alice owns a poll whose results stay hidden while it runs.
+    let poll = json!({"title": "board", "options": ["yes", "no"], "settings": {"show_results_during_voting": false}});
+    let (status, created) = api.call(0, "POST", "/v1/polls", Some(&alice), Some(poll)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["owner"], "alice");
+    let id = created["poll_id"].as_str().unwrap().to_string();
+    let votes = format!("/v1/polls/{id}/votes");
+
+    // The voter is the token's subject; naming someone else is refused.
+    let (status, body) =
+        api.call(1, "POST", &votes, Some(&bob), Some(json!({"option_id": "o1", "voter_id": "alice"}))).await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    let (status, body) = api.call(1, "POST", &votes, Some(&bob), Some(json!({"option_id": "o1"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, me) = api.call(2, "GET", &format!("{votes}/me"), Some(&bob), None).await;
+    assert_eq!(me["has_voted"], true, "{me}");
+
+    // Hidden results: the owner and bob (who voted) see them, carol does not.
+    let results = format!("/v1/polls/{id}/results?consistency=linearizable");
+    assert_eq!(api.call(0, "GET", &results, Some(&alice), None).await.0, StatusCode::OK);
+    let (status, body) = api.call(2, "GET", &results, Some(&bob), None).await;
+    assert_eq!((status, body["total_votes"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
+    assert_eq!(api.call(2, "GET", &results, Some(&carol), None).await.0, StatusCode::FORBIDDEN);
+
+    // Only the owner or an admin changes the poll or reads its audit stream.
+    let path = format!("/v1/polls/{id}");
+    let (status, _) = api.call(0, "PATCH", &path, Some(&bob), Some(json!({"title": "mine now"}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = api.call(0, "PATCH", &path, Some(&alice), Some(json!({"title": "board 2026"}))).await;
+    assert_eq!((status, body["title"].as_str()), (StatusCode::OK, Some("board 2026")));
+    assert_eq!(api.call(1, "GET", &format!("{path}/audit"), Some(&bob), None).await.0, StatusCode::FORBIDDEN);
+    let (status, audit) = api.call(1, "GET", &format!("{path}/audit"), Some(&alice), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(audit["voter_id"], "bob", "{audit}");
+
+    // Bulk ingestion and membership are for admins.
+    let batch = json!({"votes": [{"option_id": "o2", "voter_id": "paper-ballot-1"}]});
+    let batch_path = format!("{path}/votes:batch");
+    assert_eq!(api.call(0, "POST", &batch_path, Some(&bob), Some(batch.clone())).await.0, StatusCode::FORBIDDEN);
+    let (status, body) = api.call(0, "POST", &batch_path, Some(&root), Some(batch)).await;
+    assert_eq!((status, body["results"][0]["status"].as_str()), (StatusCode::OK, Some("recorded")), "{body}");
+    let member = json!({"node_id": 9, "addr": "127.0.0.1:1"});
+    assert_eq!(api.call(0, "POST", "/v1/cluster/members", Some(&alice), Some(member)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(api.call(0, "GET", "/v1/cluster/status", Some(&carol), None).await.0, StatusCode::OK);
+
+    // exp is enforced.
+    let expired = json!({"sub": "alice", "exp": now_secs() - 600});
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let expired = jsonwebtoken::encode(&Header::default(), &expired, &key).unwrap();
+    let (status, body) = api.call(0, "GET", "/v1/polls", Some(&expired), None).await;
+    assert_eq!((status, body["error"]["message"].as_str()), (StatusCode::UNAUTHORIZED, Some("the token has expired")));
+
+    // An outside identity provider's EdDSA token, with the admin role, is accepted.
+    let claims = json!({"sub": "dave@idp", "exp": now_secs() + 600, "role": "admin"});
+    let idp = EncodingKey::from_ed_pem(&private_pem).unwrap();
+    let dave = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &idp).unwrap();
+    let (status, body) = api.call(2, "PATCH", &path, Some(&dave), Some(json!({"status": "closed"}))).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("closed")), "{body}");
+    // Closed: the results are public to any signed-in user.
+    let (status, body) = api.call(2, "GET", &results, Some(&carol), None).await;
+    assert_eq!((status, body["total_votes"].as_u64()), (StatusCode::OK, Some(2)), "{body}");
+    // A token signed with a key the cluster does not trust is not.
+    let (_, stranger_pem) = ed25519_pair(keys.path());
+    let stranger = jsonwebtoken::encode(
+        &Header::new(Algorithm::EdDSA),
+        &claims,
+        &EncodingKey::from_ed_pem(&stranger_pem).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(api.call(2, "GET", "/v1/polls", Some(&stranger), None).await.0, StatusCode::UNAUTHORIZED);
+}
