@@ -132,13 +132,20 @@ pub struct Client {
     http: reqwest::Client,
     endpoints: Vec<String>,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer` on every request (nodes with `--auth jwt`).
+    token: Option<String>,
 }
 
 impl Client {
     pub fn new(endpoints: Endpoints, timeout: Duration) -> anyhow::Result<Self> {
         let http =
             reqwest::Client::builder().timeout(timeout).connect_timeout(timeout.min(CONNECT_TIMEOUT_MAX)).build()?;
-        Ok(Client { http, endpoints: endpoints.0, timeout })
+        Ok(Client { http, endpoints: endpoints.0, timeout, token: None })
+    }
+
+    /// The same client, sending `token` as a bearer token.
+    pub fn with_token(self, token: Option<String>) -> Client {
+        Client { token, ..self }
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -194,6 +201,9 @@ impl Client {
             self.http.request(request.method.clone(), format!("{endpoint}{}", request.path)).query(&request.query);
         for (name, value) in &request.headers {
             builder = builder.header(*name, value);
+        }
+        if let Some(token) = &self.token {
+            builder = builder.bearer_auth(token);
         }
         if let Some(body) = &request.body {
             builder = builder.json(body);

@@ -14,6 +14,7 @@ mod output;
 mod poll;
 mod results;
 mod sim;
+mod user;
 mod vote;
 
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ struct GlobalArgs {
     #[arg(long, global = true, default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: u64,
+    /// Bearer token for nodes run with `--auth jwt` (from `tally user login`).
+    #[arg(long, global = true, env = "TALLY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +71,9 @@ enum Command {
     Demo(demo::Args),
     /// Run deterministic chaos simulations by seed (no cluster needed).
     Sim(sim::Args),
+    /// Create a built-in account or log in (nodes run with `--auth jwt`).
+    #[command(subcommand)]
+    User(user::Command),
     /// Verify a poll end to end: its audit chain, voters' receipts, and a recount.
     #[command(subcommand)]
     Audit(audit::Command),
@@ -83,7 +90,8 @@ impl TryFrom<GlobalArgs> for Settings {
 
     fn try_from(global: GlobalArgs) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(global.timeout_ms);
-        Ok(Settings { client: client::Client::new(global.endpoints, timeout)?, format: global.output })
+        let client = client::Client::new(global.endpoints, timeout)?.with_token(global.token);
+        Ok(Settings { client, format: global.output })
     }
 }
 
@@ -116,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args, &settings).await,
         Command::Bench(args) => bench::run(args, &settings).await,
         Command::Audit(command) => audit::run(command, &settings).await,
+        Command::User(command) => user::run(command, &settings).await,
         // Handled in `try_main`, before the runtime starts.
         Command::Sim(args) => sim::run_seeds(args),
     }

@@ -174,7 +174,10 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, nex
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::to_string)
+                .or_else(|| stream_token(&request));
+            let bearer = bearer.as_deref();
             let Some(token) = bearer else {
                 return with_challenge(unauthenticated("this route needs Authorization: Bearer <token>"));
             };
@@ -186,6 +189,20 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, nex
     };
     request.extensions_mut().insert(identity);
     next.run(request).await
+}
+
+/// Browsers' EventSource cannot send headers, so the results stream alone also takes the
+/// token as `?access_token=` (as RFC 6750 allows). Tokens in URLs can end up in proxy
+/// logs; the node itself logs no query strings.
+fn stream_token(request: &Request) -> Option<String> {
+    if request.method() != Method::GET || !request.uri().path().ends_with("/results/stream") {
+        return None;
+    }
+    let query = request.uri().query()?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token="))
+        .map(|t| t.replace("%2E", ".").replace("%2e", "."))
 }
 
 fn with_challenge(error: ApiError) -> Response {

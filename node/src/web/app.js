@@ -9,6 +9,27 @@ const BREAKDOWN_REFRESH_MS = 1000;
 // What the current view started (streams, timers); stopped when the route changes.
 let cleanups = [];
 
+// With --auth jwt: the bearer token of the signed-in user, for this browser tab.
+let token = sessionStorage.getItem('tally.token');
+
+// The token's subject, read from its payload (the node verifies the signature).
+function tokenSubject() {
+  if (!token) return null;
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(payload)).sub || null;
+  } catch (error) {
+    return null;
+  }
+}
+
+function setToken(value) {
+  token = value;
+  if (value) sessionStorage.setItem('tally.token', value);
+  else sessionStorage.removeItem('tally.token');
+  renderAccount();
+}
+
 function cleanup() {
   for (const stop of cleanups) stop();
   cleanups = [];
@@ -38,6 +59,7 @@ class ApiError extends Error {
 
 async function api(method, path, body, headers = {}) {
   const init = { method, headers: { ...headers } };
+  if (token) init.headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -54,6 +76,11 @@ async function api(method, path, body, headers = {}) {
     json = text ? JSON.parse(text) : null;
   } catch (error) {
     json = null;
+  }
+  if (response.status === 401 && !path.startsWith('/v1/auth/')) {
+    // The node runs with --auth jwt and we have no (valid) token: sign in first.
+    setToken(null);
+    showSignIn();
   }
   if (!response.ok) {
     const error = (json && json.error) || {};
@@ -74,7 +101,51 @@ function formatTime(iso) {
 
 // ---- routing -------------------------------------------------------------------------
 
+function renderAccount() {
+  const account = document.getElementById('account');
+  if (!account) return;
+  const subject = tokenSubject();
+  account.replaceChildren(...(subject
+    ? [el('span', {}, 'signed in as ', el('b', { id: 'signed-in-as' }, subject)), ' ',
+      el('button', { type: 'button', class: 'link', onclick: () => { setToken(null); route(); } }, 'sign out')]
+    : []));
+}
+
+// Sign in or register (built-in accounts), for nodes run with --auth jwt.
+function showSignIn() {
+  cleanup();
+  const view = document.getElementById('view');
+  const message = el('div', { id: 'sign-in-message' });
+  const username = el('input', { name: 'username', required: true, maxlength: 64, autocomplete: 'username' });
+  const password = el('input', { name: 'password', type: 'password', required: true, minlength: 8, autocomplete: 'current-password' });
+  const form = el('form', { id: 'sign-in-form', class: 'card' },
+    el('h2', {}, 'Sign in'),
+    el('p', { class: 'muted' }, 'This cluster runs with accounts (--auth jwt).'),
+    el('label', {}, 'Username', username),
+    el('label', {}, 'Password', password),
+    el('button', { type: 'submit', name: 'sign-in' }, 'Sign in'), ' ',
+    el('button', { type: 'button', name: 'register', class: 'secondary', onclick: () => submit(true) }, 'Register'),
+    message);
+  async function submit(register) {
+    const credentials = { username: username.value.trim(), password: password.value };
+    try {
+      if (register) await api('POST', '/v1/users', credentials);
+      const reply = await api('POST', '/v1/auth/token', credentials);
+      setToken(reply.access_token);
+      route();
+    } catch (error) {
+      showError(message, error);
+    }
+  }
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    submit(false);
+  });
+  view.replaceChildren(form);
+}
+
 function route() {
+  renderAccount();
   cleanup();
   const match = location.hash.match(/^#\/poll\/([A-Za-z0-9_-]{1,64})$/);
   if (match) showPoll(match[1]);
@@ -174,7 +245,9 @@ async function showPoll(pollId) {
 
 function voteForm(poll) {
   const message = el('div', { id: 'vote-message' });
-  const voter = el('input', { name: 'voter_id', required: true, maxlength: 128,
+  // Signed in, the voter is the token's subject; without accounts, the voter says who.
+  const subject = tokenSubject();
+  const voter = el('input', { name: 'voter_id', required: !subject, maxlength: 128,
     value: localStorage.getItem('tally.voter') || '' });
   const options = poll.options.map((option) => el('label', { class: 'option' },
     el('input', { type: 'radio', name: 'option_id', value: option.option_id, required: true }), ' ', option.text));
@@ -182,7 +255,7 @@ function voteForm(poll) {
     el('label', {}, name, el('input', { name: `attr-${name}`, 'data-attribute': name, maxlength: 64 })));
   const form = el('form', { id: 'vote-form', class: 'card' },
     el('h2', {}, 'Vote'),
-    el('label', {}, 'Voter id', voter),
+    subject ? el('p', {}, 'Voting as ', el('b', {}, subject)) : el('label', {}, 'Voter id', voter),
     el('fieldset', {}, el('legend', {}, 'Your choice'), options),
     attributes,
     el('button', { type: 'submit', disabled: poll.status !== 'active' },
@@ -192,11 +265,12 @@ function voteForm(poll) {
     event.preventDefault();
     const chosen = form.querySelector('input[name=option_id]:checked');
     if (!chosen) return;
-    const body = { voter_id: voter.value.trim(), option_id: chosen.value, attributes: {} };
+    const body = subject ? { option_id: chosen.value, attributes: {} }
+      : { voter_id: voter.value.trim(), option_id: chosen.value, attributes: {} };
     for (const input of form.querySelectorAll('input[data-attribute]')) {
       if (input.value.trim()) body.attributes[input.dataset.attribute] = input.value.trim();
     }
-    localStorage.setItem('tally.voter', body.voter_id);
+    if (!subject) localStorage.setItem('tally.voter', body.voter_id);
     // One key per click: a network retry of this click cannot count twice.
     const key = `web-${Date.now()}-${Math.random().toString(36).slice(2)}`;
     try {
@@ -234,7 +308,9 @@ function renderBars(poll, body) {
 // The results stream; EventSource reconnects by itself when a node restarts.
 function followResults(poll, onResults) {
   const meta = () => document.getElementById('results-meta');
-  const source = new EventSource(`/v1/polls/${poll.poll_id}/results/stream`);
+  // EventSource cannot send headers: the stream takes the token as a query parameter.
+  const query = token ? `?access_token=${encodeURIComponent(token)}` : '';
+  const source = new EventSource(`/v1/polls/${poll.poll_id}/results/stream${query}`);
   source.addEventListener('results', (event) => {
     try {
       onResults(JSON.parse(event.data));

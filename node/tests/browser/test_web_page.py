@@ -27,6 +27,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 PORT_BASE = 17601
+JWT_PORT = 17611
+JWT_NODE = f"http://127.0.0.1:{JWT_PORT}"
 NODES = [f"http://127.0.0.1:{PORT_BASE + i}" for i in range(3)]
 WAIT_S = 30
 
@@ -167,19 +169,68 @@ def run(driver, screenshot):
     assert not errors, f"errors in the browser console: {errors}"
 
 
+def start_jwt_node(target, work_dir):
+    """One node with --auth jwt: a single-member cluster that forms by itself."""
+    log = open(os.path.join(work_dir, "jwt-node.log"), "w")
+    node = subprocess.Popen(
+        [os.path.join(target, "tally-node"), "--id", "1", "--addr", f"127.0.0.1:{JWT_PORT}",
+         "--data-dir", os.path.join(work_dir, "jwt"), "--peers", f"1=127.0.0.1:{JWT_PORT}",
+         "--auth", "jwt", "--jwt-secret", "browser-test-secret-of-32-bytes-or-more"],
+        stdout=log, stderr=subprocess.STDOUT)
+    wait_for("the jwt node", lambda: http("GET", f"{JWT_NODE}/ready")[0] == 200)
+    return node
+
+
+def run_jwt(driver, screenshot):
+    """The same page on a node with accounts: register, sign in, create, vote as oneself."""
+    driver.get(JWT_NODE + "/")
+    form = wait(driver, "the sign-in form", lambda d: d.find_element(By.ID, "sign-in-form"))
+    form.find_element(By.NAME, "username").send_keys("web-voter")
+    form.find_element(By.NAME, "password").send_keys("web-voter-password")
+    form.find_element(By.NAME, "register").click()
+    wait(driver, "the signed-in user", lambda d: text_of(d, "#signed-in-as") == "web-voter")
+    form = wait(driver, "the create form", lambda d: d.find_element(By.ID, "create-form"))
+    form.find_element(By.NAME, "title").send_keys("Members only")
+    form.find_element(By.NAME, "options").send_keys("Yes\nNo")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(driver, "the new poll's page", lambda d: "#/poll/" in d.current_url)
+    poll_id = driver.current_url.split("#/poll/")[1]
+    vote = wait(driver, "the vote form", lambda d: d.find_element(By.ID, "vote-form"))
+    assert "Voting as web-voter" in vote.text, vote.text
+    vote.find_element(By.CSS_SELECTOR, 'input[value="o1"]').click()
+    vote.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(driver, "Yes at 100% (the stream, with a token)", lambda d: bar_width(d, "o1") == "width: 100%;")
+    # Another member votes through the API; the page follows.
+    credentials = {"username": "api-voter", "password": "api-voter-password"}
+    assert http("POST", f"{JWT_NODE}/v1/users", credentials)[0] == 201
+    _, login = http("POST", f"{JWT_NODE}/v1/auth/token", credentials)
+    bearer = {"Authorization": "Bearer " + login["access_token"]}
+    status, body = http("POST", f"{JWT_NODE}/v1/polls/{poll_id}/votes", {"option_id": "o2"}, bearer)
+    assert status == 200, body
+    wait(driver, "both bars at 50%", lambda d: bar_width(d, "o2") == "width: 50%;")
+    _, audit_denied = http("GET", f"{JWT_NODE}/v1/polls/{poll_id}/audit", None, bearer)
+    assert audit_denied["error"]["code"] == "FORBIDDEN", audit_denied
+    driver.save_screenshot(screenshot)
+    print(f"jwt mode: registered, signed in, voted as web-voter; screenshot: {screenshot}")
+
+
 def main():
     target = sys.argv[1] if len(sys.argv) > 1 else "target/debug"
     screenshot = os.path.abspath(sys.argv[2] if len(sys.argv) > 2 else os.path.join(target, "web-page.png"))
     work_dir = tempfile.mkdtemp(prefix="tally-web-")
     demo = start_demo(target, work_dir)
+    jwt_node = start_jwt_node(target, work_dir)
     driver = None
     try:
         driver = browser()
         run(driver, screenshot)
+        run_jwt(driver, screenshot.replace(".png", "-jwt.png"))
         print("PASS: web page")
     finally:
         if driver:
             driver.quit()
+        jwt_node.terminate()
+        jwt_node.wait(timeout=20)
         demo.send_signal(signal.SIGTERM)
         try:
             demo.wait(timeout=20)
