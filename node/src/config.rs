@@ -11,6 +11,8 @@ use tally_raft::NodeId;
 #[command(
     name = "tally-node",
     version,
+    // A flag given twice (say, once in a compose file and once by hand) takes the last value.
+    args_override_self = true,
     about = "A Tally node: one member of a Raft-replicated voting cluster",
     long_about = "A Tally node: serves the HTTP API (API.md) and the peer RPC on one address, and stores its \
                   Raft log and state machine in sled under --data-dir.\n\n\
@@ -98,6 +100,24 @@ pub struct Config {
     #[arg(long, env = "TALLY_TOKEN_TTL_SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(60..=30 * 24 * 3600))]
     pub token_ttl_secs: u64,
+
+    /// Votes a second per voter (0: no limit); over it, 429 RATE_LIMITED. Admins are exempt.
+    #[arg(long, env = "TALLY_RATE_LIMIT_VOTER_PER_SEC", default_value_t = 10)]
+    pub rate_limit_voter_per_sec: u32,
+
+    /// Burst allowed per voter above the steady rate.
+    #[arg(long, env = "TALLY_RATE_LIMIT_VOTER_BURST", default_value_t = 20)]
+    pub rate_limit_voter_burst: u32,
+
+    /// `/v1` requests a second per client IP address (0: no limit, the default: behind a
+    /// proxy or in a load test, many clients share one address). Cluster routes and
+    /// admins are exempt.
+    #[arg(long, env = "TALLY_RATE_LIMIT_ADDR_PER_SEC", default_value_t = 0)]
+    pub rate_limit_addr_per_sec: u32,
+
+    /// Burst allowed per client address above the steady rate.
+    #[arg(long, env = "TALLY_RATE_LIMIT_ADDR_BURST", default_value_t = 0)]
+    pub rate_limit_addr_burst: u32,
 
     /// Log filter, in tracing's EnvFilter syntax (RUST_LOG overrides it).
     #[arg(long, env = "TALLY_LOG", default_value = "info,openraft=warn,sled=warn")]

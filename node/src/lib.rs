@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod peer;
+pub mod ratelimit;
 pub mod schedule;
 pub mod source;
 pub mod web;
@@ -59,6 +60,7 @@ pub struct App {
     pub streams: api::results::StreamCount,
     /// `--auth jwt`'s verifier; `None` with `--auth none`.
     pub auth: Option<auth::JwtAuth>,
+    pub limits: Arc<ratelimit::Limits>,
     /// Password hashing is CPU- and memory-hungry (argon2): a few at a time.
     pub password_work: tokio::sync::Semaphore,
     rng: Mutex<StdRng>,
@@ -150,6 +152,11 @@ impl Node {
         let NodeOptions { config, db, transport, clock, seed } = options;
         let raft_config = config.raft_config().map_err(anyhow::Error::msg)?;
         let jwt = config.jwt_auth().map_err(anyhow::Error::msg)?;
+        let limits = Arc::new(ratelimit::Limits::new(
+            (config.rate_limit_voter_per_sec, config.rate_limit_voter_burst),
+            (config.rate_limit_addr_per_sec, config.rate_limit_addr_burst),
+        ));
+        limits.spawn_forgetting();
         let members = config.initial_members().map_err(anyhow::Error::msg)?;
         let metrics = Metrics::new(config.id);
         let log_store = LogStore::open(&*db)?;
@@ -203,6 +210,7 @@ impl Node {
             advertise_addr: config.advertise_addr(),
             streams: Default::default(),
             auth: jwt,
+            limits,
             password_work: tokio::sync::Semaphore::new(api::users::PASSWORD_WORK_MAX),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         });
@@ -250,9 +258,11 @@ pub async fn serve<L>(
 ) -> std::io::Result<()>
 where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L::Addr: Into<Option<std::net::SocketAddr>>,
 {
-    axum::serve(listener, node.router()).with_graceful_shutdown(shutdown).await?;
+    // The client's address, for the per-address rate limit.
+    let service = node.router().into_make_service_with_connect_info::<ratelimit::ClientAddr>();
+    axum::serve(ratelimit::AddrListener(listener), service).with_graceful_shutdown(shutdown).await?;
     node.shutdown().await;
     Ok(())
 }

@@ -172,3 +172,59 @@ async fn jwt_mode_end_to_end() {
     .unwrap();
     assert_eq!(api.call(2, "GET", "/v1/polls", Some(&stranger), None).await.0, StatusCode::UNAUTHORIZED);
 }
+
+/// Over a limit: 429 RATE_LIMITED with Retry-After; health and cluster routes never are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_per_voter_and_per_address() {
+    let args = [
+        "--rate-limit-voter-per-sec",
+        "1",
+        "--rate-limit-voter-burst",
+        "2",
+        "--rate-limit-addr-per-sec",
+        "5",
+        "--rate-limit-addr-burst",
+        "20",
+    ];
+    let cluster = Cluster::start_with(1, args.iter().map(|s| s.to_string()).collect()).await;
+    let api = Client { cluster: &cluster };
+    let mut polls = Vec::new();
+    for n in 0..5 {
+        let (status, poll) = api
+            .call(0, "POST", "/v1/polls", None, Some(json!({"title": format!("p{n}"), "options": ["a", "b"]})))
+            .await;
+        assert!(status == StatusCode::CREATED || status == StatusCode::TOO_MANY_REQUESTS, "{poll}");
+        if status == StatusCode::CREATED {
+            polls.push(poll["poll_id"].as_str().unwrap().to_string());
+        }
+    }
+    // One voter, one vote on each poll as fast as possible: five votes need four seconds
+    // at one a second with a burst of two, so some are refused however slow this machine.
+    let mut limited = 0;
+    for poll in &polls {
+        let url = format!("{}/v1/polls/{poll}/votes", cluster.url(0));
+        let response =
+            cluster.http.post(url).json(&json!({"voter_id": "eager", "option_id": "o1"})).send().await.unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!(retry_after >= 1);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(code(&body), "RATE_LIMITED");
+            limited += 1;
+        } else {
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    }
+    assert!(polls.len() < 3 || limited > 0, "{} votes of one voter in a burst, none limited", polls.len());
+    // Forty reads from one address at five a second with a burst of twenty.
+    let mut refused = 0;
+    for _ in 0..40 {
+        if api.call(0, "GET", "/v1/polls", None, None).await.0 == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no read was limited");
+    for path in ["/health", "/v1/cluster/status"] {
+        assert_eq!(api.call(0, "GET", path, None, None).await.0, StatusCode::OK, "{path} is never limited");
+    }
+}

@@ -102,6 +102,9 @@ mod clap_free {
             "3000",
             "--snapshot-interval-entries",
             "100",
+            // governor's limiters run on the wall clock, which a simulation does not control.
+            "--rate-limit-voter-per-sec",
+            "0",
         ];
         <Config as clap::Parser>::try_parse_from(args).expect("simulation flags parse")
     }

@@ -89,6 +89,8 @@ pub fn router(app: Arc<App>) -> Router {
                 "this route does not take that method",
             )
         })
+        // Layers run bottom-up: observe, then authenticate, then the address limit.
+        .layer(middleware::from_fn_with_state(app.clone(), crate::ratelimit::per_address))
         .layer(middleware::from_fn_with_state(app.clone(), crate::auth::authenticate))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)

@@ -174,6 +174,7 @@ pub async fn cast(
         }
     };
     let voter_id = voter_of(&identity, request.voter_id.clone())?;
+    app.limits.check_voter(&identity, voter_id.as_str())?;
     let intent = intent(&app, &poll, voter_id, request, key)?;
     let voter = intent.voter_id.0.clone();
     let decided = app.vote(intent).await?;

@@ -80,6 +80,8 @@ impl Cluster {
                 "600",
             ])
             .args(["--snapshot-interval-entries", "50"])
+            // Tests race one voter's requests on purpose; rate limits have their own test.
+            .args(["--rate-limit-voter-per-sec", "0"])
             .args(&self.extra_args)
             .env("TALLY_LOG", "info,openraft=warn")
             .stdout(Stdio::from(log.try_clone().expect("log file")))

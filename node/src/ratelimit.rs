@@ -1,0 +1,146 @@
+//! Rate limits per voter (on votes) and per client address (on every `/v1` request but the
+//! admin routes), with governor's keyed GCRA limiters. Over a limit: `429 RATE_LIMITED`
+//! with `Retry-After`. Admins (with `--auth jwt`) are exempt.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::serve::{IncomingStream, Listener};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::api::error::ApiError;
+use crate::auth::Identity;
+use crate::App;
+
+/// How often limiters forget keys whose budget is full again, which bounds their memory
+/// by the keys active in the last interval.
+const FORGET_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The client's address as the listener saw it (none for listeners without one).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub Option<SocketAddr>);
+
+/// Wraps any listener so that each connection's address reaches handlers as
+/// `ConnectInfo<ClientAddr>` (axum offers that only for its own listener types).
+pub struct AddrListener<L>(pub L);
+
+impl<L> Listener for AddrListener<L>
+where
+    L: Listener,
+    L::Addr: Into<Option<SocketAddr>>,
+{
+    type Io = L::Io;
+    type Addr = ClientAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = self.0.accept().await;
+        (io, ClientAddr(addr.into()))
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr().map(|addr| ClientAddr(addr.into()))
+    }
+}
+
+impl<L> Connected<IncomingStream<'_, AddrListener<L>>> for ClientAddr
+where
+    L: Listener,
+    L::Addr: Into<Option<SocketAddr>>,
+{
+    fn connect_info(stream: IncomingStream<'_, AddrListener<L>>) -> Self {
+        *stream.remote_addr()
+    }
+}
+
+pub struct Limits {
+    per_voter: Option<DefaultKeyedRateLimiter<String>>,
+    per_addr: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+/// A limiter of `per_sec` requests a second with bursts of `burst`; `None` when `per_sec`
+/// is 0 (no limit).
+fn limiter<K: std::hash::Hash + Eq + Clone>(per_sec: u32, burst: u32) -> Option<DefaultKeyedRateLimiter<K>> {
+    let rate = NonZeroU32::new(per_sec)?;
+    let burst = NonZeroU32::new(burst).unwrap_or(rate);
+    Some(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
+}
+
+impl Limits {
+    pub fn new(voter: (u32, u32), addr: (u32, u32)) -> Self {
+        Self { per_voter: limiter(voter.0, voter.1), per_addr: limiter(addr.0, addr.1) }
+    }
+
+    /// Checks one vote by `voter`.
+    pub fn check_voter(&self, identity: &Identity, voter: &str) -> Result<(), ApiError> {
+        match &self.per_voter {
+            Some(limiter) if !is_admin(identity) => check(limiter, &voter.to_string(), "this voter"),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets idle keys now and then, until the node stops.
+    pub fn spawn_forgetting(self: &Arc<Self>) {
+        if self.per_voter.is_none() && self.per_addr.is_none() {
+            return;
+        }
+        let limits = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FORGET_INTERVAL).await;
+                let Some(limits) = limits.upgrade() else { return };
+                if let Some(limiter) = &limits.per_voter {
+                    limiter.retain_recent();
+                }
+                if let Some(limiter) = &limits.per_addr {
+                    limiter.retain_recent();
+                }
+            }
+        });
+    }
+}
+
+fn is_admin(identity: &Identity) -> bool {
+    matches!(identity, Identity::User { admin: true, .. })
+}
+
+fn check<K: std::hash::Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+    who: &str,
+) -> Result<(), ApiError> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!("{who} is over its rate limit; retry in {seconds} s"),
+        );
+        error.retry_after_secs = Some(seconds.max(1));
+        error
+    })
+}
+
+/// Middleware: the per-address limit on `/v1` routes other than cluster management.
+pub async fn per_address(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if let Some(limiter) = &app.limits.per_addr {
+        let path = request.uri().path();
+        let limited = path.starts_with("/v1/") && !path.starts_with("/v1/cluster/");
+        let identity = request.extensions().get::<Identity>();
+        let addr = request.extensions().get::<ConnectInfo<ClientAddr>>().and_then(|c| c.0 .0).map(|a| a.ip());
+        if let (true, false, Some(addr)) = (limited, identity.is_some_and(is_admin), addr) {
+            if let Err(error) = check(limiter, &addr, "this client address") {
+                return error.into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
