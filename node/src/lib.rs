@@ -61,6 +61,8 @@ pub struct App {
     /// `--auth jwt`'s verifier; `None` with `--auth none`.
     pub auth: Option<auth::JwtAuth>,
     pub limits: Arc<ratelimit::Limits>,
+    /// Votes accepted with `Prefer: respond-async`, by request id (this node only).
+    pub requests: api::requests::Requests,
     /// Password hashing is CPU- and memory-hungry (argon2): a few at a time.
     pub password_work: tokio::sync::Semaphore,
     rng: Mutex<StdRng>,
@@ -211,6 +213,7 @@ impl Node {
             streams: Default::default(),
             auth: jwt,
             limits,
+            requests: Default::default(),
             password_work: tokio::sync::Semaphore::new(api::users::PASSWORD_WORK_MAX),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         });

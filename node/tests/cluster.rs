@@ -419,3 +419,54 @@ async fn a_poll_closes_at_its_end_time_and_streams_say_so() {
         assert_eq!(poll["status"], "closed");
     }
 }
+
+/// Sends one vote with `Prefer: respond-async` through `node`; returns the 202 body.
+async fn vote_async(cluster: &Cluster, node: usize, poll: &str, voter: &str, option: &str) -> Value {
+    let response = cluster
+        .http
+        .post(format!("{}/v1/polls/{poll}/votes", cluster.url(node)))
+        .header("Prefer", "respond-async, wait=1")
+        .json(&serde_json::json!({"voter_id": voter, "option_id": option}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["preference-applied"], "respond-async");
+    response.json().await.unwrap()
+}
+
+/// Polls a request's status on `node` until it reaches `state`.
+async fn request_reaches(cluster: &Cluster, node: usize, poll: &str, accepted: &Value, state: &str) -> Value {
+    let request_id = accepted["request_id"].as_str().expect("a request id");
+    let url = format!("{}/v1/polls/{poll}/votes/requests/{request_id}", cluster.url(node));
+    let reached = common::eventually(CONVERGE, || async {
+        let status: Value = cluster.http.get(&url).send().await.ok()?.json().await.ok()?;
+        (status["state"] == state).then_some(status)
+    })
+    .await;
+    reached.unwrap_or_else(|| panic!("request {request_id} never became {state}"))
+}
+
+/// `Prefer: respond-async`: 202 at once, the outcome at the request-status route of the
+/// node that took it, and the same vote again by its idempotency key through any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_votes_are_accepted_then_completed() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let (poll, options) = cluster.create_poll(0, &["x", "y"]).await;
+    let accepted = vote_async(&cluster, 1, &poll, "later", &options[1]).await;
+    let completed = request_reaches(&cluster, 1, &poll, &accepted, "completed").await;
+    let vote_id = completed["vote_id"].as_str().expect("a vote id");
+    assert_eq!(completed["result"]["status"], "recorded", "{completed}");
+    // Another node does not know the request, but the key tells the same outcome.
+    let request_id = accepted["request_id"].as_str().unwrap();
+    let elsewhere = format!("{}/v1/polls/{poll}/votes/requests/{request_id}", cluster.url(2));
+    assert_eq!(cluster.http.get(elsewhere).send().await.unwrap().status(), 404);
+    let key = accepted["idempotency_key"].as_str().expect("a key");
+    let (status, again) = cluster.vote(2, &poll, "later", &options[1], key).await.expect("an answer");
+    assert_eq!((status, again["vote_id"].as_str()), (200, Some(vote_id)), "{again}");
+    // A vote refused in the background is reported as failed, with the API's error.
+    let accepted = vote_async(&cluster, 1, &poll, "later", &options[0]).await;
+    let failed = request_reaches(&cluster, 1, &poll, &accepted, "failed").await;
+    assert_eq!(failed["error"]["code"], "ALREADY_VOTED", "{failed}");
+}

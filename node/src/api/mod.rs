@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod polls;
+pub mod requests;
 pub mod results;
 pub mod users;
 pub mod votes;
@@ -38,6 +39,7 @@ const BATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
         votes::cast,
         votes::batch,
         votes::me,
+        requests::status,
         results::get,
         results::stream,
         audit::audit,
@@ -61,6 +63,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/polls/{poll_id}", get(polls::get).patch(polls::patch))
         .route("/v1/polls/{poll_id}/votes", post(votes::cast))
         .route("/v1/polls/{poll_id}/votes/me", get(votes::me))
+        .route("/v1/polls/{poll_id}/votes/requests/{request_id}", get(requests::status))
         .route("/v1/polls/{poll_id}/results", get(results::get))
         .route("/v1/polls/{poll_id}/results/stream", get(results::stream))
         .route("/v1/polls/{poll_id}/audit", get(audit::audit))

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -157,6 +158,7 @@ fn reply(decided: &Decided, voter_id: &str) -> Result<VoteBody, ApiError> {
 #[utoipa::path(post, path = "/v1/polls/{poll_id}/votes", request_body = VoteRequest,
     params(("poll_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = VoteBody), (status = 409, description = "ALREADY_VOTED, POLL_CLOSED or POLL_NOT_OPEN"),
+              (status = 202, description = "with `Prefer: respond-async`: `{status: accepted, request_id, idempotency_key}`"),
               (status = 422, description = "INVALID_OPTION"), (status = 503, description = "UNAVAILABLE"),
               (status = 504, description = "TIMEOUT")))]
 pub async fn cast(
@@ -165,7 +167,7 @@ pub async fn cast(
     Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<VoteRequest>,
-) -> ApiResult<Json<VoteBody>> {
+) -> ApiResult<Response> {
     let poll = app.known_poll(&poll_id).await?;
     let key = match headers.get("idempotency-key") {
         None => None,
@@ -176,9 +178,46 @@ pub async fn cast(
     let voter_id = voter_of(&identity, request.voter_id.clone())?;
     app.limits.check_voter(&identity, voter_id.as_str())?;
     let intent = intent(&app, &poll, voter_id, request, key)?;
+    if prefers_async(&headers) {
+        return accept_async(app, intent);
+    }
     let voter = intent.voter_id.0.clone();
     let decided = app.vote(intent).await?;
-    Ok(Json(reply(&decided, &voter)?))
+    Ok(Json(reply(&decided, &voter)?).into_response())
+}
+
+/// `Prefer: respond-async` (RFC 7240), possibly among other preferences.
+fn prefers_async(headers: &HeaderMap) -> bool {
+    let values = headers.get_all("prefer").into_iter().filter_map(|v| v.to_str().ok());
+    values.flat_map(|v| v.split(',')).any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+}
+
+/// Answers 202 now and casts the vote in the background; the outcome goes to the request
+/// table (`/votes/requests/{request_id}`).
+fn accept_async(app: Arc<App>, intent: VoteIntent) -> ApiResult<Response> {
+    let request_id = format!("r-{}", app.new_request_key());
+    app.requests.accept(&request_id, intent.poll_id.as_str())?;
+    let body = serde_json::json!({
+        "status": "accepted",
+        "request_id": request_id,
+        "poll_id": intent.poll_id.0,
+        // A retry of the vote with this key tells its outcome on any node, even if this
+        // node forgets the request.
+        "idempotency_key": intent.idempotency_key,
+    });
+    let task_app = app.clone();
+    let task_id = request_id.clone();
+    tokio::spawn(async move {
+        let voter = intent.voter_id.0.clone();
+        let outcome = match task_app.vote(intent).await {
+            Ok(decided) => reply(&decided, &voter).map(|b| serde_json::to_value(b).unwrap_or(Value::Null)),
+            Err(error) => Err(error),
+        };
+        task_app.requests.finish(&task_id, outcome);
+    });
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    response.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
