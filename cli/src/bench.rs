@@ -117,7 +117,7 @@ fn parse_mix(raw: &str) -> Result<Mix, String> {
     Ok(mix)
 }
 
-fn parse_ratio(raw: &str) -> Result<f64, String> {
+pub(crate) fn parse_ratio(raw: &str) -> Result<f64, String> {
     match raw.parse::<f64>() {
         Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
         _ => Err(format!("{raw:?} is not a number from 0 to 1")),

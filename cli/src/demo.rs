@@ -426,6 +426,8 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node) -> String {
     // As the user invoked us (e.g. ./target/release/tally), so the lines paste as they are.
     let tally = std::env::args().next().unwrap_or_else(|| "tally".to_string());
     [
+        "  # the web page (any node serves it)".to_string(),
+        format!("  open {}/", nodes[0].plan.url()),
         format!("  # vote for Go through node {}", voting_node.plan.id),
         format!(
             "  curl -s -X POST {}/v1/polls/{poll_id}/votes -H 'Content-Type: application/json' \
@@ -436,6 +438,10 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node) -> String {
         format!("  {tally}{endpoints} results {poll_id} --watch"),
         "  # the same as server-sent events, from any node".to_string(),
         format!("  curl -N {}/v1/polls/{poll_id}/results/stream", nodes[0].plan.url()),
+        "  # a simulated election: turnout by region, live standings (watch the page move)".to_string(),
+        format!("  {tally}{endpoints} simulate --kind election --voters 5000 --duration 60s"),
+        "  # audit the sample poll: its hash chain, a recount against the results".to_string(),
+        format!("  {tally}{endpoints} audit verify {poll_id}"),
         "  # every node's view of the cluster".to_string(),
         format!("  {tally}{endpoints} cluster status"),
         format!("  # kill the leader (node {}) and watch another take over", leader.plan.id),

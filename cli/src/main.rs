@@ -14,6 +14,7 @@ mod output;
 mod poll;
 mod results;
 mod sim;
+mod simulate;
 mod user;
 mod vote;
 
@@ -71,6 +72,9 @@ enum Command {
     Demo(demo::Args),
     /// Run deterministic chaos simulations by seed (no cluster needed).
     Sim(sim::Args),
+    /// Generate a realistic election or viral poll against a cluster: an electorate with
+    /// regions, a turnout curve, duplicates and retries; live standings, then turnout.
+    Simulate(simulate::Args),
     /// Create a built-in account or log in (nodes run with `--auth jwt`).
     #[command(subcommand)]
     User(user::Command),
@@ -125,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args, &settings).await,
         Command::Audit(command) => audit::run(command, &settings).await,
         Command::User(command) => user::run(command, &settings).await,
+        Command::Simulate(args) => simulate::run(args, &settings).await,
         // Handled in `try_main`, before the runtime starts.
         Command::Sim(args) => sim::run_seeds(args),
     }

@@ -80,6 +80,20 @@ fn a_voter_and_an_auditor_verify_a_poll_end_to_end() {
     assert_eq!(report["total_votes"], 4, "{report}");
     assert_eq!(report["chain_length"], 4, "{report}");
 
+    // A simulated election through every node; the auditor's recount then agrees with it.
+    let (code, sim, stderr) =
+        tally(&["simulate", "--voters", "300", "--duration", "3s", "--connections", "8", "--seed", "11"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(sim["errors"], 0, "{sim}");
+    assert_eq!(sim["total_votes"], sim["recorded"], "{sim}");
+    assert!(sim["already_voted"].as_u64().unwrap() + sim["replayed"].as_u64().unwrap() > 0, "{sim}");
+    let regions = sim["turnout_by_region"].as_object().expect("turnout by region");
+    let voted: u64 = regions.values().map(|r| r["votes"].as_u64().unwrap()).sum();
+    assert_eq!(Some(voted), sim["total_votes"].as_u64(), "{sim}");
+    let election = sim["poll_id"].as_str().unwrap();
+    let (code, report, stderr) = tally(&["audit", "verify", election]);
+    assert_eq!((code, &report["total_votes"]), (0, &sim["total_votes"]), "{stderr}");
+
     // A receipt the cluster never issued is caught.
     let forged = format!("{vote_id}={}", "0".repeat(64));
     let (code, _, stderr) = tally(&["audit", "verify", &poll, "--receipt", &forged]);
