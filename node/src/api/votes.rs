@@ -176,7 +176,10 @@ pub async fn cast(
         }
     };
     let voter_id = voter_of(&identity, request.voter_id.clone())?;
-    app.limits.check_voter(&identity, voter_id.as_str())?;
+    if let Err(limited) = app.limits.check_voter(&identity, voter_id.as_str()) {
+        app.metrics.votes_rejected.with_label_values(&["rate_limited"]).inc();
+        return Err(limited);
+    }
     let intent = intent(&app, &poll, voter_id, request, key)?;
     if prefers_async(&headers) {
         return accept_async(app, intent);
