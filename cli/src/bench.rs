@@ -79,6 +79,10 @@ pub struct Args {
     /// Seed for the choice of options, regions, kinds and duplicates.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Results streams (SSE) to hold open on the first poll during the run, spread over
+    /// the endpoints: shows what live subscribers cost the voting.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=30_000))]
+    pub subscribers: u64,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -416,11 +420,14 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         recorder: Mutex::new(recorder),
         stop: AtomicBool::new(false),
     });
+    let subscribers = Subscribers::open(&run, settings.client.timeout()).await?;
     let started = Instant::now();
     let not_sent = drive(run.clone()).await;
     let elapsed = started.elapsed();
+    let streams = subscribers.close();
     let check = if run.args.no_check { None } else { Some(check(&run, &discovered).await) };
-    let report = report(&run, elapsed, not_sent, check);
+    let mut report = report(&run, elapsed, not_sent, check);
+    report.subscribers = streams;
     match format {
         Format::Json => output::emit_json(&serde_json::to_value(&report)?)?,
         Format::Table => output::emit(&render(&report))?,
@@ -663,6 +670,72 @@ struct Report {
     /// Open model only: due requests dropped because the client's backlog was full.
     not_sent: u64,
     check: Option<CheckReport>,
+    /// `--subscribers`: the streams held open and the events they received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscribers: Option<StreamsReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct StreamsReport {
+    open: u64,
+    events: u64,
+    events_per_stream: f64,
+}
+
+/// The results streams of `--subscribers`, each a task that counts events.
+struct Subscribers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    events: Arc<AtomicU64>,
+}
+
+impl Subscribers {
+    /// Opens every stream (its first event received) before the load starts.
+    async fn open(run: &Run, timeout: Duration) -> anyhow::Result<Self> {
+        let events = Arc::new(AtomicU64::new(0));
+        let count = run.args.subscribers;
+        if count == 0 {
+            return Ok(Self { tasks: Vec::new(), events });
+        }
+        // Its own client: each stream holds a connection for the whole run.
+        let http = reqwest::Client::builder().connect_timeout(timeout).build()?;
+        let poll = &run.targets[0].poll_id;
+        let mut tasks = Vec::new();
+        let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel::<()>(count as usize);
+        for i in 0..count as usize {
+            let url = format!("{}/v1/polls/{poll}/results/stream", run.endpoints[i % run.endpoints.len()]);
+            let (http, events, opened) = (http.clone(), events.clone(), opened_tx.clone());
+            tasks.push(tokio::spawn(async move {
+                let Ok(mut response) = http.get(url).send().await else { return };
+                let mut announced = false;
+                while let Ok(Some(chunk)) = response.chunk().await {
+                    let n = chunk.windows(14).filter(|w| w == b"event: results").count() as u64;
+                    events.fetch_add(n, Ordering::Relaxed);
+                    if n > 0 && !announced {
+                        announced = true;
+                        let _ = opened.send(()).await;
+                    }
+                }
+            }));
+        }
+        drop(opened_tx);
+        let deadline = Instant::now() + timeout.max(Duration::from_secs(30));
+        for _ in 0..count {
+            match tokio::time::timeout_at(deadline.into(), opened_rx.recv()).await {
+                Ok(Some(())) => {}
+                _ => return Err(Failure::unavailable("STREAMS", "not every results stream opened in time").into()),
+            }
+        }
+        Ok(Self { tasks, events })
+    }
+
+    fn close(self) -> Option<StreamsReport> {
+        let open = self.tasks.len() as u64;
+        for task in &self.tasks {
+            task.abort();
+        }
+        let events = self.events.load(Ordering::Relaxed);
+        (open > 0).then(|| StreamsReport { open, events, events_per_stream: events as f64 / open as f64 })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -724,6 +797,7 @@ fn report(run: &Run, elapsed: Duration, not_sent: u64, check: Option<CheckReport
         outcomes: recorder.outcomes.clone(),
         not_sent,
         check,
+        subscribers: None,
     }
 }
 
@@ -765,6 +839,12 @@ fn render(report: &Report) -> String {
     );
     if report.not_sent > 0 {
         out += &format!("not sent (client backlog full): {}\n", report.not_sent);
+    }
+    if let Some(streams) = &report.subscribers {
+        out += &format!(
+            "results streams: {} open, {} events received ({:.1} per stream)\n",
+            streams.open, streams.events, streams.events_per_stream
+        );
     }
     if let Some(check) = &report.check {
         for poll in &check.polls {

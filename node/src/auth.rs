@@ -253,6 +253,32 @@ mod tests {
         assert!(auth.verify(&eternal).is_err());
     }
 
+    /// An outside identity provider's RS256 key pair, made by openssl.
+    fn rsa_pair() -> (Vec<u8>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = (dir.path().join("rsa.pem"), dir.path().join("rsa.pub.pem"));
+        let run = |args: &[&str]| assert!(std::process::Command::new("openssl").args(args).status().unwrap().success());
+        run(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", private.to_str().unwrap()]);
+        run(&["pkey", "-in", private.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
+        (std::fs::read(private).unwrap(), std::fs::read(public).unwrap())
+    }
+
+    #[test]
+    fn rs256_tokens_of_the_configured_key_verify_and_others_do_not() {
+        let (private, public) = rsa_pair();
+        let auth = JwtAuth::new(None, Some(&public), BTreeSet::new(), Duration::from_secs(60)).unwrap();
+        let claims = Claims { sub: "erin".into(), exp: now() + 60, iat: None, role: Some("admin".into()) };
+        let key = EncodingKey::from_rsa_pem(&private).unwrap();
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
+        assert_eq!(auth.verify(&token).unwrap(), Identity::User { subject: "erin".into(), admin: true });
+        // Without a secret, HS256 tokens are refused rather than checked against nothing.
+        let hs = JwtAuth::new(Some(SECRET), None, BTreeSet::new(), Duration::from_secs(60)).unwrap();
+        let forged = hs.issue("erin", now()).unwrap();
+        assert_eq!(auth.verify(&forged).unwrap_err().code, "UNAUTHENTICATED");
+        // And this node cannot sign tokens for built-in accounts.
+        assert!(auth.issue("erin", now()).is_none());
+    }
+
     #[test]
     fn short_secrets_and_missing_keys_are_refused_at_start() {
         assert!(JwtAuth::new(Some("short"), None, BTreeSet::new(), Duration::from_secs(1)).is_err());

@@ -10,6 +10,9 @@ pub const VOTER_ID_BYTES_MAX: usize = 128;
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 pub const ATTRIBUTES_MAX: usize = 8;
 pub const ATTRIBUTE_BYTES_MAX: usize = 64;
+/// Distinct values of one breakdown attribute in one poll (regions, age groups, ...):
+/// each costs a row of counts in the state and in every results-by-breakdown answer.
+pub const ATTRIBUTE_VALUES_MAX: usize = 1_000;
 pub const ID_BYTES_MAX: usize = 64;
 /// Votes grouped into one Raft log entry. Bounds an entry to well under a megabyte.
 pub const VOTES_PER_ENTRY_MAX: usize = 512;

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{self, ChainLink, LinkFields};
 use crate::codec;
-use crate::limits::VOTE_CHANGES_MAX;
+use crate::limits::{ATTRIBUTE_VALUES_MAX, VOTE_CHANGES_MAX};
 use crate::model::*;
 
 /// Everything the state machine knows.
@@ -239,6 +239,16 @@ pub fn judge_vote(poll: &PollState, intent: &VoteIntent, now_ms: i64) -> Judgeme
     };
     if let Some(key) = intent.attributes.keys().find(|k| !poll.poll.settings.breakdowns.contains(k)) {
         let reason = format!("attribute {key:?} is not one of the poll's breakdowns");
+        return Judgement::Final(VoteOutcome::Rejected(VoteRejection::InvalidAttributes(reason)));
+    }
+    // A new value only while the attribute has room; values already counted stay usable.
+    let full = intent.attributes.iter().find(|(key, value)| {
+        poll.breakdowns
+            .get(*key)
+            .is_some_and(|values| values.len() >= ATTRIBUTE_VALUES_MAX && !values.contains_key(*value))
+    });
+    if let Some((key, _)) = full {
+        let reason = format!("attribute {key:?} already has {ATTRIBUTE_VALUES_MAX} distinct values in this poll");
         return Judgement::Final(VoteOutcome::Rejected(VoteRejection::InvalidAttributes(reason)));
     }
     #[cfg(feature = "bug-injection")]

@@ -20,8 +20,23 @@ pub struct Cluster {
     pub http: reqwest::Client,
 }
 
+/// A port that is free now, chosen below the kernel's ephemeral range (32768 and up on
+/// Linux): a port the kernel hands out (`bind :0`) can be taken again at once by some
+/// outgoing connection before the node binds it, which CI saw as "Address already in use".
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Spread over processes (test binaries run one after another, but a developer may run
+    // two at once) by the pid, and within one by a counter.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 100) as u16 * 100;
+    for _ in 0..10_000 {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 10_000;
+        let port = 20_000 + (port - 20_000) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000")
 }
 
 impl Cluster {
@@ -129,6 +144,12 @@ impl Cluster {
         for i in 0..self.children.len() {
             let text = std::fs::read_to_string(self.dir.path().join(format!("node{}.log", i + 1))).unwrap_or_default();
             let lines: Vec<_> = text.lines().collect();
+            // A panic scrolls out of the tail quickly: show where the first one happened too.
+            if let Some(at) = lines.iter().position(|l| l.contains("panicked at")) {
+                let end = (at + 12).min(lines.len());
+                out +=
+                    &format!("--- node {}: first panic ---\n{}\n", i + 1, lines[at.saturating_sub(5)..end].join("\n"));
+            }
             out += &format!("--- node {} ---\n{}\n", i + 1, lines[lines.len().saturating_sub(30)..].join("\n"));
         }
         out

@@ -378,3 +378,23 @@ fn usernames_are_unique_and_a_retried_create_answers_as_the_first_time() {
     assert_eq!(responses, vec![Response::User(Ok(10)), Response::User(Ok(10)), Response::User(Err(()))]);
     assert_eq!(state.users["alice"].password_hash, "h1");
 }
+
+#[test]
+fn a_breakdown_attribute_takes_a_bounded_number_of_distinct_values() {
+    use crate::limits::ATTRIBUTE_VALUES_MAX;
+    let mut log = vec![request(10, Command::CreatePoll(spec_by_region("p", 2, false)))];
+    let with_value = |voter: usize, value: String| {
+        let mut intent = vote("p", &format!("v{voter}"), 0, &format!("k{voter}"));
+        intent.attributes.insert("region".into(), value);
+        intent
+    };
+    let full: Vec<_> = (0..ATTRIBUTE_VALUES_MAX).map(|n| with_value(n, format!("r{n}"))).collect();
+    log.push(request(11, Command::CastVotes(full)));
+    let over = ATTRIBUTE_VALUES_MAX;
+    log.push(request(12, Command::CastVotes(vec![with_value(over, "new".into()), with_value(over + 1, "r7".into())])));
+    let (state, responses) = apply_all(&log);
+    let last = outcomes(&responses[2]);
+    assert!(matches!(&last[0], VoteOutcome::Rejected(VoteRejection::InvalidAttributes(_))), "{last:?}");
+    assert!(matches!(&last[1], VoteOutcome::Recorded(_)), "an existing value is still fine: {last:?}");
+    assert_eq!(state.polls[&PollId("p".into())].breakdowns["region"].len(), ATTRIBUTE_VALUES_MAX);
+}
