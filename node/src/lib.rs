@@ -58,6 +58,8 @@ pub struct App {
     pub advertise_addr: String,
     /// Results streams open now (bounded by `api::results::STREAMS_MAX`).
     pub streams: api::results::StreamCount,
+    /// The latest results event of each streamed poll, serialised once.
+    pub stream_events: api::results::EventCache,
     /// `--auth jwt`'s verifier; `None` with `--auth none`.
     pub auth: Option<auth::JwtAuth>,
     pub limits: Arc<ratelimit::Limits>,
@@ -211,6 +213,7 @@ impl Node {
             cluster_secret: config.cluster_secret.clone(),
             advertise_addr: config.advertise_addr(),
             streams: Default::default(),
+            stream_events: Default::default(),
             auth: jwt,
             limits,
             requests: Default::default(),

@@ -214,6 +214,37 @@ struct Streaming {
     last_sent: tokio::time::Instant,
 }
 
+/// Polls whose latest event text is remembered; past it, the memory starts over.
+const EVENT_CACHE_POLLS_MAX: usize = 10_000;
+
+/// The JSON of each poll's latest results, made once per update and shared by every
+/// stream of the poll: a thousand subscribers cost one serialisation per update, not a
+/// thousand. Keyed by the feed's `Arc`, which the poll actor replaces on every update.
+#[derive(Default)]
+pub struct EventCache {
+    latest: std::sync::Mutex<LatestEvents>,
+}
+
+/// Poll → the results it last streamed and their JSON.
+type LatestEvents = std::collections::HashMap<PollId, (Arc<LiveResults>, Arc<str>)>;
+
+impl EventCache {
+    fn json(&self, app: &App, live: &Arc<LiveResults>) -> Arc<str> {
+        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, json)) = latest.get(&live.poll.poll_id) {
+            if Arc::ptr_eq(seen, live) {
+                return json.clone();
+            }
+        }
+        let json: Arc<str> = serde_json::to_string(&body(app, live, "eventual")).unwrap_or_default().into();
+        if latest.len() >= EVENT_CACHE_POLLS_MAX {
+            latest.clear();
+        }
+        latest.insert(live.poll.poll_id.clone(), (live.clone(), json.clone()));
+        json
+    }
+}
+
 #[utoipa::path(get, path = "/v1/polls/{poll_id}/results/stream", params(("poll_id" = String, Path)),
     responses((status = 200, description = "text/event-stream: a `results` event (the results object) at once, then on every change, at most every 100 ms"),
               (status = 403, description = "results hidden while voting")))]
@@ -231,22 +262,21 @@ pub async fn stream(
     check_visible(&app, &first, &identity)?;
     let start = Streaming { slot, feed, first: Some(first), last_sent: tokio::time::Instant::now() };
     let events = futures::stream::unfold(start, |mut s| async move {
-        let live = match s.first.take() {
-            Some(first) => first,
+        let app = s.slot.0.clone();
+        // A poll can hide its results once they are being streamed only by closing,
+        // which makes them public; so the first check holds for the whole stream.
+        let json: Arc<str> = match s.first.take() {
+            Some(first) => serde_json::to_string(&body(&app, &first, "eventual")).unwrap_or_default().into(),
             None => {
                 tokio::time::sleep_until(s.last_sent + STREAM_EVENT_INTERVAL).await;
                 // An error means the actor is gone: the node is shutting down.
                 s.feed.changed().await.ok()?;
                 let latest = s.feed.borrow_and_update().clone()?;
-                (*latest).clone()
+                app.stream_events.json(&app, &latest)
             }
         };
         s.last_sent = tokio::time::Instant::now();
-        let app = &s.slot.0;
-        // A poll can hide its results once they are being streamed only by closing,
-        // which makes them public; so the first check holds for the whole stream.
-        let event = Event::default().event("results").json_data(body(app, &live, "eventual"));
-        Some((Ok(event.unwrap_or_else(|_| Event::default().comment("unencodable results"))), s))
+        Some((Ok(Event::default().event("results").data(&*json)), s))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -9,12 +9,20 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-pub const SECRET: &str = "integration-test-secret";
+/// A cluster secret of its own for every test cluster, so that a node of one cluster that
+/// meets a port of another (a leftover process, a reused port) is refused, not obeyed.
+fn new_secret() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CLUSTERS: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("test-{}-{}-{nanos}", std::process::id(), CLUSTERS.fetch_add(1, Ordering::Relaxed))
+}
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// Flags every node gets on top of the common ones.
     pub extra_args: Vec<String>,
+    secret: String,
     pub ports: Vec<u16>,
     children: Vec<std::sync::Mutex<Option<Child>>>,
     pub http: reqwest::Client,
@@ -50,6 +58,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             extra_args,
+            secret: new_secret(),
             ports: (0..n).map(|_| free_port()).collect(),
             children: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("client"),
@@ -85,7 +94,7 @@ impl Cluster {
             .args(["--id", &(i + 1).to_string(), "--addr", &format!("127.0.0.1:{}", self.ports[i])])
             .arg("--data-dir")
             .arg(&data)
-            .args(["--peers", &self.peers(), "--cluster-secret", SECRET])
+            .args(["--peers", &self.peers(), "--cluster-secret", &self.secret])
             .args([
                 "--heartbeat-interval-ms",
                 "50",
@@ -99,6 +108,8 @@ impl Cluster {
             .args(["--rate-limit-voter-per-sec", "0"])
             .args(&self.extra_args)
             .env("TALLY_LOG", "info,openraft=warn")
+            // A panic in a node (once seen in CI, in openraft's core) then shows where.
+            .env("RUST_BACKTRACE", "1")
             .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))
             .spawn()
