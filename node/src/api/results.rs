@@ -184,6 +184,18 @@ fn check_visible(app: &App, live: &LiveResults, identity: &Identity) -> ApiResul
 pub const STREAMS_MAX: usize = 10_000;
 /// At most one event per stream in this window: changes in between coalesce (API.md).
 const STREAM_EVENT_INTERVAL: Duration = Duration::from_millis(100);
+/// Events a second that all of a node's streams together may send. Past
+/// `STREAM_EVENT_BUDGET / 10` streams, each stream's interval grows with their number
+/// (1,000 streams: 500 ms; 10,000: 5 s), so that fan-out to many viewers costs the node a
+/// bounded amount of work however many there are, and votes keep their share of the CPU.
+/// Every event says how fresh it is (`applied_index`, `as_of`).
+const STREAM_EVENT_BUDGET: u64 = 2_000;
+
+/// The pause between two events of one stream while `streams` are open on this node.
+fn stream_interval(streams: usize) -> Duration {
+    let spread = Duration::from_secs(1).mul_f64(streams as f64 / STREAM_EVENT_BUDGET as f64);
+    spread.max(STREAM_EVENT_INTERVAL)
+}
 
 /// Holds a place among `STREAMS_MAX` until the stream ends.
 pub struct StreamSlot(Arc<App>);
@@ -268,7 +280,8 @@ pub async fn stream(
         let json: Arc<str> = match s.first.take() {
             Some(first) => serde_json::to_string(&body(&app, &first, "eventual")).unwrap_or_default().into(),
             None => {
-                tokio::time::sleep_until(s.last_sent + STREAM_EVENT_INTERVAL).await;
+                let interval = stream_interval(app.streams.load(Ordering::Relaxed));
+                tokio::time::sleep_until(s.last_sent + interval).await;
                 // An error means the actor is gone: the node is shutting down.
                 s.feed.changed().await.ok()?;
                 let latest = s.feed.borrow_and_update().clone()?;
@@ -283,6 +296,19 @@ pub async fn stream(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stream_intervals_keep_a_node_within_its_event_budget() {
+        use super::{stream_interval, STREAM_EVENT_BUDGET};
+        use std::time::Duration;
+        assert_eq!(stream_interval(1), Duration::from_millis(100));
+        assert_eq!(stream_interval(200), Duration::from_millis(100));
+        assert_eq!(stream_interval(1_000), Duration::from_millis(500));
+        for streams in [1usize, 150, 1_000, 10_000] {
+            let per_second = streams as f64 / stream_interval(streams).as_secs_f64();
+            assert!(per_second <= STREAM_EVENT_BUDGET as f64 + 1e-6, "{streams} streams: {per_second}/s");
+        }
+    }
+
     #[test]
     fn percentages_round_to_one_decimal() {
         assert_eq!(super::percentage(1, 3), 33.3);
