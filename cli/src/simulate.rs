@@ -135,6 +135,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     // The electorate, and who votes when.
     let mut electorate: BTreeMap<String, u64> = BTreeMap::new();
     let mut attempts = Vec::new();
+    let mut voting = 0u64;
     for n in 0..args.voters {
         let region = pick(&mut rng, &REGIONS);
         let age = pick(&mut rng, &AGE_GROUPS);
@@ -142,6 +143,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         if !rng.gen_bool(args.turnout) {
             continue;
         }
+        voting += 1;
         let region_index = REGIONS.iter().position(|(r, _)| *r == region).unwrap_or(0);
         let voter = format!("sim-{seed}-{n}");
         let mut attributes = serde_json::Map::new();
@@ -175,12 +177,6 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         attempts.push(Attempt { due: at, voter, option_id, attributes, key });
     }
     attempts.sort_by_key(|a| a.due);
-    let voting = attempts
-        .iter()
-        .filter(|a| a.key.ends_with("-1"))
-        .map(|a| &a.voter)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
     if settings.format == Format::Table {
         println!(
             "simulating {:?} in poll {poll_id}: {} voters, {voting} will vote, {} requests over {:?} (seed {seed})",
@@ -284,15 +280,12 @@ async fn existing_poll(client: &Client, poll: &str) -> Result<(String, Vec<Strin
 
 fn poll_parts(poll: &Value) -> Result<(String, Vec<String>, Vec<String>), Failure> {
     let id = poll["poll_id"].as_str().ok_or_else(|| Failure::failed("INVALID_RESPONSE", "no poll_id"))?;
-    let strings = |v: &Value, key: &str| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| if key.is_empty() { x.as_str() } else { x[key].as_str() })
-            .map(str::to_string)
-            .collect()
-    };
-    Ok((id.to_string(), strings(&poll["options"], "option_id"), strings(&poll["settings"]["breakdowns"], "")))
+    let items = |list: &Value| list.as_array().cloned().unwrap_or_default();
+    let option_ids =
+        items(&poll["options"]).iter().filter_map(|o| o["option_id"].as_str().map(str::to_string)).collect();
+    let breakdowns =
+        items(&poll["settings"]["breakdowns"]).iter().filter_map(|b| b.as_str().map(str::to_string)).collect();
+    Ok((id.to_string(), option_ids, breakdowns))
 }
 
 /// Final standings and turnout by region, read linearizably, and a check that the poll

@@ -199,10 +199,8 @@ fn stream_token(request: &Request) -> Option<String> {
         return None;
     }
     let query = request.uri().query()?;
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("access_token="))
-        .map(|t| t.replace("%2E", ".").replace("%2e", "."))
+    // A JWT is URL-safe base64 and dots, which need no percent-decoding.
+    query.split('&').find_map(|pair| pair.strip_prefix("access_token=")).map(str::to_string)
 }
 
 fn with_challenge(error: ApiError) -> Response {

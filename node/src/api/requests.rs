@@ -20,10 +20,17 @@ use crate::App;
 /// Requests remembered per node; the oldest finished ones are forgotten first.
 pub const REQUESTS_MAX: usize = 100_000;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestState {
+    Pending,
+    Completed,
+    Failed,
+}
+
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct RequestStatus {
-    /// `pending`, `completed` or `failed`.
-    pub state: &'static str,
+    pub state: RequestState,
     pub poll_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vote_id: Option<String>,
@@ -55,7 +62,8 @@ impl Requests {
         let mut table = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         while table.by_id.len() >= REQUESTS_MAX {
             // Forget the oldest finished request; if every one is pending, refuse.
-            let position = table.order.iter().position(|id| table.by_id.get(id).is_none_or(|s| s.state != "pending"));
+            let position =
+                table.order.iter().position(|id| table.by_id.get(id).is_none_or(|s| s.state != RequestState::Pending));
             let Some(position) = position else {
                 return Err(ApiError::unavailable(format!("{REQUESTS_MAX} async votes are pending on this node")));
             };
@@ -63,8 +71,13 @@ impl Requests {
                 table.by_id.remove(&id);
             }
         }
-        let pending =
-            RequestStatus { state: "pending", poll_id: poll_id.to_string(), vote_id: None, result: None, error: None };
+        let pending = RequestStatus {
+            state: RequestState::Pending,
+            poll_id: poll_id.to_string(),
+            vote_id: None,
+            result: None,
+            error: None,
+        };
         table.by_id.insert(request_id.to_string(), pending);
         table.order.push_back(request_id.to_string());
         Ok(())
@@ -75,12 +88,12 @@ impl Requests {
         if let Some(status) = table.by_id.get_mut(request_id) {
             match outcome {
                 Ok(reply) => {
-                    status.state = "completed";
+                    status.state = RequestState::Completed;
                     status.vote_id = reply.get("vote_id").and_then(Value::as_str).map(str::to_string);
                     status.result = Some(reply);
                 }
                 Err(error) => {
-                    status.state = "failed";
+                    status.state = RequestState::Failed;
                     status.error = Some(error.body()["error"].clone());
                 }
             }
@@ -121,6 +134,6 @@ mod tests {
         requests.finish("r5", Ok(serde_json::json!({"vote_id": "v1.0"})));
         requests.accept("one-more", "p").unwrap();
         assert!(requests.get("r5").is_none(), "the finished one made room");
-        assert_eq!(requests.get("r4").unwrap().state, "pending");
+        assert_eq!(requests.get("r4").unwrap().state, RequestState::Pending);
     }
 }
