@@ -21,7 +21,7 @@ import time
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -90,7 +90,10 @@ def browser():
 
 def wait(driver, what, condition):
     try:
-        return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(lambda d: condition(d))
+        # The page re-renders the bars on every results event, so an element found a moment
+        # ago may be gone: that is "not yet", not a failure.
+        waiter = WebDriverWait(driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+        return waiter.until(lambda d: condition(d))
     except TimeoutException:
         raise SystemExit(f"FAIL: the page never showed {what}\n--- page ---\n"
                          f"{driver.find_element(By.TAG_NAME, 'body').text}")
@@ -102,8 +105,14 @@ def bar_width(driver, option_id):
 
 
 def text_of(driver, selector):
-    found = driver.find_elements(By.CSS_SELECTOR, selector)
-    return found[0].text if found else ""
+    # The cluster panel and the bars are re-rendered while we read them: retry a stale read.
+    for _ in range(50):
+        try:
+            found = driver.find_elements(By.CSS_SELECTOR, selector)
+            return found[0].text if found else ""
+        except StaleElementReferenceException:
+            time.sleep(0.02)
+    raise SystemExit(f"FAIL: {selector} kept changing under the reader")
 
 
 def run(driver, screenshot):
