@@ -148,6 +148,11 @@ impl Client {
         Client { token, ..self }
     }
 
+    /// Whether requests carry a bearer token (the cluster runs with `--auth jwt`).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }

@@ -4,6 +4,11 @@
 //! sample poll with a few votes through different nodes, prints what to try, and on
 //! Ctrl-C or SIGTERM stops the nodes gracefully (SIGTERM, a grace period, then SIGKILL).
 //! Children are spawned with `kill_on_drop`, so an early return or a panic never leaks them.
+//!
+//! With `--auth jwt` the nodes check bearer tokens: the demo makes an HS256 secret and an
+//! admin account with a random password (both kept, owner-only, in the data dir, so a
+//! re-run reuses them), logs in as the admin and seeds the votes as a trusted front end
+//! would, through `votes:batch`.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -19,7 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{sleep, timeout_at, Instant};
 
-use crate::client::{Client, Endpoints, Request};
+use crate::client::{segment, Client, Endpoints, Request};
 use crate::exit::Failure;
 use crate::output::{self, Format, Table};
 use crate::{vote, Settings};
@@ -29,6 +34,12 @@ const NODE_BIN_NAME: &str = "tally-node";
 /// Kept in the data dir so that a re-run on the same data reuses the cluster's secret.
 const SECRET_FILE: &str = "cluster-secret";
 const SECRET_BYTES: usize = 16;
+const JWT_SECRET_FILE: &str = "jwt-secret";
+/// The node wants at least 32 bytes; 32 random bytes make 64 hex characters.
+const JWT_SECRET_BYTES: usize = 32;
+const ADMIN_PASSWORD_FILE: &str = "admin-password";
+const ADMIN_PASSWORD_BYTES: usize = 12;
+const ADMIN_USERNAME: &str = "admin";
 
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -66,6 +77,33 @@ pub struct Args {
     /// Delete the data dir first, for a brand new cluster.
     #[arg(long)]
     pub fresh: bool,
+    /// `jwt`: nodes need bearer tokens; the demo creates an admin account and prints how
+    /// to log in. Keep to one mode per data dir.
+    #[arg(long, value_enum, default_value_t = AuthMode::None)]
+    pub auth: AuthMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    None,
+    Jwt,
+}
+
+/// What a `--auth jwt` demo's nodes and seeding need.
+#[derive(Debug, Clone)]
+struct JwtSetup {
+    secret: String,
+    admin_password: String,
+    password_file: PathBuf,
+}
+
+impl JwtSetup {
+    fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
+        let secret = load_or_create_secret_file(&dir.join(JWT_SECRET_FILE), JWT_SECRET_BYTES)?;
+        let password_file = dir.join(ADMIN_PASSWORD_FILE);
+        let admin_password = load_or_create_secret_file(&password_file, ADMIN_PASSWORD_BYTES)?;
+        Ok(JwtSetup { secret, admin_password, password_file })
+    }
 }
 
 /// Where one node of the demo listens.
@@ -97,13 +135,17 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let plan = plan_nodes(args.nodes, args.port_base)?;
     prepare_data_dir(&args.data_dir, args.fresh)?;
     let secret = load_or_create_secret(&args.data_dir)?;
+    let jwt = match args.auth {
+        AuthMode::None => None,
+        AuthMode::Jwt => Some(JwtSetup::load_or_create(&args.data_dir)?),
+    };
     ensure_ports_free(&plan)?;
     let bin = locate_node_bin(args.node_bin.clone(), std::env::current_exe().ok());
     // Installed before any child exists, so every Ctrl-C goes through the orderly stop.
     let mut shutdown = Shutdown::install()?;
-    let mut nodes = spawn_all(&plan, &bin, &args.data_dir, &secret)?;
+    let mut nodes = spawn_all(&plan, &bin, &args.data_dir, &secret, jwt.as_ref())?;
     let started = tokio::select! {
-        started = start(&mut nodes, &args.data_dir, settings.format) => Some(started),
+        started = start(&mut nodes, &args.data_dir, jwt.as_ref(), settings.format) => Some(started),
         signal = shutdown.recv() => {
             eprintln!("received {signal} while starting: stopping the nodes");
             None
@@ -143,8 +185,8 @@ fn peers_arg(plan: &[NodePlan]) -> String {
     peers.join(",")
 }
 
-fn node_args(node: &NodePlan, node_dir: &Path, peers: &str, secret: &str) -> Vec<OsString> {
-    vec![
+fn node_args(node: &NodePlan, node_dir: &Path, peers: &str, secret: &str, jwt: bool) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
         "--id".into(),
         node.id.to_string().into(),
         "--addr".into(),
@@ -155,7 +197,12 @@ fn node_args(node: &NodePlan, node_dir: &Path, peers: &str, secret: &str) -> Vec
         peers.into(),
         "--cluster-secret".into(),
         secret.into(),
-    ]
+    ];
+    if jwt {
+        // The JWT secret itself goes through the environment, out of the process list.
+        args.extend(["--auth".into(), "jwt".into(), "--admin".into(), ADMIN_USERNAME.into()]);
+    }
+    args
 }
 
 /// `--node-bin` (or TALLY_NODE_BIN, via clap), else `tally-node` next to this binary (as
@@ -187,23 +234,25 @@ fn prepare_data_dir(dir: &Path, fresh: bool) -> anyhow::Result<()> {
 }
 
 fn load_or_create_secret(dir: &Path) -> anyhow::Result<String> {
-    let path = dir.join(SECRET_FILE);
-    match fs::read_to_string(&path) {
+    load_or_create_secret_file(&dir.join(SECRET_FILE), SECRET_BYTES)
+}
+
+fn load_or_create_secret_file(path: &Path, bytes: usize) -> anyhow::Result<String> {
+    match fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
         Ok(_) => Err(Failure::failed("BAD_SECRET", format!("{} is empty", path.display())).into()),
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            let secret = new_secret();
-            write_secret(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+            let secret = new_secret(bytes);
+            write_secret(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
             Ok(secret)
         }
         Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
-/// 32 hex characters from the OS-seeded thread RNG.
-fn new_secret() -> String {
-    let bytes: [u8; SECRET_BYTES] = rand::random();
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+/// `2 * bytes` hex characters from the OS-seeded thread RNG.
+fn new_secret(bytes: usize) -> String {
+    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
 /// Owner-only, since the secret is what lets a process join the cluster.
@@ -228,13 +277,26 @@ fn ensure_ports_free(plan: &[NodePlan]) -> Result<(), Failure> {
     Ok(())
 }
 
-fn spawn_all(plan: &[NodePlan], bin: &Path, data_dir: &Path, secret: &str) -> anyhow::Result<Vec<Node>> {
+fn spawn_all(
+    plan: &[NodePlan],
+    bin: &Path,
+    data_dir: &Path,
+    secret: &str,
+    jwt: Option<&JwtSetup>,
+) -> anyhow::Result<Vec<Node>> {
     let peers = peers_arg(plan);
     // On an error, the nodes spawned so far are dropped, and kill_on_drop stops them.
-    plan.iter().map(|node| spawn_node(node, bin, data_dir, &peers, secret)).collect()
+    plan.iter().map(|node| spawn_node(node, bin, data_dir, &peers, secret, jwt)).collect()
 }
 
-fn spawn_node(plan: &NodePlan, bin: &Path, data_dir: &Path, peers: &str, secret: &str) -> anyhow::Result<Node> {
+fn spawn_node(
+    plan: &NodePlan,
+    bin: &Path,
+    data_dir: &Path,
+    peers: &str,
+    secret: &str,
+    jwt: Option<&JwtSetup>,
+) -> anyhow::Result<Node> {
     let node_dir = data_dir.join(plan.id.to_string());
     fs::create_dir_all(&node_dir).with_context(|| format!("cannot create {}", node_dir.display()))?;
     let log_path = node_dir.join("node.log");
@@ -245,8 +307,18 @@ fn spawn_node(plan: &NodePlan, bin: &Path, data_dir: &Path, peers: &str, secret:
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     // Appending keeps earlier runs' logs; the marker shows where this run starts.
     writeln!(log, "--- tally demo: starting node {} at {} ---", plan.id, output::now_utc_millis())?;
-    let child = Command::new(bin)
-        .args(node_args(plan, &node_dir, peers, secret))
+    let mut command = Command::new(bin);
+    // Whatever auth settings the caller's shell holds, the demo's mode is the one used.
+    command
+        .env_remove("TALLY_AUTH")
+        .env_remove("TALLY_JWT_SECRET")
+        .env_remove("TALLY_JWT_PUBLIC_KEY")
+        .env_remove("TALLY_ADMINS");
+    if let Some(jwt) = jwt {
+        command.env("TALLY_JWT_SECRET", &jwt.secret);
+    }
+    let child = command
+        .args(node_args(plan, &node_dir, peers, secret, jwt.is_some()))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -269,16 +341,20 @@ fn spawn_failure(bin: &Path, error: io::Error) -> anyhow::Error {
 }
 
 /// Waits for readiness, seeds the sample poll and prints what to try.
-async fn start(nodes: &mut [Node], data_dir: &Path, format: Format) -> anyhow::Result<()> {
+async fn start(nodes: &mut [Node], data_dir: &Path, jwt: Option<&JwtSetup>, format: Format) -> anyhow::Result<()> {
     wait_ready(nodes).await?;
     let urls: Vec<String> = nodes.iter().map(|node| node.plan.url()).collect();
-    let client = Client::new(Endpoints(urls.clone()), REQUEST_TIMEOUT)?;
-    let poll = seed(&client, &urls).await?;
+    let mut client = Client::new(Endpoints(urls.clone()), REQUEST_TIMEOUT)?;
+    if let Some(jwt) = jwt {
+        let token = admin_token(&client, jwt).await?;
+        client = client.with_token(Some(token));
+    }
+    let poll = seed(&client, &urls, jwt.is_some()).await?;
     let status = client.only(&urls[0]).send(&Request::get("/v1/cluster/status")).await;
     let leader_id = status.ok().and_then(|status| status["leader_id"].as_u64());
     match format {
-        Format::Json => output::emit_json(&summary_json(nodes, &poll, leader_id, data_dir))?,
-        Format::Table => output::emit(&banner(nodes, &poll, leader_id, data_dir))?,
+        Format::Json => output::emit_json(&summary_json(nodes, &poll, leader_id, data_dir, jwt))?,
+        Format::Table => output::emit(&banner(nodes, &poll, leader_id, data_dir, jwt))?,
     }
     eprintln!("Ctrl-C stops all nodes.");
     Ok(())
@@ -341,9 +417,27 @@ fn last_lines(text: &str, count: usize) -> String {
     lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
+/// Registers the admin account (a re-run finds it there) and logs in as it.
+async fn admin_token(client: &Client, jwt: &JwtSetup) -> anyhow::Result<String> {
+    let body = json!({"username": ADMIN_USERNAME, "password": jwt.admin_password});
+    let register = Request::post("/v1/users", body.clone());
+    match retry_unavailable(|| client.send(&register)).await {
+        Err(failure) if failure.code != "USERNAME_TAKEN" => return Err(failure.into()),
+        _ => {}
+    }
+    let login = Request::post("/v1/auth/token", body);
+    let reply = retry_unavailable(|| client.send(&login)).await.with_context(|| {
+        format!("cannot log in as {ADMIN_USERNAME} with the password in {}", jwt.password_file.display())
+    })?;
+    match reply["access_token"].as_str() {
+        Some(token) => Ok(token.to_string()),
+        None => Err(Failure::failed("INVALID_RESPONSE", "the login reply has no access_token").into()),
+    }
+}
+
 /// Creates the sample poll through the first node, then votes through each node in turn,
 /// to show that any node takes writes.
-async fn seed(client: &Client, urls: &[String]) -> anyhow::Result<Value> {
+async fn seed(client: &Client, urls: &[String], jwt: bool) -> anyhow::Result<Value> {
     let first = client.only(&urls[0]);
     let body = json!({"title": SAMPLE_TITLE, "options": SAMPLE_OPTIONS});
     let request = Request::post("/v1/polls", body);
@@ -354,12 +448,31 @@ async fn seed(client: &Client, urls: &[String]) -> anyhow::Result<Value> {
     };
     for (index, (voter, text)) in SAMPLE_VOTES.iter().enumerate() {
         let node = client.only(&urls[index % urls.len()]);
-        let body = vote::vote_body(&vote::find_option_id(&poll, text)?, voter, &[])?;
+        let option_id = vote::find_option_id(&poll, text)?;
         // The key makes a retry after a lost reply safe: it cannot count twice.
         let key = format!("demo-{poll_id}-{voter}");
-        retry_unavailable(|| vote::cast(&node, &poll_id, body.clone(), Some(&key))).await?;
+        if jwt {
+            // With auth on, a single vote's voter is the token's subject (the admin here);
+            // a trusted front end names its voters through votes:batch.
+            let vote = json!({"option_id": option_id, "voter_id": voter, "idempotency_key": key});
+            let request =
+                Request::post(format!("/v1/polls/{}/votes:batch", segment(&poll_id)), json!({"votes": [vote]}));
+            retry_unavailable(|| async { first_batch_result(node.send(&request).await?) }).await?;
+        } else {
+            let body = vote::vote_body(&option_id, Some(voter), &[])?;
+            retry_unavailable(|| vote::cast(&node, &poll_id, body.clone(), Some(&key))).await?;
+        }
     }
     Ok(poll)
+}
+
+/// A batch answers 200 with one result per vote; a vote's own error becomes the failure.
+fn first_batch_result(reply: Value) -> Result<Value, Failure> {
+    let result = &reply["results"][0];
+    match result["error"]["code"].as_str() {
+        Some(code) => Err(Failure::failed(code, result["error"]["message"].as_str().unwrap_or_default())),
+        None => Ok(result.clone()),
+    }
 }
 
 async fn retry_unavailable<F, Fut>(mut attempt: F) -> Result<Value, Failure>
@@ -379,7 +492,13 @@ where
     }
 }
 
-fn summary_json(nodes: &[Node], poll: &Value, leader_id: Option<u64>, data_dir: &Path) -> Value {
+fn summary_json(
+    nodes: &[Node],
+    poll: &Value,
+    leader_id: Option<u64>,
+    data_dir: &Path,
+    jwt: Option<&JwtSetup>,
+) -> Value {
     let nodes: Vec<Value> = nodes
         .iter()
         .map(|node| {
@@ -387,11 +506,15 @@ fn summary_json(nodes: &[Node], poll: &Value, leader_id: Option<u64>, data_dir: 
             json!({"node_id": id, "url": url, "pid": pid, "log": node.log_path})
         })
         .collect();
-    json!({"data_dir": data_dir, "nodes": nodes, "leader_id": leader_id, "poll": poll})
+    let auth = match jwt {
+        None => json!({"mode": "none"}),
+        Some(jwt) => json!({"mode": "jwt", "admin": ADMIN_USERNAME, "password_file": jwt.password_file}),
+    };
+    json!({"data_dir": data_dir, "nodes": nodes, "leader_id": leader_id, "poll": poll, "auth": auth})
 }
 
 /// The nodes, the leader, the poll, and commands to paste.
-fn banner(nodes: &[Node], poll: &Value, leader_id: Option<u64>, data_dir: &Path) -> String {
+fn banner(nodes: &[Node], poll: &Value, leader_id: Option<u64>, data_dir: &Path, jwt: Option<&JwtSetup>) -> String {
     let mut table = Table::new(&["NODE", "URL", "PID", "LOG"]);
     for node in nodes {
         let pid = node.child.id().map_or_else(|| "-".to_string(), |pid| pid.to_string());
@@ -401,20 +524,29 @@ fn banner(nodes: &[Node], poll: &Value, leader_id: Option<u64>, data_dir: &Path)
     let leader_line =
         leader.map_or_else(|| "unknown".to_string(), |node| format!("node {} ({})", node.plan.id, node.plan.url()));
     let poll_id = output::cell(&poll["poll_id"]);
+    let auth_line = match jwt {
+        None => "none (the body's voter_id is the voter; --auth jwt for accounts and tokens)".to_string(),
+        Some(jwt) => format!(
+            "jwt; admin account {ADMIN_USERNAME:?}, password {} (kept in {})",
+            jwt.admin_password,
+            jwt.password_file.display()
+        ),
+    };
     format!(
         "Tally demo: {} node(s) running, data in {}\n\n{}\n\n\
          leader:       {leader_line}\n\
+         auth:         {auth_line}\n\
          sample poll:  {poll_id}  {SAMPLE_TITLE:?}  ({} votes cast, one per node in turn)\n\n\
          Try:\n{}",
         nodes.len(),
         data_dir.display(),
         table.render(),
         SAMPLE_VOTES.len(),
-        try_commands(nodes, poll, leader.unwrap_or(&nodes[0])),
+        try_commands(nodes, poll, leader.unwrap_or(&nodes[0]), jwt),
     )
 }
 
-fn try_commands(nodes: &[Node], poll: &Value, leader: &Node) -> String {
+fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSetup>) -> String {
     let poll_id = output::cell(&poll["poll_id"]);
     let go = vote::find_option_id(poll, "Go").unwrap_or_else(|_| "OPTION_ID".to_string());
     // Node 2 shows that a follower takes writes; a one-node demo has only node 1.
@@ -425,19 +557,50 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node) -> String {
     let leader_pid = leader.child.id().map_or_else(|| "PID".to_string(), |pid| pid.to_string());
     // As the user invoked us (e.g. ./target/release/tally), so the lines paste as they are.
     let tally = std::env::args().next().unwrap_or_else(|| "tally".to_string());
-    [
-        "  # the web page (any node serves it)".to_string(),
-        format!("  open {}/", nodes[0].plan.url()),
-        format!("  # vote for Go through node {}", voting_node.plan.id),
-        format!(
-            "  curl -s -X POST {}/v1/polls/{poll_id}/votes -H 'Content-Type: application/json' \
-             -d '{{\"option_id\": \"{go}\", \"voter_id\": \"you\"}}'",
-            voting_node.plan.url()
-        ),
+    let first = nodes[0].plan.url();
+    let mut lines = Vec::new();
+    match jwt {
+        None => lines.extend([
+            "  # the web page (any node serves it)".to_string(),
+            format!("  open {first}/"),
+            format!("  # vote for Go through node {}", voting_node.plan.id),
+            format!(
+                "  curl -s -X POST {}/v1/polls/{poll_id}/votes -H 'Content-Type: application/json' \
+                 -d '{{\"option_id\": \"{go}\", \"voter_id\": \"you\"}}'",
+                voting_node.plan.url()
+            ),
+        ]),
+        Some(jwt) => lines.extend([
+            format!("  # the web page (any node serves it): sign in as {ADMIN_USERNAME}, or register"),
+            format!("  open {first}/"),
+            "  # make an account and log in; the token's subject is the voter".to_string(),
+            format!("  echo 'correct horse battery' | {tally}{endpoints} user create you --password-stdin"),
+            format!(
+                "  export TALLY_TOKEN=$(echo 'correct horse battery' | {tally}{endpoints} user login you --password-stdin)"
+            ),
+            format!("  # vote for Go through node {}", voting_node.plan.id),
+            format!(
+                "  curl -s -X POST {}/v1/polls/{poll_id}/votes -H \"Authorization: Bearer $TALLY_TOKEN\" \
+                 -H 'Content-Type: application/json' -d '{{\"option_id\": \"{go}\"}}'",
+                voting_node.plan.url()
+            ),
+            "  # the admin's token: audits, batches and simulations (a trusted front end) need it".to_string(),
+            format!(
+                "  export TALLY_TOKEN=$({tally}{endpoints} user login {ADMIN_USERNAME} --password-stdin < {})",
+                jwt.password_file.display()
+            ),
+        ]),
+    }
+    // EventSource cannot send headers, so the stream also takes the token as a parameter.
+    let stream = match jwt {
+        None => format!("  curl -N {first}/v1/polls/{poll_id}/results/stream"),
+        Some(_) => format!("  curl -N \"{first}/v1/polls/{poll_id}/results/stream?access_token=$TALLY_TOKEN\""),
+    };
+    lines.extend([
         "  # watch the results change".to_string(),
         format!("  {tally}{endpoints} results {poll_id} --watch"),
         "  # the same as server-sent events, from any node".to_string(),
-        format!("  curl -N {}/v1/polls/{poll_id}/results/stream", nodes[0].plan.url()),
+        stream,
         "  # a simulated election: turnout by region, live standings (watch the page move)".to_string(),
         format!("  {tally}{endpoints} simulate --kind election --voters 5000 --duration 60s"),
         "  # audit the sample poll: its hash chain, a recount against the results".to_string(),
@@ -447,9 +610,9 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node) -> String {
         format!("  # kill the leader (node {}) and watch another take over", leader.plan.id),
         format!("  kill {leader_pid}"),
         "  # Prometheus metrics".to_string(),
-        format!("  curl {}/metrics", nodes[0].plan.url()),
-    ]
-    .join("\n")
+        format!("  curl {first}/metrics"),
+    ]);
+    lines.join("\n")
 }
 
 /// SIGINT and SIGTERM, registered once up front: tokio replaces the default "die now"
@@ -560,7 +723,7 @@ mod tests {
     #[test]
     fn node_args_follow_the_node_flags() {
         let plan = NodePlan { id: 2, port: 7002 };
-        let args = node_args(&plan, Path::new("d/2"), "1=a:1", "s3cret");
+        let args = node_args(&plan, Path::new("d/2"), "1=a:1", "s3cret", false);
         let args: Vec<&str> = args.iter().map(|arg| arg.to_str().expect("utf-8")).collect();
         assert_eq!(
             args,
@@ -577,6 +740,9 @@ mod tests {
                 "s3cret"
             ]
         );
+        let args = node_args(&plan, Path::new("d/2"), "1=a:1", "s3cret", true);
+        let tail: Vec<&str> = args[10..].iter().map(|arg| arg.to_str().expect("utf-8")).collect();
+        assert_eq!(tail, ["--auth", "jwt", "--admin", ADMIN_USERNAME]);
     }
 
     #[test]

@@ -122,6 +122,8 @@ struct Counters {
     replayed: AtomicU64,
     already_voted: AtomicU64,
     errors: AtomicU64,
+    /// The first error's code, to say why if nothing was recorded.
+    first_error: std::sync::OnceLock<String>,
 }
 
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
@@ -223,24 +225,41 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
 async fn send(client: &Client, poll: &str, attempt: &Attempt, counters: &Counters) {
     // Any node: a random one per request.
     let endpoints = client.endpoints();
-    let endpoint = &endpoints[rand::thread_rng().gen_range(0..endpoints.len())];
-    let body = json!({"voter_id": attempt.voter, "option_id": attempt.option_id, "attributes": attempt.attributes});
-    let request = Request::post(format!("/v1/polls/{}/votes", segment(poll)), body)
-        .header("Idempotency-Key", attempt.key.clone());
+    let node = client.only(&endpoints[rand::thread_rng().gen_range(0..endpoints.len())]);
     counters.sent.fetch_add(1, Ordering::Relaxed);
-    match client.only(endpoint).send(&request).await {
-        Ok(reply) if reply.get("replayed").and_then(Value::as_bool) == Some(true) => {
-            counters.replayed.fetch_add(1, Ordering::Relaxed);
+    let outcome = if client.has_token() {
+        send_as_front_end(&node, poll, attempt).await
+    } else {
+        let body = json!({"voter_id": attempt.voter, "option_id": attempt.option_id, "attributes": attempt.attributes});
+        let request = Request::post(format!("/v1/polls/{}/votes", segment(poll)), body)
+            .header("Idempotency-Key", attempt.key.clone());
+        node.send(&request).await.map_err(|failure| failure.code)
+    };
+    let counter = match outcome {
+        Ok(reply) if reply.get("replayed").and_then(Value::as_bool) == Some(true) => &counters.replayed,
+        Ok(_) => &counters.recorded,
+        Err(code) if code == "ALREADY_VOTED" => &counters.already_voted,
+        Err(code) => {
+            let _ = counters.first_error.set(code);
+            &counters.errors
         }
-        Ok(_) => {
-            counters.recorded.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(failure) if failure.code == "ALREADY_VOTED" => {
-            counters.already_voted.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(_) => {
-            counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// With auth on, the voter of a single vote is the token's subject, so the simulated
+/// voters are sent as a trusted front end sends them: through `votes:batch` (admin only),
+/// one vote per request to keep the turnout curve.
+async fn send_as_front_end(node: &Client, poll: &str, attempt: &Attempt) -> Result<Value, String> {
+    let vote = json!({"voter_id": attempt.voter, "option_id": attempt.option_id,
+        "attributes": attempt.attributes, "idempotency_key": attempt.key});
+    let request = Request::post(format!("/v1/polls/{}/votes:batch", segment(poll)), json!({"votes": [vote]}));
+    let reply = node.send(&request).await.map_err(|failure| failure.code)?;
+    let result = &reply["results"][0];
+    match result["error"]["code"].as_str() {
+        Some(code) => Err(code.to_string()),
+        None if result.is_object() => Ok(result.clone()),
+        None => Err("INVALID_RESPONSE".to_string()),
     }
 }
 
@@ -349,6 +368,13 @@ async fn finish(
             let share = row["turnout_percent"].as_f64().unwrap_or(0.0);
             println!("{region:<8} {:>10}  {:>5}  {share:>6.1}%", number("electorate"), number("votes"));
         }
+    }
+    let errors = counters.errors.load(Ordering::Relaxed);
+    if let (0, Some(code)) = (recorded + counters.replayed.load(Ordering::Relaxed), counters.first_error.get()) {
+        let hint =
+            if code == "FORBIDDEN" { " (with --auth jwt, simulating voters needs an admin's token)" } else { "" };
+        let message = format!("no vote was recorded: {errors} requests failed, the first with {code}{hint}");
+        return Err(Failure::failed(code, message).into());
     }
     let total = results["total_votes"].as_u64().unwrap_or(0);
     // A poll this run created holds exactly its recorded votes; an existing one, at least.

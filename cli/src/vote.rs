@@ -21,9 +21,10 @@ pub struct Args {
     /// The option's text; looked up in the poll first.
     #[arg(long, value_name = "TEXT")]
     pub option: Option<String>,
-    /// Who votes (one vote per voter and poll).
+    /// Who votes (one vote per voter and poll). With `--token` the voter is the token's
+    /// subject, and this may be left out.
     #[arg(long)]
-    pub voter: String,
+    pub voter: Option<String>,
     /// Makes a retry safe: the same key returns the first reply instead of ALREADY_VOTED.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -52,7 +53,10 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         }
         (None, None) => unreachable!("clap requires --option-id or --option"),
     };
-    let body = vote_body(&option_id, &args.voter, &args.attributes)?;
+    if args.voter.is_none() && !client.has_token() {
+        return Err(Failure::usage("give --voter, or vote as a signed-in user with --token").into());
+    }
+    let body = vote_body(&option_id, args.voter.as_deref(), &args.attributes)?;
     let reply = cast(client, &args.poll_id, body, args.idempotency_key.as_deref()).await?;
     output::emit_value(settings.format, &reply, render_reply)
 }
@@ -71,8 +75,11 @@ pub async fn cast(
     client.send(&request).await
 }
 
-pub fn vote_body(option_id: &str, voter: &str, attributes: &[(String, String)]) -> Result<Value, Failure> {
-    let mut body = json!({"option_id": option_id, "voter_id": voter});
+pub fn vote_body(option_id: &str, voter: Option<&str>, attributes: &[(String, String)]) -> Result<Value, Failure> {
+    let mut body = json!({"option_id": option_id});
+    if let Some(voter) = voter {
+        body["voter_id"] = voter.into();
+    }
     if attributes.is_empty() {
         return Ok(body);
     }
@@ -138,14 +145,15 @@ mod tests {
 
     #[test]
     fn vote_body_has_attributes_only_when_given() {
-        assert_eq!(vote_body("o1", "v", &[]), Ok(json!({"option_id": "o1", "voter_id": "v"})));
+        assert_eq!(vote_body("o1", Some("v"), &[]), Ok(json!({"option_id": "o1", "voter_id": "v"})));
+        assert_eq!(vote_body("o1", None, &[]), Ok(json!({"option_id": "o1"})));
         let attributes = [("region".to_string(), "CA".to_string())];
         assert_eq!(
-            vote_body("o1", "v", &attributes),
+            vote_body("o1", Some("v"), &attributes),
             Ok(json!({"option_id": "o1", "voter_id": "v", "attributes": {"region": "CA"}}))
         );
         let twice = [attributes[0].clone(), attributes[0].clone()];
-        assert!(vote_body("o1", "v", &twice).is_err());
+        assert!(vote_body("o1", Some("v"), &twice).is_err());
     }
 
     #[test]

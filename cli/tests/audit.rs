@@ -2,68 +2,31 @@
 //! 3-node cluster, a voter keeps the receipt of a vote, and `tally audit verify` checks the
 //! chain, the receipt and a recount against the cluster's results.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use serde_json::Value;
+use std::time::Duration;
+
+use common::Demo;
 
 const PORT_BASE: u16 = 17_401;
-
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        // SIGTERM lets the demo stop its nodes; `kill` keeps this test free of unsafe code.
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-    }
-}
-
-fn endpoints() -> String {
-    (0..3).map(|i| format!("http://127.0.0.1:{}", PORT_BASE + i)).collect::<Vec<_>>().join(",")
-}
-
-/// Runs `tally --endpoints <demo> args -o json`: exit code, stdout as JSON (or null), stderr.
-fn tally(args: &[&str]) -> (i32, Value, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(args)
-        .args(["--endpoints", &endpoints(), "-o", "json"])
-        .output()
-        .expect("tally runs");
-    let stdout = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (output.status.code().unwrap_or(-1), stdout, String::from_utf8_lossy(&output.stderr).into_owned())
-}
 
 #[test]
 fn a_voter_and_an_auditor_verify_a_poll_end_to_end() {
     let data = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["demo", "--fresh", "--port-base", &PORT_BASE.to_string(), "--data-dir"])
-        .arg(data.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tally demo starts");
-    let _demo = Demo(child);
+    let demo = Demo::start(PORT_BASE, data.path(), &[]);
+    let tally = |args: &[&str]| demo.tally(args, &[]);
 
     // The demo is up once its sample poll is listed.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let poll = loop {
+    let poll = demo.wait_for("the demo's sample poll", Duration::from_secs(90), || {
         let (code, listed, _) = tally(&["poll", "list"]);
         let first = listed["polls"][0]["poll_id"].as_str().map(str::to_string);
-        match first {
-            Some(poll) if code == 0 => break poll,
-            _ if Instant::now() > deadline => panic!("the demo did not come up: {listed}"),
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    };
+        first.filter(|_| code == 0)
+    });
+    // ... and seeded once its three votes are counted.
+    demo.wait_for("the demo's seed votes", Duration::from_secs(30), || {
+        let (_, results, _) = tally(&["results", &poll]);
+        (results["total_votes"] == 3).then_some(())
+    });
 
     let (code, reply, stderr) = tally(&["vote", &poll, "--option", "Go", "--voter", "auditor-test"]);
     assert_eq!(code, 0, "{stderr}");

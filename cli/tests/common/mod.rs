@@ -1,0 +1,73 @@
+//! A real `tally demo` for the CLI's end-to-end tests, and a way to run `tally` against it.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `tally demo`; dropping it stops the demo, which stops its nodes.
+pub struct Demo {
+    child: Child,
+    port_base: u16,
+}
+
+impl Demo {
+    pub fn start(port_base: u16, data: &Path, extra: &[&str]) -> Demo {
+        let child = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(["demo", "--fresh", "--port-base", &port_base.to_string(), "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tally demo starts");
+        Demo { child, port_base }
+    }
+
+    pub fn endpoints(&self) -> String {
+        (0..3).map(|i| format!("http://127.0.0.1:{}", self.port_base + i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs `tally --endpoints <demo> args -o json` with `env` added: exit code, stdout as
+    /// JSON (or null), stderr.
+    pub fn tally(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .args(args)
+            .args(["--endpoints", &self.endpoints(), "-o", "json"])
+            .env_remove("TALLY_TOKEN")
+            .env_remove("TALLY_PASSWORD")
+            .envs(env.iter().copied())
+            .output()
+            .expect("tally runs");
+        let stdout = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        (output.status.code().unwrap_or(-1), stdout, String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+
+    /// Retries `check` until it returns `Some`, for at most `limit`.
+    pub fn wait_for<T>(&self, what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        // SIGTERM lets the demo stop its nodes; `kill` keeps these tests free of unsafe code.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
