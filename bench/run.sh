@@ -7,26 +7,10 @@
 #   CONCURRENCIES="1 8" DURATION=5s bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release
-DATA=$(mktemp -d)
 OUT=${OUT:-bench/out}
 DURATION=${DURATION:-10s}
 mkdir -p "$OUT"
-P=1=127.0.0.1:7201,2=127.0.0.1:7202,3=127.0.0.1:7203
-export TALLY_ENDPOINTS=http://127.0.0.1:7201,http://127.0.0.1:7202,http://127.0.0.1:7203
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$DATA"' EXIT
-for i in 1 2 3; do
-    $BIN/tally-node --id $i --addr 127.0.0.1:720$i --data-dir "$DATA/$i" --peers $P --cluster-secret bench \
-        > "$DATA/log$i" 2>&1 &
-done
-for _ in $(seq 1 300); do
-    ready=0
-    for i in 1 2 3; do curl -sf localhost:720$i/ready > /dev/null && ready=$((ready + 1)); done
-    [ $ready = 3 ] && break
-    sleep 0.1
-done
-metric() { curl -s "localhost:720$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
-leader() { for n in 1 2 3; do [ "$(metric $n tally_raft_is_leader)" = 1 ] && echo $n; done; }
+source bench/cluster.sh
 
 step() { # name, then tally bench flags
     local name=$1; shift

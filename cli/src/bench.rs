@@ -115,8 +115,9 @@ fn parse_mix(raw: &str) -> Result<Mix, String> {
             other => return Err(format!("unknown kind {other:?}; one of vote, batch, results")),
         }
     }
-    if mix.vote == 0 && mix.batch == 0 {
-        return Err("the mix needs some vote or batch weight".into());
+    // `results=1` alone is a read-only load, e.g. beside another bench's votes.
+    if mix.vote == 0 && mix.batch == 0 && mix.results == 0 {
+        return Err("the mix needs some weight".into());
     }
     Ok(mix)
 }
@@ -878,7 +879,8 @@ mod tests {
     #[test]
     fn mixes_parse_and_need_votes() {
         assert_eq!(parse_mix("vote=90,batch=5,results=5"), Ok(Mix { vote: 90, batch: 5, results: 5 }));
-        assert!(parse_mix("results=5").is_err());
+        assert_eq!(parse_mix("results=5"), Ok(Mix { vote: 0, batch: 0, results: 5 }));
+        assert!(parse_mix("vote=0").is_err());
         assert!(parse_mix("vote=x").is_err());
         assert!(parse_mix("poke=1").is_err());
         assert!(parse_ratio("1.5").is_err());

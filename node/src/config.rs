@@ -119,6 +119,13 @@ pub struct Config {
     #[arg(long, env = "TALLY_RATE_LIMIT_ADDR_BURST", default_value_t = 0)]
     pub rate_limit_addr_burst: u32,
 
+    /// Events a second that all of this node's results streams together may send. Past a
+    /// tenth of it in streams, each stream's interval grows from 100 ms, so that thousands
+    /// of viewers cost the node a bounded amount of work, taken from the votes' CPU.
+    #[arg(long, env = "TALLY_STREAM_EVENTS_PER_SEC", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
+    pub stream_events_per_sec: u64,
+
     /// Log filter, in tracing's EnvFilter syntax (RUST_LOG overrides it).
     #[arg(long, env = "TALLY_LOG", default_value = "info,openraft=warn,sled=warn")]
     pub log: String,

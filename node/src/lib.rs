@@ -60,6 +60,8 @@ pub struct App {
     pub streams: api::results::StreamCount,
     /// The latest results event of each streamed poll, serialised once.
     pub stream_events: api::results::EventCache,
+    /// `--stream-events-per-sec`: the fan-out budget of all streams together.
+    pub stream_event_budget: u64,
     /// `--auth jwt`'s verifier; `None` with `--auth none`.
     pub auth: Option<auth::JwtAuth>,
     pub limits: Arc<ratelimit::Limits>,
@@ -214,6 +216,7 @@ impl Node {
             advertise_addr: config.advertise_addr(),
             streams: Default::default(),
             stream_events: Default::default(),
+            stream_event_budget: config.stream_events_per_sec,
             auth: jwt,
             limits,
             requests: Default::default(),

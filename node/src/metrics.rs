@@ -33,6 +33,8 @@ pub struct Metrics {
     pub forwarded_commands_received: IntCounter,
     pub peer_rejected: IntCounter,
     pub leader_changes: IntCounter,
+    /// Events the results streams sent: the fan-out's work, bounded by the event budget.
+    pub stream_events: IntCounter,
     /// Votes per entry handed to Raft (group commit at work).
     pub entry_votes: Histogram,
     /// One durable log flush (flush + fsync).
@@ -66,6 +68,7 @@ struct Mirrored {
     snapshot_bytes: IntGauge,
     poll_actors: IntGauge,
     mailbox_depth: IntGauge,
+    results_streams: IntGauge,
     storage_bytes: IntGauge,
     poll_option_votes: IntGaugeVec,
     poll_turnout: IntGaugeVec,
@@ -135,6 +138,7 @@ impl Metrics {
             snapshot_bytes: gauge("tally_snapshot_bytes", "Size of the last snapshot built or installed"),
             poll_actors: gauge("tally_poll_actors", "Poll actors alive on this node"),
             mailbox_depth: gauge("tally_poll_actor_mailbox_depth", "Messages queued across poll actors"),
+            results_streams: gauge("tally_results_streams", "Results streams (server-sent events) open on this node"),
             storage_bytes: gauge("tally_storage_bytes", "sled's size on disk"),
             poll_option_votes: gauge_vec(
                 "tally_poll_option_votes",
@@ -163,6 +167,7 @@ impl Metrics {
             ),
             peer_rejected: counter("tally_peer_requests_rejected_total", "Peer requests without the cluster secret"),
             leader_changes: counter("tally_raft_leader_changes_total", "Times this node saw a new leader"),
+            stream_events: counter("tally_results_stream_events_total", "Events sent on results streams"),
             entry_votes: histogram(
                 "tally_proposer_entry_votes",
                 "Votes per entry this node proposed or forwarded",
@@ -247,6 +252,7 @@ impl Metrics {
         m.snapshot_bytes.set(app.node.sm.last_snapshot_bytes.load(Ordering::Relaxed) as i64);
         m.poll_actors.set(app.registry.live_actors() as i64);
         m.mailbox_depth.set(app.registry.mailbox_depth() as i64);
+        m.results_streams.set(app.streams.load(Ordering::Relaxed) as i64);
         m.storage_bytes.set(app.db.size_on_disk() as i64);
         self.mirror_polls(app);
     }

@@ -312,6 +312,13 @@ async fn a_results_stream_on_one_node_follows_votes_cast_through_another() {
         .unwrap_or_else(|_| panic!("the stream never showed all 12 votes\n{}", cluster.log_tail()));
     println!("totals seen by the stream: {totals:?}");
     assert!(totals.windows(2).all(|w| w[0] <= w[1]), "counts went backwards: {totals:?}");
+    // The node counts its open stream and every event it sent (what the dashboard shows).
+    let metrics = cluster.http.get(format!("{}/metrics", cluster.url(1))).send().await.unwrap().text().await.unwrap();
+    let metric = |name: &str| {
+        metrics.lines().find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(-1.0)
+    };
+    assert_eq!(metric("tally_results_streams "), 1.0, "{metrics}");
+    assert!(metric("tally_results_stream_events_total ") >= totals.len() as f64, "{metrics}");
     // An unknown poll is a 404 in the contract's shape, not an empty stream.
     let missing = cluster.http.get(format!("{}/v1/polls/nope/results/stream", cluster.url(0))).send().await.unwrap();
     assert_eq!(missing.status(), 404);

@@ -184,16 +184,14 @@ fn check_visible(app: &App, live: &LiveResults, identity: &Identity) -> ApiResul
 pub const STREAMS_MAX: usize = 10_000;
 /// At most one event per stream in this window: changes in between coalesce (API.md).
 const STREAM_EVENT_INTERVAL: Duration = Duration::from_millis(100);
-/// Events a second that all of a node's streams together may send. Past
-/// `STREAM_EVENT_BUDGET / 10` streams, each stream's interval grows with their number
-/// (1,000 streams: 500 ms; 10,000: 5 s), so that fan-out to many viewers costs the node a
-/// bounded amount of work however many there are, and votes keep their share of the CPU.
-/// Every event says how fresh it is (`applied_index`, `as_of`).
-const STREAM_EVENT_BUDGET: u64 = 2_000;
-
-/// The pause between two events of one stream while `streams` are open on this node.
-fn stream_interval(streams: usize) -> Duration {
-    let spread = Duration::from_secs(1).mul_f64(streams as f64 / STREAM_EVENT_BUDGET as f64);
+/// The pause between two events of one stream while `streams` are open on this node and
+/// all of them together may send `budget` events a second (`--stream-events-per-sec`).
+/// Past `budget / 10` streams each stream's interval grows with their number (budget
+/// 1,000: 1 s at 1,000 streams, 10 s at 10,000), so that fan-out to many viewers costs the
+/// node a bounded amount of work however many there are, and votes keep their share of
+/// the CPU. Every event says how fresh it is (`applied_index`, `as_of`).
+fn stream_interval(streams: usize, budget: u64) -> Duration {
+    let spread = Duration::from_secs(1).mul_f64(streams as f64 / budget.max(1) as f64);
     spread.max(STREAM_EVENT_INTERVAL)
 }
 
@@ -280,7 +278,7 @@ pub async fn stream(
         let json: Arc<str> = match s.first.take() {
             Some(first) => serde_json::to_string(&body(&app, &first, "eventual")).unwrap_or_default().into(),
             None => {
-                let interval = stream_interval(app.streams.load(Ordering::Relaxed));
+                let interval = stream_interval(app.streams.load(Ordering::Relaxed), app.stream_event_budget);
                 tokio::time::sleep_until(s.last_sent + interval).await;
                 // An error means the actor is gone: the node is shutting down.
                 s.feed.changed().await.ok()?;
@@ -289,6 +287,7 @@ pub async fn stream(
             }
         };
         s.last_sent = tokio::time::Instant::now();
+        app.metrics.stream_events.inc();
         Some((Ok(Event::default().event("results").data(&*json)), s))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
@@ -298,14 +297,17 @@ pub async fn stream(
 mod tests {
     #[test]
     fn stream_intervals_keep_a_node_within_its_event_budget() {
-        use super::{stream_interval, STREAM_EVENT_BUDGET};
+        use super::stream_interval;
         use std::time::Duration;
-        assert_eq!(stream_interval(1), Duration::from_millis(100));
-        assert_eq!(stream_interval(200), Duration::from_millis(100));
-        assert_eq!(stream_interval(1_000), Duration::from_millis(500));
-        for streams in [1usize, 150, 1_000, 10_000] {
-            let per_second = streams as f64 / stream_interval(streams).as_secs_f64();
-            assert!(per_second <= STREAM_EVENT_BUDGET as f64 + 1e-6, "{streams} streams: {per_second}/s");
+        assert_eq!(stream_interval(1, 1_000), Duration::from_millis(100));
+        assert_eq!(stream_interval(100, 1_000), Duration::from_millis(100));
+        assert_eq!(stream_interval(1_000, 1_000), Duration::from_secs(1));
+        assert_eq!(stream_interval(1_000, 2_000), Duration::from_millis(500));
+        for budget in [10, 1_000, 2_000] {
+            for streams in [1usize, 150, 1_000, 10_000] {
+                let per_second = streams as f64 / stream_interval(streams, budget).as_secs_f64();
+                assert!(per_second <= budget as f64 + 1e-6, "{streams} streams, budget {budget}: {per_second}/s");
+            }
         }
     }
 
