@@ -98,6 +98,10 @@ impl Request {
         Self::new(Method::PATCH, path, Some(body))
     }
 
+    pub fn put(path: impl Into<String>, body: Value) -> Self {
+        Self::new(Method::PUT, path, Some(body))
+    }
+
     pub fn delete(path: impl Into<String>) -> Self {
         Self::new(Method::DELETE, path, None)
     }

@@ -7,7 +7,7 @@ use std::io::BufRead;
 
 use serde_json::{json, Value};
 
-use crate::client::Request;
+use crate::client::{segment, Request};
 use crate::exit::Failure;
 use crate::output::{self, render_fields};
 use crate::Settings;
@@ -18,6 +18,27 @@ pub enum Command {
     Create(Args),
     /// Log in; prints the access token (use it as --token or TALLY_TOKEN).
     Login(Args),
+    /// Change a password with --token: your own (prints a new token, since the change
+    /// revokes every earlier one), or with --reset, as an admin, anyone's.
+    Password(PasswordArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PasswordArgs {
+    pub username: String,
+    /// As an admin: set the password without knowing the current one.
+    #[arg(long)]
+    pub reset: bool,
+    /// Read the passwords from standard input: the current one, then the new one, a line
+    /// each (only the new one with --reset).
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The current password, from the environment only.
+    #[arg(long = "password-env", env = "TALLY_PASSWORD", hide = true, hide_env_values = true)]
+    pub password: Option<String>,
+    /// The new password, from the environment only.
+    #[arg(long = "new-password-env", env = "TALLY_NEW_PASSWORD", hide = true, hide_env_values = true)]
+    pub new_password: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -31,30 +52,76 @@ pub struct Args {
     pub password: Option<String>,
 }
 
+fn stdin_line() -> Result<String, Failure> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::usage(format!("reading stdin: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
 fn password(args: &Args) -> Result<String, Failure> {
     if args.password_stdin {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::usage(format!("reading stdin: {e}")))?;
-        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+        return stdin_line();
     }
     args.password.clone().ok_or_else(|| Failure::usage("give the password with --password-stdin or TALLY_PASSWORD"))
 }
 
-pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
-    let (path, args) = match &command {
-        Command::Create(args) => ("/v1/users", args),
-        Command::Login(args) => ("/v1/auth/token", args),
-    };
-    let body = json!({"username": args.username, "password": password(args)?});
-    let reply = settings.client.send(&Request::post(path, body)).await?;
-    match command {
-        Command::Create(_) => output::emit_value(settings.format, &reply, |reply| {
+/// The current password (none with `--reset`) and the new one.
+fn password_change(args: &PasswordArgs) -> Result<(Option<String>, String), Failure> {
+    if args.password_stdin {
+        let current = if args.reset { None } else { Some(stdin_line()?) };
+        return Ok((current, stdin_line()?));
+    }
+    let new = args.new_password.clone().ok_or_else(|| {
+        Failure::usage(
+            "give the new password with --password-stdin or TALLY_NEW_PASSWORD (and the current one in TALLY_PASSWORD)",
+        )
+    })?;
+    match (args.reset, args.password.clone()) {
+        (true, _) => Ok((None, new)),
+        (false, Some(current)) => Ok((Some(current), new)),
+        (false, None) => Err(Failure::usage("give the current password in TALLY_PASSWORD, or --reset as an admin")),
+    }
+}
+
+async fn change_password(args: PasswordArgs, settings: &Settings) -> anyhow::Result<()> {
+    let (current, new) = password_change(&args)?;
+    let path = format!("/v1/users/{}/password", segment(&args.username));
+    let body = json!({"current_password": current, "new_password": new});
+    let reply = settings.client.send(&Request::put(path, body)).await?;
+    if args.reset {
+        return output::emit_value(settings.format, &reply, |reply| {
             let text = |key: &str| reply.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-            render_fields(&[("created", text("username")), ("at", text("created_at"))])
-        }),
-        // The token alone, so that `export TALLY_TOKEN=$(tally user login …)` works.
-        Command::Login(_) => output::emit_value(settings.format, &reply, |reply| {
-            reply.get("access_token").and_then(Value::as_str).unwrap_or_default().to_string()
-        }),
+            render_fields(&[("password reset", text("username")), ("at", text("changed_at"))])
+        });
+    }
+    // The change revoked the token that made it: log in again with the new password.
+    let login = json!({"username": args.username, "password": new});
+    let reply = settings.client.send(&Request::post("/v1/auth/token", login)).await?;
+    emit_token(settings, &reply)
+}
+
+fn emit_token(settings: &Settings, reply: &Value) -> anyhow::Result<()> {
+    // The token alone, so that `export TALLY_TOKEN=$(tally user login …)` works.
+    output::emit_value(settings.format, reply, |reply| {
+        reply.get("access_token").and_then(Value::as_str).unwrap_or_default().to_string()
+    })
+}
+
+pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Create(args) => {
+            let body = json!({"username": args.username, "password": password(&args)?});
+            let reply = settings.client.send(&Request::post("/v1/users", body)).await?;
+            output::emit_value(settings.format, &reply, |reply| {
+                let text = |key: &str| reply.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+                render_fields(&[("created", text("username")), ("at", text("created_at"))])
+            })
+        }
+        Command::Login(args) => {
+            let body = json!({"username": args.username, "password": password(&args)?});
+            let reply = settings.client.send(&Request::post("/v1/auth/token", body)).await?;
+            emit_token(settings, &reply)
+        }
+        Command::Password(args) => change_password(args, settings).await,
     }
 }

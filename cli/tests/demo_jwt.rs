@@ -61,6 +61,29 @@ fn a_jwt_demo_takes_accounts_tokens_and_front_end_ingestion() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("FORBIDDEN"), "{stderr}");
 
+    // dana changes her password: her old token stops working, the printed one works.
+    let change = [
+        ("TALLY_TOKEN", dana.as_str()),
+        ("TALLY_PASSWORD", "dana's long secret"),
+        ("TALLY_NEW_PASSWORD", "dana's newer secret"),
+    ];
+    let (code, token, stderr) = demo.tally(&["user", "password", "dana"], &change);
+    assert_eq!(code, 0, "{stderr}");
+    let renewed = token["access_token"].as_str().expect("a new token").to_string();
+    let (code, _, stderr) = as_dana(&["poll", "list"]);
+    assert_eq!(code, 1, "the old token still works: {stderr}");
+    assert!(stderr.contains("revoked"), "{stderr}");
+    let (code, _, stderr) = demo.tally(&["poll", "list"], &[("TALLY_TOKEN", renewed.as_str())]);
+    assert_eq!(code, 0, "{stderr}");
+    // The admin resets it without knowing it.
+    let reset = [("TALLY_TOKEN", admin.as_str()), ("TALLY_NEW_PASSWORD", "set by the admin")];
+    let (code, _, stderr) = demo.tally(&["user", "password", "dana", "--reset"], &reset);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, token, stderr) = login("dana", "set by the admin");
+    assert_eq!(code, 0, "{stderr}");
+    let dana = token["access_token"].as_str().expect("a token").to_string();
+    let as_dana = |args: &[&str]| demo.tally(args, &[("TALLY_TOKEN", dana.as_str())]);
+
     // The admin simulates an election as a trusted front end (votes:batch) and audits.
     let (code, sim, stderr) =
         as_admin(&["simulate", "--voters", "200", "--duration", "2s", "--connections", "8", "--seed", "5"]);

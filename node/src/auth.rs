@@ -74,6 +74,25 @@ pub struct Claims {
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Built-in accounts' tokens: [`password_fingerprint`] of the hash they were issued
+    /// under. A password change makes it stale, which revokes the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwh: Option<String>,
+}
+
+/// A token that passed the signature and expiry checks.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub identity: Identity,
+    /// The `pwh` claim, checked against the account by [`authenticate`].
+    pub password_fingerprint: Option<String>,
+}
+
+/// 16 hex digits of SHA-256 over a stored password hash: enough to tell a changed password,
+/// and it reveals nothing the salted argon2 hash does not.
+pub fn password_fingerprint(password_hash: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(password_hash.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `--auth jwt`'s keys and settings.
@@ -120,7 +139,7 @@ impl JwtAuth {
     }
 
     /// Verifies a bearer token: signature, algorithm, `exp`.
-    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+    pub fn verify(&self, token: &str) -> Result<Verified, ApiError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("the token is malformed"))?;
         let key = match header.alg {
             Algorithm::HS256 => self.secret.as_ref().map(|(decoding, _)| decoding),
@@ -139,17 +158,20 @@ impl JwtAuth {
         if claims.sub.is_empty() || claims.sub.len() > tally_raft::limits::VOTER_ID_BYTES_MAX {
             return Err(unauthenticated("the token's subject is empty or too long"));
         }
-        Ok(Identity::User { admin: claims.role.as_deref() == Some("admin"), subject: claims.sub })
+        let identity = Identity::User { admin: claims.role.as_deref() == Some("admin"), subject: claims.sub };
+        Ok(Verified { identity, password_fingerprint: claims.pwh })
     }
 
-    /// A token for a built-in account, if this node has the secret to sign one.
-    pub fn issue(&self, username: &str, now_secs: u64) -> Option<String> {
+    /// A token for a built-in account whose stored password hash is `password_hash`, if
+    /// this node has the secret to sign one.
+    pub fn issue(&self, username: &str, password_hash: &str, now_secs: u64) -> Option<String> {
         let (_, encoding) = self.secret.as_ref()?;
         let claims = Claims {
             sub: username.to_string(),
             exp: now_secs + self.token_ttl.as_secs(),
             iat: Some(now_secs),
             role: self.admins.contains(username).then(|| "admin".to_string()),
+            pwh: Some(password_fingerprint(password_hash)),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding).ok()
     }
@@ -181,7 +203,11 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, nex
             let Some(token) = bearer else {
                 return with_challenge(unauthenticated("this route needs Authorization: Bearer <token>"));
             };
-            match jwt.verify(token.trim()) {
+            let checked = match jwt.verify(token.trim()) {
+                Ok(verified) => check_not_revoked(&app, verified).await,
+                Err(error) => Err(error),
+            };
+            match checked {
                 Ok(identity) => identity,
                 Err(error) => return with_challenge(error),
             }
@@ -189,6 +215,30 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, nex
     };
     request.extensions_mut().insert(identity);
     next.run(request).await
+}
+
+/// A built-in account's token holds only while the account's password is the one it was
+/// issued under. A node that has not yet applied the account's creation or its latest
+/// password change learns them through a linearizable barrier before refusing.
+async fn check_not_revoked(app: &App, verified: Verified) -> Result<Identity, ApiError> {
+    let (identity, fingerprint) = match verified {
+        Verified { identity, password_fingerprint: Some(fingerprint) } => (identity, fingerprint),
+        Verified { identity, password_fingerprint: None } => return Ok(identity),
+    };
+    let subject = identity.subject().unwrap_or_default();
+    let current = |app: &App| {
+        let applied = app.node.sm.read();
+        applied.state.users.get(subject).map(|user| password_fingerprint(&user.password_hash))
+    };
+    if current(app).as_deref() == Some(fingerprint.as_str()) {
+        return Ok(identity);
+    }
+    app.node.linearizable_barrier().await?;
+    match current(app) {
+        Some(now) if now == fingerprint => Ok(identity),
+        Some(_) => Err(unauthenticated("the token was revoked: the account's password has changed since")),
+        None => Err(unauthenticated("the token's account does not exist")),
+    }
 }
 
 /// Browsers' EventSource cannot send headers, so the results stream alone also takes the
@@ -226,19 +276,29 @@ mod tests {
     #[test]
     fn issued_tokens_verify_and_carry_the_admin_role() {
         let auth = jwt();
-        let token = auth.issue("alice", now()).unwrap();
-        assert_eq!(auth.verify(&token).unwrap(), Identity::User { subject: "alice".into(), admin: false });
-        let root = auth.issue("root", now()).unwrap();
-        assert_eq!(auth.verify(&root).unwrap(), Identity::User { subject: "root".into(), admin: true });
+        let token = auth.issue("alice", "stored-hash", now()).unwrap();
+        assert_eq!(auth.verify(&token).unwrap().identity, Identity::User { subject: "alice".into(), admin: false });
+        let verified = auth.verify(&token).unwrap();
+        assert_eq!(verified.password_fingerprint, Some(password_fingerprint("stored-hash")));
+        let root = auth.issue("root", "stored-hash", now()).unwrap();
+        assert_eq!(auth.verify(&root).unwrap().identity, Identity::User { subject: "root".into(), admin: true });
+    }
+
+    #[test]
+    fn a_changed_password_hash_has_another_fingerprint() {
+        let first = password_fingerprint("$argon2id$v=19$m=19456,t=2,p=1$salt1$hash1");
+        assert_eq!(first.len(), 16);
+        assert_eq!(first, password_fingerprint("$argon2id$v=19$m=19456,t=2,p=1$salt1$hash1"));
+        assert_ne!(first, password_fingerprint("$argon2id$v=19$m=19456,t=2,p=1$salt2$hash2"));
     }
 
     #[test]
     fn expired_forged_and_foreign_tokens_are_refused() {
         let auth = jwt();
-        let expired = auth.issue("alice", now() - 3600).unwrap();
+        let expired = auth.issue("alice", "stored-hash", now() - 3600).unwrap();
         assert_eq!(auth.verify(&expired).unwrap_err().message, "the token has expired");
         let other = JwtAuth::new(Some(&"x".repeat(32)), None, BTreeSet::new(), Duration::from_secs(60)).unwrap();
-        let forged = other.issue("alice", now()).unwrap();
+        let forged = other.issue("alice", "stored-hash", now()).unwrap();
         assert_eq!(auth.verify(&forged).unwrap_err().code, "UNAUTHENTICATED");
         assert_eq!(auth.verify("not.a.token").unwrap_err().code, "UNAUTHENTICATED");
         // A token without exp is refused even with a good signature.
@@ -265,16 +325,16 @@ mod tests {
     fn rs256_tokens_of_the_configured_key_verify_and_others_do_not() {
         let (private, public) = rsa_pair();
         let auth = JwtAuth::new(None, Some(&public), BTreeSet::new(), Duration::from_secs(60)).unwrap();
-        let claims = Claims { sub: "erin".into(), exp: now() + 60, iat: None, role: Some("admin".into()) };
+        let claims = Claims { sub: "erin".into(), exp: now() + 60, iat: None, role: Some("admin".into()), pwh: None };
         let key = EncodingKey::from_rsa_pem(&private).unwrap();
         let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
-        assert_eq!(auth.verify(&token).unwrap(), Identity::User { subject: "erin".into(), admin: true });
+        assert_eq!(auth.verify(&token).unwrap().identity, Identity::User { subject: "erin".into(), admin: true });
         // Without a secret, HS256 tokens are refused rather than checked against nothing.
         let hs = JwtAuth::new(Some(SECRET), None, BTreeSet::new(), Duration::from_secs(60)).unwrap();
-        let forged = hs.issue("erin", now()).unwrap();
+        let forged = hs.issue("erin", "stored-hash", now()).unwrap();
         assert_eq!(auth.verify(&forged).unwrap_err().code, "UNAUTHENTICATED");
         // And this node cannot sign tokens for built-in accounts.
-        assert!(auth.issue("erin", now()).is_none());
+        assert!(auth.issue("erin", "stored-hash", now()).is_none());
     }
 
     #[test]

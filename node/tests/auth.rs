@@ -171,6 +171,46 @@ async fn jwt_mode_end_to_end() {
     )
     .unwrap();
     assert_eq!(api.call(2, "GET", "/v1/polls", Some(&stranger), None).await.0, StatusCode::UNAUTHORIZED);
+
+    // Passwords: users change their own (proving the current one), an admin resets
+    // anyone's, nobody else may; a change revokes the account's earlier tokens everywhere.
+    let change = |current: Option<&str>, new: &str| Some(json!({"current_password": current, "new_password": new}));
+    let carols = "/v1/users/carol/password";
+    let (status, body) = api.call(0, "PUT", carols, Some(&bob), change(None, "bob-owns-carol")).await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    let (status, body) = api.call(0, "PUT", carols, Some(&carol), change(None, "carol-new-password")).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"));
+    let (status, body) =
+        api.call(0, "PUT", carols, Some(&carol), change(Some("wrong-guess"), "carol-new-password")).await;
+    assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"));
+    assert_eq!(
+        api.call(2, "GET", "/v1/polls", Some(&carol), None).await.0,
+        StatusCode::OK,
+        "a failed change revokes nothing"
+    );
+    let (status, body) =
+        api.call(0, "PUT", carols, Some(&carol), change(Some("carol-password"), "carol-new-password")).await;
+    assert_eq!((status, body["username"].as_str()), (StatusCode::OK, Some("carol")), "{body}");
+    for node in 0..3 {
+        let (status, body) = api.call(node, "GET", "/v1/polls", Some(&carol), None).await;
+        assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"), "node {node}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("revoked"), "{body}");
+    }
+    let login = |password: &str| Some(json!({"username": "carol", "password": password}));
+    assert_eq!(api.call(1, "POST", "/v1/auth/token", None, login("carol-password")).await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = api.call(2, "POST", "/v1/auth/token", None, login("carol-new-password")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let carol = body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(api.call(1, "GET", "/v1/polls", Some(&carol), None).await.0, StatusCode::OK);
+    // An admin resets a lost or compromised account without its password.
+    let (status, body) = api.call(1, "PUT", "/v1/users/bob/password", Some(&root), change(None, "reset-by-root")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(api.call(2, "GET", "/v1/polls", Some(&bob), None).await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) =
+        api.call(0, "PUT", "/v1/users/nobody/password", Some(&root), change(None, "whatever-pass")).await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+    // An outside provider's tokens carry no password fingerprint and are not affected.
+    assert_eq!(api.call(0, "GET", "/v1/polls", Some(&dave), None).await.0, StatusCode::OK);
 }
 
 /// Over a limit: 429 RATE_LIMITED with Retry-After; health and cluster routes never are.

@@ -201,6 +201,12 @@ pub enum Command {
         username: String,
         password_hash: String,
     },
+    /// A new password hash for an existing account. Tokens carry a fingerprint of the hash
+    /// they were issued under, so this also revokes every token issued before it.
+    SetPassword {
+        username: String,
+        password_hash: String,
+    },
 }
 
 /// A built-in account as the state machine holds it.
@@ -217,6 +223,7 @@ impl fmt::Display for Request {
             Command::UpdatePoll { poll_id, .. } => write!(f, "UpdatePoll({poll_id})"),
             Command::CastVotes(votes) => write!(f, "CastVotes({})", votes.len()),
             Command::CreateUser { username, .. } => write!(f, "CreateUser({username})"),
+            Command::SetPassword { username, .. } => write!(f, "SetPassword({username})"),
         }
     }
 }

@@ -321,6 +321,9 @@ impl State {
             Command::CreateUser { username, password_hash } => {
                 Response::User(self.create_user(username, password_hash, now_ms, touched))
             }
+            Command::SetPassword { username, password_hash } => {
+                Response::User(self.set_password(username, password_hash, now_ms, touched))
+            }
         };
         self.hash = chain_hash(&self.hash, index, request, &response);
         response
@@ -377,6 +380,20 @@ impl State {
         }
         let record = UserRecord { password_hash: password_hash.to_string(), created_at_ms: now_ms };
         self.users.insert(username.to_string(), record);
+        touched.users.insert(username.to_string());
+        Ok(now_ms)
+    }
+
+    /// `Ok(now)`, or `Err(())` for an account that does not exist.
+    fn set_password(
+        &mut self,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+        touched: &mut Touched,
+    ) -> Result<i64, ()> {
+        let user = self.users.get_mut(username).ok_or(())?;
+        user.password_hash = password_hash.to_string();
         touched.users.insert(username.to_string());
         Ok(now_ms)
     }

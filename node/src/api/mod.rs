@@ -17,7 +17,7 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use utoipa::OpenApi;
 
@@ -46,6 +46,7 @@ const BATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
         audit::receipt,
         users::register,
         users::token,
+        users::change_password,
         cluster::status,
         cluster::init,
         cluster::add_member,
@@ -70,6 +71,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/polls/{poll_id}/receipts/{vote_id}", get(audit::receipt))
         .route("/v1/users", post(users::register))
         .route("/v1/auth/token", post(users::token))
+        .route("/v1/users/{username}/password", put(users::change_password))
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/init", post(cluster::init))
         .route("/v1/cluster/members", post(cluster::add_member))

@@ -1,22 +1,23 @@
 //! Built-in accounts, for deployments without an identity provider: `POST /v1/users`
-//! (register) and `POST /v1/auth/token` (log in). Users live in the replicated state
-//! machine; only an argon2 hash of the password ever enters the log.
+//! (register), `POST /v1/auth/token` (log in) and `PUT /v1/users/{username}/password`
+//! (change it, or an admin's reset; either revokes the account's earlier tokens). Users
+//! live in the replicated state machine; only an argon2 hash of a password enters the log.
 
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use tally_raft::model::{Command, Response};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
-use crate::auth::{unauthenticated, JwtAuth};
+use crate::auth::{unauthenticated, Identity, JwtAuth};
 use crate::clock::format_ms;
 use crate::App;
 
@@ -37,6 +38,27 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
     }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PasswordChange {
+    /// The password now: needed when users change their own (an admin resetting another
+    /// account's password leaves it out).
+    #[serde(default)]
+    pub current_password: Option<String>,
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordChange").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordChanged {
+    pub username: String,
+    pub changed_at: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,10 +86,43 @@ fn check_credentials(credentials: &Credentials) -> ApiResult<()> {
     if !name_ok {
         return Err(ApiError::invalid(format!("username must be 1 to {USERNAME_BYTES_MAX} of [A-Za-z0-9_.-@]")));
     }
-    if !(PASSWORD_BYTES_MIN..=PASSWORD_BYTES_MAX).contains(&credentials.password.len()) {
+    check_password(&credentials.password)
+}
+
+fn check_password(password: &str) -> ApiResult<()> {
+    if !(PASSWORD_BYTES_MIN..=PASSWORD_BYTES_MAX).contains(&password.len()) {
         return Err(ApiError::invalid(format!("password must be {PASSWORD_BYTES_MIN} to {PASSWORD_BYTES_MAX} bytes")));
     }
     Ok(())
+}
+
+/// An argon2id hash with a fresh random salt.
+async fn hash_password(app: &App, password: String) -> ApiResult<String> {
+    password_work(app, move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await?
+    .map_err(|e| ApiError::internal(format!("cannot hash the password: {e}")))
+}
+
+async fn password_matches(app: &App, password: String, hash: String) -> ApiResult<bool> {
+    password_work(app, move || {
+        PasswordHash::new(&hash)
+            .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    })
+    .await
+}
+
+/// The account's stored hash. An account made or changed through another node may not be
+/// applied here yet, so a miss is asked again after a linearizable barrier.
+async fn stored_hash(app: &App, username: &str) -> ApiResult<Option<String>> {
+    let stored = |app: &App| app.node.sm.read().state.users.get(username).map(|u| u.password_hash.clone());
+    if let Some(hash) = stored(app) {
+        return Ok(Some(hash));
+    }
+    app.node.linearizable_barrier().await?;
+    Ok(stored(app))
 }
 
 /// Runs argon2 off the async threads, a few at a time.
@@ -91,12 +146,7 @@ pub async fn register(
     jwt(&app)?;
     check_credentials(&credentials)?;
     let Credentials { username, password } = credentials;
-    let password_hash = password_work(&app, move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await?
-    .map_err(|e| ApiError::internal(format!("cannot hash the password: {e}")))?;
+    let password_hash = hash_password(&app, password).await?;
     let command = Command::CreateUser { username: username.clone(), password_hash };
     match app.node.propose(command).await?.response {
         Response::User(Ok(created_at_ms)) => {
@@ -116,29 +166,64 @@ pub async fn token(
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> ApiResult<Json<TokenBody>> {
     let jwt = jwt(&app)?;
-    let stored = |app: &App| app.node.sm.read().state.users.get(&credentials.username).map(|u| u.password_hash.clone());
-    // An account made through another node may not be applied here yet.
-    let hash = match stored(&app) {
-        Some(hash) => Some(hash),
-        None => {
-            app.node.linearizable_barrier().await?;
-            stored(&app)
-        }
-    };
     let wrong = || unauthenticated("wrong username or password");
-    let hash = hash.ok_or_else(wrong)?;
-    let password = credentials.password.clone();
-    let matches = password_work(&app, move || {
-        PasswordHash::new(&hash)
-            .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-    })
-    .await?;
-    if !matches {
-        return Err(wrong());
+    let mut hash = stored_hash(&app, &credentials.username).await?.ok_or_else(wrong)?;
+    if !password_matches(&app, credentials.password.clone(), hash.clone()).await? {
+        // A password changed through another node may not be applied here yet; hashing
+        // again only when the stored hash did change keeps wrong guesses at one hash each.
+        app.node.linearizable_barrier().await?;
+        let fresh = app.node.sm.read().state.users.get(&credentials.username).map(|u| u.password_hash.clone());
+        match fresh {
+            Some(fresh)
+                if fresh != hash && password_matches(&app, credentials.password.clone(), fresh.clone()).await? =>
+            {
+                hash = fresh;
+            }
+            _ => return Err(wrong()),
+        }
     }
     let now_secs = u64::try_from(app.node.clock.now_ms() / 1000).unwrap_or(0);
-    let access_token = jwt.issue(&credentials.username, now_secs).ok_or_else(|| {
+    let access_token = jwt.issue(&credentials.username, &hash, now_secs).ok_or_else(|| {
         ApiError::not_found("this node verifies outside tokens only (--jwt-public-key); it has no --jwt-secret to sign")
     })?;
     Ok(Json(TokenBody { access_token, token_type: "Bearer", expires_in: jwt.token_ttl.as_secs() }))
+}
+
+#[utoipa::path(put, path = "/v1/users/{username}/password", request_body = PasswordChange,
+    params(("username" = String, Path)),
+    responses((status = 200, body = PasswordChanged),
+              (status = 401, description = "UNAUTHENTICATED: no token, or a wrong current password"),
+              (status = 403, description = "FORBIDDEN: another user's account, and the caller is no admin"),
+              (status = 404, description = "NOT_FOUND: no such account")))]
+pub async fn change_password(
+    State(app): State<Arc<App>>,
+    Path(username): Path<String>,
+    Extension(identity): Extension<Identity>,
+    ApiJson(change): ApiJson<PasswordChange>,
+) -> ApiResult<Json<PasswordChanged>> {
+    jwt(&app)?;
+    let own = identity.subject() == Some(username.as_str());
+    if !own {
+        identity.require_admin().map_err(|_| ApiError::forbidden("only the account's user or an admin may do this"))?;
+    }
+    check_password(&change.new_password)?;
+    let missing = || ApiError::not_found(format!("there is no account {username}"));
+    let stored = stored_hash(&app, &username).await?.ok_or_else(missing)?;
+    // A token alone must not be enough to take over an account: its user proves the
+    // password too. An admin resetting a lost or compromised account cannot.
+    if own {
+        let current = change.current_password.ok_or_else(|| ApiError::invalid("current_password is required"))?;
+        if !password_matches(&app, current, stored).await? {
+            return Err(unauthenticated("the current password is wrong"));
+        }
+    }
+    let password_hash = hash_password(&app, change.new_password).await?;
+    let command = Command::SetPassword { username: username.clone(), password_hash };
+    match app.node.propose(command).await?.response {
+        Response::User(Ok(changed_at_ms)) => {
+            Ok(Json(PasswordChanged { username, changed_at: format_ms(changed_at_ms) }))
+        }
+        Response::User(Err(())) => Err(missing()),
+        other => Err(ApiError::internal(format!("unexpected state machine answer {other:?}"))),
+    }
 }

@@ -380,6 +380,18 @@ fn usernames_are_unique_and_a_retried_create_answers_as_the_first_time() {
 }
 
 #[test]
+fn a_password_changes_only_for_an_existing_account() {
+    let create = Command::CreateUser { username: "alice".into(), password_hash: "h1".into() };
+    let set = |name: &str| Command::SetPassword { username: name.into(), password_hash: "h2".into() };
+    let log = vec![request(10, create), request(11, set("alice")), request(12, set("bob"))];
+    let (state, responses) = apply_all(&log);
+    assert_eq!(responses[1..], [Response::User(Ok(11)), Response::User(Err(()))]);
+    assert_eq!(state.users["alice"].password_hash, "h2");
+    assert_eq!(state.users["alice"].created_at_ms, 10, "the account keeps its creation time");
+    assert!(!state.users.contains_key("bob"), "a password change creates no account");
+}
+
+#[test]
 fn a_breakdown_attribute_takes_a_bounded_number_of_distinct_values() {
     use crate::limits::ATTRIBUTE_VALUES_MAX;
     let mut log = vec![request(10, Command::CreatePoll(spec_by_region("p", 2, false)))];
