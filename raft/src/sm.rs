@@ -273,6 +273,16 @@ pub fn judge_vote(poll: &PollState, intent: &VoteIntent, now_ms: i64) -> Judgeme
     }
 }
 
+impl PollState {
+    /// Whether `voter`'s request with `key` made their current vote or one it replaced:
+    /// a retry of it is answered from the state, whatever the rate limits.
+    pub fn decided_request(&self, voter: &VoterId, key: &str) -> bool {
+        self.votes.get(voter).is_some_and(|record| {
+            record.idempotency_key == key || record.history.iter().any(|past| past.idempotency_key == key)
+        })
+    }
+}
+
 /// The original answer to the request with `key`, if it made the current vote or one it
 /// replaced.
 fn replay(poll: &Poll, record: &VoteRecord, key: &str) -> Option<VoteOutcome> {

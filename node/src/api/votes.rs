@@ -176,9 +176,17 @@ pub async fn cast(
         }
     };
     let voter_id = voter_of(&identity, request.voter_id.clone())?;
-    if let Err(limited) = app.limits.check_voter(&identity, voter_id.as_str()) {
-        app.metrics.votes_rejected.with_label_values(&["rate_limited"]).inc();
-        return Err(limited);
+    // A retry of a decided request only reads its answer from the state, so a voter over the
+    // limit still learns whether the vote counted.
+    let retry = key.as_deref().is_some_and(|key| {
+        let applied = app.node.sm.read();
+        applied.state.polls.get(&poll.poll_id).is_some_and(|state| state.decided_request(&voter_id, key))
+    });
+    if !retry {
+        if let Err(limited) = app.limits.check_voter(&identity, voter_id.as_str()) {
+            app.metrics.votes_rejected.with_label_values(&["rate_limited"]).inc();
+            return Err(limited);
+        }
     }
     let intent = intent(&app, &poll, voter_id, request, key)?;
     if prefers_async(&headers) {
