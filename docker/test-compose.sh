@@ -11,7 +11,9 @@
 #   others must keep recording votes (same Idempotency-Key retried on 503/504 until a
 #   deadline) and the isolated one must answer 503 or 504, never 200; reconnected with its
 #   alias; all three must reach the same applied_index and state_hash and count exactly the
-#   acknowledged votes (a 503 is not recorded; a 504 is resolved by retrying its key).
+#   acknowledged votes (a 503 is not recorded; a 504 is resolved by retrying its key); then
+#   the demo profile's `simulator` service (the `tally` CLI staged beside the node binary)
+#   runs a short simulated election on the same network, which must count exactly.
 # Prints PASS/FAIL lines and ends with `docker-compose: 1 passed, 0 failed` (or 0 passed,
 # 1 failed; exit 1). Always removes its containers, network and volumes. Every wait has a
 # deadline and a watchdog bounds the whole run (TALLY_CI_BUDGET seconds, default 300).
@@ -31,6 +33,7 @@ export TALLY_NODE1_PORT=${TALLY_NODE1_PORT:-7001} TALLY_NODE2_PORT=${TALLY_NODE2
     TALLY_NODE3_PORT=${TALLY_NODE3_PORT:-7003}
 PORTS=("" "$TALLY_NODE1_PORT" "$TALLY_NODE2_PORT" "$TALLY_NODE3_PORT")
 STAGED=docker/stage/tally-node
+STAGED_CLI=docker/stage/tally
 TMP=$(mktemp -d)
 T0=$SECONDS
 
@@ -62,7 +65,7 @@ finish() {
               docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT"; } 2>/dev/null | wc -l)
     if [ "$left" -eq 0 ]; then pass "teardown: no container, network or volume of project $PROJECT left"
     else fail "teardown: $left containers/networks/volumes of project $PROJECT left"; fi
-    rm -f "$STAGED"
+    rm -f "$STAGED" "$STAGED_CLI"
     rm -rf "$TMP"
     echo "took $((SECONDS - T0))s"
     if [ "$FAILED" -eq 0 ]; then echo "docker-compose: 1 passed, 0 failed"; exit 0
@@ -138,6 +141,8 @@ note "base image ready in $((SECONDS - t))s"
 
 t=$SECONDS
 cp "$BINARY" "$STAGED"
+CLI="$(dirname "$BINARY")/tally"
+[ -x "$CLI" ] && cp "$CLI" "$STAGED_CLI"
 # Only node1 has to build: the three services share the image name. The legacy builder
 # (Compose 1) stops at the `prebuilt` stage, before the Dockerfile's rust image.
 compose build node1 >"$TMP/build.log" 2>&1 || { tail -n 30 "$TMP/build.log"; die "image build"; }
@@ -260,5 +265,24 @@ if [ "$ISOLATED_CODE" = 503 ]; then
             || { fail "node$n: the vote answered 503 was recorded after all: $(cat "$TMP/body")"; exit 1; }
     done
     pass "the vote answered 503 left no trace on any node"
+fi
+
+# --- 6. the demo profile's simulator, briefly --------------------------------------------
+if [ -x "$STAGED_CLI" ]; then
+    t=$SECONDS
+    if compose run --rm --no-deps -T simulator -o json \
+            --endpoints http://node1:7000,http://node2:7000,http://node3:7000 \
+            simulate --voters 300 --duration 3s --seed 7 >"$TMP/sim.json" 2>"$TMP/sim.err"; then
+        read -r recorded total errors <<<"$(json '"%s %s %s" % (d["recorded"], d["total_votes"], d["errors"])' <"$TMP/sim.json")"
+        if [ "$total" -gt 0 ] && [ "$recorded" = "$total" ] && [ "$errors" = 0 ]; then
+            pass "the simulator service: $recorded votes recorded and counted, no errors, in $((SECONDS - t))s"
+        else
+            fail "the simulator service: recorded $recorded, counted $total, errors $errors"
+        fi
+    else
+        fail "the simulator service: $(tail -n 5 "$TMP/sim.err")"
+    fi
+else
+    note "no tally CLI beside $BINARY: the simulator service is not tried"
 fi
 exit 0
