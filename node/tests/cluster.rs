@@ -324,6 +324,37 @@ async fn a_results_stream_on_one_node_follows_votes_cast_through_another() {
     assert_eq!(missing.status(), 404);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_results_stream_on_a_follower_survives_the_leader_being_killed() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3).await;
+    let (poll, options) = cluster.create_poll(0, &["x", "y"]).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let url = format!("{}/v1/polls/{poll}/results/stream", cluster.url(follower));
+    let mut response = cluster.http.get(&url).timeout(Duration::from_secs(120)).send().await.expect("stream opens");
+    assert_eq!(stream_totals(&mut response, 0).await, vec![0]);
+    for n in 0..3 {
+        let fate = vote_until_definite(&cluster, follower, &poll, &format!("before{n}"), &options[n % 2], 50).await;
+        assert!(matches!(fate, Fate::Recorded(_)), "before{n}: {fate:?}");
+    }
+    tokio::time::timeout(Duration::from_secs(30), stream_totals(&mut response, 3))
+        .await
+        .unwrap_or_else(|_| panic!("the stream never showed the first 3 votes\n{}", cluster.log_tail()));
+    // The leader dies; the two left elect another. The stream, served from the follower's
+    // own applied state, stays open and shows the votes the new leader commits.
+    cluster.kill(leader);
+    for n in 0..3 {
+        let fate = vote_until_definite(&cluster, follower, &poll, &format!("after{n}"), &options[n % 2], 100).await;
+        assert!(matches!(fate, Fate::Recorded(_)), "after{n}: {fate:?}\n{}", cluster.log_tail());
+    }
+    let totals = tokio::time::timeout(Duration::from_secs(60), stream_totals(&mut response, 6))
+        .await
+        .unwrap_or_else(|_| panic!("the stream never showed the votes after the leader died\n{}", cluster.log_tail()));
+    assert!(totals.windows(2).all(|w| w[0] <= w[1]), "counts went backwards: {totals:?}");
+    assert_ne!(cluster.leader().await, leader);
+}
+
 async fn post_json(cluster: &Cluster, url: String, body: Value) -> Value {
     let response = cluster.http.post(url).json(&body).send().await.expect("an answer");
     response.json().await.expect("a JSON reply")
