@@ -59,7 +59,8 @@ class ApiError extends Error {
 
 async function api(method, path, body, headers = {}) {
   const init = { method, headers: { ...headers } };
-  if (token) init.headers.Authorization = `Bearer ${token}`;
+  const sent = token;
+  if (sent) init.headers.Authorization = `Bearer ${sent}`;
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -77,8 +78,10 @@ async function api(method, path, body, headers = {}) {
   } catch (error) {
     json = null;
   }
-  if (response.status === 401 && !path.startsWith('/v1/auth/')) {
-    // The node runs with --auth jwt and we have no (valid) token: sign in first.
+  // The node runs with --auth jwt and refused the token this request carried (expired, or
+  // revoked by a password change), or there was none: sign in first. A refusal of an older
+  // request that went out before a sign-in says nothing about the new token.
+  if (response.status === 401 && !path.startsWith('/v1/auth/') && sent === token) {
     setToken(null);
     showSignIn();
   }
@@ -133,6 +136,7 @@ function showSignIn() {
       const reply = await api('POST', '/v1/auth/token', credentials);
       setToken(reply.access_token);
       route();
+      refreshCluster();
     } catch (error) {
       showError(message, error);
     }
@@ -405,7 +409,9 @@ async function refreshCluster() {
       el('td', {}, m.matched_index ?? '—'),
       el('td', {}, m.lag ?? '—'))));
   } catch (error) {
-    summary.replaceChildren(el('span', { class: 'error' }, error.message));
+    const text = error.status === 401 ? 'Sign in to see the cluster.' : error.message;
+    summary.replaceChildren(el('span', { class: error.status === 401 ? 'muted' : 'error' }, text));
+    body.replaceChildren();
   }
 }
 

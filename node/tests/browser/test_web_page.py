@@ -27,10 +27,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 PORT_BASE = 17601
-JWT_PORT = 17611
-JWT_NODE = f"http://127.0.0.1:{JWT_PORT}"
+JWT_PORT_BASE = 17611
+JWT_NODES = [f"http://127.0.0.1:{JWT_PORT_BASE + i}" for i in range(3)]
+JWT_NODE = JWT_NODES[0]
 NODES = [f"http://127.0.0.1:{PORT_BASE + i}" for i in range(3)]
 WAIT_S = 30
+STARTED = []  # every demo started, stopped at the end however the test ends
 
 
 def http(method, url, body=None, headers=None):
@@ -58,22 +60,43 @@ def wait_for(what, check, timeout=90):
     raise SystemExit(f"FAIL: timed out waiting for {what}")
 
 
-def start_demo(target, work_dir):
+def start_demo(target, work_dir, name, port_base, extra=()):
+    """`tally demo` on three nodes from port_base, until its sample poll is listed (read
+    with the demo's admin token when auth is on)."""
     tally = os.path.join(target, "tally")
-    log_path = os.path.join(work_dir, "demo.out")
+    data_dir = os.path.join(work_dir, name)
+    log_path = os.path.join(work_dir, f"{name}.out")
     with open(log_path, "w") as log:
         demo = subprocess.Popen(
-            [tally, "demo", "--port-base", str(PORT_BASE), "--data-dir", os.path.join(work_dir, "data")],
+            [tally, "demo", "--port-base", str(port_base), "--data-dir", data_dir, *extra],
             stdout=log, stderr=subprocess.STDOUT)
+    STARTED.append(demo)
 
     def sample_poll():
         if demo.poll() is not None:
             with open(log_path) as log:
                 raise SystemExit(f"FAIL: tally demo exited with {demo.returncode}:\n{log.read()}")
-        return http("GET", f"{NODES[0]}/v1/polls")[1]["polls"]
+        headers = {}
+        password_file = os.path.join(data_dir, "admin-password")
+        if os.path.exists(password_file):
+            with open(password_file) as file:
+                credentials = {"username": "admin", "password": file.read().strip()}
+            status, login = http("POST", f"http://127.0.0.1:{port_base}/v1/auth/token", credentials)
+            if status != 200:
+                return None
+            headers = {"Authorization": "Bearer " + login["access_token"]}
+        status, body = http("GET", f"http://127.0.0.1:{port_base}/v1/polls", None, headers)
+        return status == 200 and body["polls"]
 
-    wait_for("the demo's sample poll", sample_poll)
-    return demo
+    wait_for(f"the {name} demo's sample poll", sample_poll)
+
+
+def stop_demo(demo):
+    demo.send_signal(signal.SIGTERM)
+    try:
+        demo.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        demo.kill()
 
 
 def browser():
@@ -178,20 +201,9 @@ def run(driver, screenshot):
     assert not errors, f"errors in the browser console: {errors}"
 
 
-def start_jwt_node(target, work_dir):
-    """One node with --auth jwt: a single-member cluster that forms by itself."""
-    log = open(os.path.join(work_dir, "jwt-node.log"), "w")
-    node = subprocess.Popen(
-        [os.path.join(target, "tally-node"), "--id", "1", "--addr", f"127.0.0.1:{JWT_PORT}",
-         "--data-dir", os.path.join(work_dir, "jwt"), "--peers", f"1=127.0.0.1:{JWT_PORT}",
-         "--auth", "jwt", "--jwt-secret", "browser-test-secret-of-32-bytes-or-more"],
-        stdout=log, stderr=subprocess.STDOUT)
-    wait_for("the jwt node", lambda: http("GET", f"{JWT_NODE}/ready")[0] == 200)
-    return node
-
-
 def run_jwt(driver, screenshot):
-    """The same page on a node with accounts: register, sign in, create, vote as oneself."""
+    """The same page on `tally demo --auth jwt`: register, sign in, create, vote as oneself;
+    another member's vote through node 3 moves the bars on node 1's page."""
     driver.get(JWT_NODE + "/")
     form = wait(driver, "the sign-in form", lambda d: d.find_element(By.ID, "sign-in-form"))
     form.find_element(By.NAME, "username").send_keys("web-voter")
@@ -214,11 +226,13 @@ def run_jwt(driver, screenshot):
     assert http("POST", f"{JWT_NODE}/v1/users", credentials)[0] == 201
     _, login = http("POST", f"{JWT_NODE}/v1/auth/token", credentials)
     bearer = {"Authorization": "Bearer " + login["access_token"]}
-    status, body = http("POST", f"{JWT_NODE}/v1/polls/{poll_id}/votes", {"option_id": "o2"}, bearer)
+    status, body = http("POST", f"{JWT_NODES[2]}/v1/polls/{poll_id}/votes", {"option_id": "o2"}, bearer)
     assert status == 200, body
     wait(driver, "both bars at 50%", lambda d: bar_width(d, "o2") == "width: 50%;")
     _, audit_denied = http("GET", f"{JWT_NODE}/v1/polls/{poll_id}/audit", None, bearer)
     assert audit_denied["error"]["code"] == "FORBIDDEN", audit_denied
+    # Signed in, the cluster panel shows the cluster, not the refusal it got before.
+    wait(driver, "the cluster panel, signed in", lambda d: text_of(d, "#leader") not in ("", None))
     driver.save_screenshot(screenshot)
     print(f"jwt mode: registered, signed in, voted as web-voter; screenshot: {screenshot}")
 
@@ -227,10 +241,10 @@ def main():
     target = sys.argv[1] if len(sys.argv) > 1 else "target/debug"
     screenshot = os.path.abspath(sys.argv[2] if len(sys.argv) > 2 else os.path.join(target, "web-page.png"))
     work_dir = tempfile.mkdtemp(prefix="tally-web-")
-    demo = start_demo(target, work_dir)
-    jwt_node = start_jwt_node(target, work_dir)
     driver = None
     try:
+        start_demo(target, work_dir, "demo", PORT_BASE)
+        start_demo(target, work_dir, "jwt-demo", JWT_PORT_BASE, ("--auth", "jwt"))
         driver = browser()
         run(driver, screenshot)
         run_jwt(driver, screenshot.replace(".png", "-jwt.png"))
@@ -238,13 +252,8 @@ def main():
     finally:
         if driver:
             driver.quit()
-        jwt_node.terminate()
-        jwt_node.wait(timeout=20)
-        demo.send_signal(signal.SIGTERM)
-        try:
-            demo.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            demo.kill()
+        for demo in STARTED:
+            stop_demo(demo)
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
