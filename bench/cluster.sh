@@ -21,6 +21,6 @@ done
 [ $ready = 3 ] || { echo "the nodes did not become ready; logs in $DATA" >&2; exit 1; }
 metric() { curl -s "localhost:720$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 metric_sum() { for n in 1 2 3; do metric $n "$1"; done | awk '{s += $1} END {printf "%d\n", s}'; }
-leader() { for n in 1 2 3; do [ "$(metric $n tally_raft_is_leader)" = 1 ] && echo $n; done; }
+leader() { for n in 1 2 3; do if [ "$(metric $n tally_raft_is_leader)" = 1 ]; then echo $n; fi; done; }
 # CPU time (user + system, in clock ticks) the three nodes have used so far.
 node_cpu_ticks() { for pid in "${NODE_PIDS[@]}"; do cat "/proc/$pid/stat"; done | awk '{s += $14 + $15} END {print s}'; }

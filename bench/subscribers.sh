@@ -45,7 +45,7 @@ for n in ${STREAMS:-0 3000 9000 0}; do
     $BIN/tally bench --quiet --poll "$poll" ${VOTE_LOAD:---connections 32} --duration "$DURATION" -o json \
         > "$OUT/subscribers-$run.json"
     t1=$(date +%s.%N); c1=$(node_cpu_ticks); e1=$(metric_sum tally_results_stream_events_total)
-    if [ -n "$sub" ]; then kill "$sub"; wait "$sub" 2> /dev/null || true; fi
+    if [ -n "$sub" ]; then kill "$sub" 2> /dev/null || true; wait "$sub" 2> /dev/null || true; fi
     python3 - "$OUT/subscribers-$run.json" "$n" "$t0" "$t1" "$c0" "$c1" "$e0" "$e1" "$TICKS" >> "$RUNS" <<'PY'
 import json, sys
 path, n = sys.argv[1], int(sys.argv[2])
@@ -68,7 +68,7 @@ python3 - "$RUNS" <<'PY'
 import json, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
 base = [r for r in runs if r["streams"] == 0]
-if not base:
+if not base or sum(r["votes"] for r in base) == 0:
     sys.exit(0)
 per_vote = sum(r["node_cpu_seconds"] for r in base) / sum(r["votes"] for r in base)
 rate = sum(r["votes_per_second"] for r in base) / len(base)

@@ -526,9 +526,9 @@ fn banner(nodes: &[Node], poll: &Value, leader_id: Option<u64>, data_dir: &Path,
     let poll_id = output::cell(&poll["poll_id"]);
     let auth_line = match jwt {
         None => "none (the body's voter_id is the voter; --auth jwt for accounts and tokens)".to_string(),
+        // The password stays in its file: a banner ends up in terminals' scrollback and logs.
         Some(jwt) => format!(
-            "jwt; admin account {ADMIN_USERNAME:?}, password {} (kept in {})",
-            jwt.admin_password,
+            "jwt; admin account {ADMIN_USERNAME:?}, its password in {} (cat it to sign in on the page)",
             jwt.password_file.display()
         ),
     };

@@ -30,26 +30,28 @@ pub struct PasswordArgs {
     #[arg(long)]
     pub reset: bool,
     /// Read the passwords from standard input: the current one, then the new one, a line
-    /// each (only the new one with --reset).
+    /// each (only the new one with --reset). Else they come from the environment variables
+    /// TALLY_PASSWORD and TALLY_NEW_PASSWORD; never from a flag.
     #[arg(long)]
     pub password_stdin: bool,
-    /// The current password, from the environment only.
-    #[arg(long = "password-env", env = "TALLY_PASSWORD", hide = true, hide_env_values = true)]
-    pub password: Option<String>,
-    /// The new password, from the environment only.
-    #[arg(long = "new-password-env", env = "TALLY_NEW_PASSWORD", hide = true, hide_env_values = true)]
-    pub new_password: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     pub username: String,
-    /// Read the password from the first line of standard input.
+    /// Read the password from the first line of standard input (else it comes from the
+    /// environment variable TALLY_PASSWORD; never from a flag).
     #[arg(long)]
     pub password_stdin: bool,
-    /// The password, from the environment only.
-    #[arg(long = "password-env", env = "TALLY_PASSWORD", hide = true, hide_env_values = true)]
-    pub password: Option<String>,
+}
+
+const PASSWORD_ENV: &str = "TALLY_PASSWORD";
+const NEW_PASSWORD_ENV: &str = "TALLY_NEW_PASSWORD";
+
+/// Read here rather than through clap, whose `env` arguments also take a flag: a password
+/// must never be typed where the process list shows it.
+fn from_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
 fn stdin_line() -> Result<String, Failure> {
@@ -62,7 +64,7 @@ fn password(args: &Args) -> Result<String, Failure> {
     if args.password_stdin {
         return stdin_line();
     }
-    args.password.clone().ok_or_else(|| Failure::usage("give the password with --password-stdin or TALLY_PASSWORD"))
+    from_env(PASSWORD_ENV).ok_or_else(|| Failure::usage("give the password with --password-stdin or TALLY_PASSWORD"))
 }
 
 /// The current password (none with `--reset`) and the new one.
@@ -71,12 +73,12 @@ fn password_change(args: &PasswordArgs) -> Result<(Option<String>, String), Fail
         let current = if args.reset { None } else { Some(stdin_line()?) };
         return Ok((current, stdin_line()?));
     }
-    let new = args.new_password.clone().ok_or_else(|| {
+    let new = from_env(NEW_PASSWORD_ENV).ok_or_else(|| {
         Failure::usage(
             "give the new password with --password-stdin or TALLY_NEW_PASSWORD (and the current one in TALLY_PASSWORD)",
         )
     })?;
-    match (args.reset, args.password.clone()) {
+    match (args.reset, from_env(PASSWORD_ENV)) {
         (true, _) => Ok((None, new)),
         (false, Some(current)) => Ok((Some(current), new)),
         (false, None) => Err(Failure::usage("give the current password in TALLY_PASSWORD, or --reset as an admin")),

@@ -217,6 +217,30 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, nex
     next.run(request).await
 }
 
+/// Fingerprints this node has found stale after a read index. A password hash has a fresh
+/// salt, so a stale one never comes back: a revoked token that keeps coming is refused
+/// from here, without asking the leader each time.
+#[derive(Default)]
+pub struct StaleFingerprints(std::sync::Mutex<std::collections::HashSet<(String, String)>>);
+
+/// Past it, the memory starts over (the leader is asked again, and the answer kept again).
+const STALE_FINGERPRINTS_MAX: usize = 10_000;
+
+impl StaleFingerprints {
+    fn contains(&self, subject: &str, fingerprint: &str) -> bool {
+        let stale = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        stale.contains(&(subject.to_string(), fingerprint.to_string()))
+    }
+
+    fn insert(&self, subject: &str, fingerprint: &str) {
+        let mut stale = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if stale.len() >= STALE_FINGERPRINTS_MAX {
+            stale.clear();
+        }
+        stale.insert((subject.to_string(), fingerprint.to_string()));
+    }
+}
+
 /// A built-in account's token holds only while the account's password is the one it was
 /// issued under. A node that has not yet applied the account's creation or its latest
 /// password change learns them through a linearizable barrier before refusing.
@@ -233,10 +257,17 @@ async fn check_not_revoked(app: &App, verified: Verified) -> Result<Identity, Ap
     if current(app).as_deref() == Some(fingerprint.as_str()) {
         return Ok(identity);
     }
+    let revoked = || unauthenticated("the token was revoked: the account's password has changed since");
+    if app.stale_fingerprints.contains(subject, &fingerprint) {
+        return Err(revoked());
+    }
     app.node.linearizable_barrier().await?;
     match current(app) {
         Some(now) if now == fingerprint => Ok(identity),
-        Some(_) => Err(unauthenticated("the token was revoked: the account's password has changed since")),
+        Some(_) => {
+            app.stale_fingerprints.insert(subject, &fingerprint);
+            Err(revoked())
+        }
         None => Err(unauthenticated("the token's account does not exist")),
     }
 }

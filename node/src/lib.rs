@@ -64,6 +64,8 @@ pub struct App {
     pub stream_event_budget: u64,
     /// `--auth jwt`'s verifier; `None` with `--auth none`.
     pub auth: Option<auth::JwtAuth>,
+    /// Built-in accounts' token fingerprints found revoked.
+    pub stale_fingerprints: auth::StaleFingerprints,
     pub limits: Arc<ratelimit::Limits>,
     /// Votes accepted with `Prefer: respond-async`, by request id (this node only).
     pub requests: api::requests::Requests,
@@ -218,6 +220,7 @@ impl Node {
             stream_events: Default::default(),
             stream_event_budget: config.stream_events_per_sec,
             auth: jwt,
+            stale_fingerprints: Default::default(),
             limits,
             requests: Default::default(),
             password_work: tokio::sync::Semaphore::new(api::users::PASSWORD_WORK_MAX),

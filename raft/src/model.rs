@@ -206,6 +206,9 @@ pub enum Command {
     SetPassword {
         username: String,
         password_hash: String,
+        /// Compare-and-set: the hash the user's current password was checked against, so a
+        /// change judged on a stale replica cannot undo a newer one. `None`: an admin's reset.
+        expected_hash: Option<String>,
     },
 }
 

@@ -331,8 +331,8 @@ impl State {
             Command::CreateUser { username, password_hash } => {
                 Response::User(self.create_user(username, password_hash, now_ms, touched))
             }
-            Command::SetPassword { username, password_hash } => {
-                Response::User(self.set_password(username, password_hash, now_ms, touched))
+            Command::SetPassword { username, password_hash, expected_hash } => {
+                Response::User(self.set_password(username, password_hash, expected_hash.as_deref(), now_ms, touched))
             }
         };
         self.hash = chain_hash(&self.hash, index, request, &response);
@@ -394,15 +394,20 @@ impl State {
         Ok(now_ms)
     }
 
-    /// `Ok(now)`, or `Err(())` for an account that does not exist.
+    /// `Ok(now)`, or `Err(())` for an account that does not exist or whose hash is no
+    /// longer `expected` (when given).
     fn set_password(
         &mut self,
         username: &str,
         password_hash: &str,
+        expected: Option<&str>,
         now_ms: i64,
         touched: &mut Touched,
     ) -> Result<i64, ()> {
         let user = self.users.get_mut(username).ok_or(())?;
+        if expected.is_some_and(|expected| expected != user.password_hash) {
+            return Err(());
+        }
         user.password_hash = password_hash.to_string();
         touched.users.insert(username.to_string());
         Ok(now_ms)

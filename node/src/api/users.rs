@@ -211,17 +211,25 @@ pub async fn change_password(
     let stored = stored_hash(&app, &username).await?.ok_or_else(missing)?;
     // A token alone must not be enough to take over an account: its user proves the
     // password too. An admin resetting a lost or compromised account cannot.
-    if own {
+    let expected_hash = if own {
         let current = change.current_password.ok_or_else(|| ApiError::invalid("current_password is required"))?;
-        if !password_matches(&app, current, stored).await? {
+        if !password_matches(&app, current, stored.clone()).await? {
             return Err(unauthenticated("the current password is wrong"));
         }
-    }
+        Some(stored)
+    } else {
+        None
+    };
     let password_hash = hash_password(&app, change.new_password).await?;
-    let command = Command::SetPassword { username: username.clone(), password_hash };
+    let command = Command::SetPassword { username: username.clone(), password_hash, expected_hash };
     match app.node.propose(command).await?.response {
         Response::User(Ok(changed_at_ms)) => {
             Ok(Json(PasswordChanged { username, changed_at: format_ms(changed_at_ms) }))
+        }
+        // Changed meanwhile (through another node, or an admin's reset): the password given
+        // is not current any more. Or the account is gone.
+        Response::User(Err(())) if app.node.sm.read().state.users.contains_key(&username) => {
+            Err(unauthenticated("the current password is no longer current: it was changed meanwhile"))
         }
         Response::User(Err(())) => Err(missing()),
         other => Err(ApiError::internal(format!("unexpected state machine answer {other:?}"))),

@@ -382,11 +382,24 @@ fn usernames_are_unique_and_a_retried_create_answers_as_the_first_time() {
 #[test]
 fn a_password_changes_only_for_an_existing_account() {
     let create = Command::CreateUser { username: "alice".into(), password_hash: "h1".into() };
-    let set = |name: &str| Command::SetPassword { username: name.into(), password_hash: "h2".into() };
-    let log = vec![request(10, create), request(11, set("alice")), request(12, set("bob"))];
+    let set = |name: &str, hash: &str, expected: Option<&str>| Command::SetPassword {
+        username: name.into(),
+        password_hash: hash.into(),
+        expected_hash: expected.map(str::to_string),
+    };
+    let log = vec![
+        request(10, create),
+        request(11, set("alice", "h2", Some("h1"))),
+        request(12, set("bob", "h2", None)),
+        // Judged against h1 on a replica that had not applied h2 yet: refused.
+        request(13, set("alice", "h3", Some("h1"))),
+        // An admin's reset sets whatever is there.
+        request(14, set("alice", "h4", None)),
+    ];
     let (state, responses) = apply_all(&log);
-    assert_eq!(responses[1..], [Response::User(Ok(11)), Response::User(Err(()))]);
-    assert_eq!(state.users["alice"].password_hash, "h2");
+    let expected = [Response::User(Ok(11)), Response::User(Err(())), Response::User(Err(())), Response::User(Ok(14))];
+    assert_eq!(responses[1..], expected);
+    assert_eq!(state.users["alice"].password_hash, "h4");
     assert_eq!(state.users["alice"].created_at_ms, 10, "the account keeps its creation time");
     assert!(!state.users.contains_key("bob"), "a password change creates no account");
 }
