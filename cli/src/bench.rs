@@ -877,7 +877,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mixes_parse_and_need_votes() {
+    fn mixes_parse_and_need_some_weight() {
         assert_eq!(parse_mix("vote=90,batch=5,results=5"), Ok(Mix { vote: 90, batch: 5, results: 5 }));
         assert_eq!(parse_mix("results=5"), Ok(Mix { vote: 0, batch: 0, results: 5 }));
         assert!(parse_mix("vote=0").is_err());

@@ -24,7 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{sleep, timeout_at, Instant};
 
-use crate::client::{segment, Client, Endpoints, Request};
+use crate::client::{Client, Endpoints, Request};
 use crate::exit::Failure;
 use crate::output::{self, Format, Table};
 use crate::{vote, Settings};
@@ -455,24 +455,13 @@ async fn seed(client: &Client, urls: &[String], jwt: bool) -> anyhow::Result<Val
             // With auth on, a single vote's voter is the token's subject (the admin here);
             // a trusted front end names its voters through votes:batch.
             let vote = json!({"option_id": option_id, "voter_id": voter, "idempotency_key": key});
-            let request =
-                Request::post(format!("/v1/polls/{}/votes:batch", segment(&poll_id)), json!({"votes": [vote]}));
-            retry_unavailable(|| async { first_batch_result(node.send(&request).await?) }).await?;
+            retry_unavailable(|| vote::cast_as_front_end(&node, &poll_id, vote.clone())).await?;
         } else {
             let body = vote::vote_body(&option_id, Some(voter), &[])?;
             retry_unavailable(|| vote::cast(&node, &poll_id, body.clone(), Some(&key))).await?;
         }
     }
     Ok(poll)
-}
-
-/// A batch answers 200 with one result per vote; a vote's own error becomes the failure.
-fn first_batch_result(reply: Value) -> Result<Value, Failure> {
-    let result = &reply["results"][0];
-    match result["error"]["code"].as_str() {
-        Some(code) => Err(Failure::failed(code, result["error"]["message"].as_str().unwrap_or_default())),
-        None => Ok(result.clone()),
-    }
 }
 
 async fn retry_unavailable<F, Fut>(mut attempt: F) -> Result<Value, Failure>

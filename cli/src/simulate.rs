@@ -253,14 +253,7 @@ async fn send(client: &Client, poll: &str, attempt: &Attempt, counters: &Counter
 async fn send_as_front_end(node: &Client, poll: &str, attempt: &Attempt) -> Result<Value, String> {
     let vote = json!({"voter_id": attempt.voter, "option_id": attempt.option_id,
         "attributes": attempt.attributes, "idempotency_key": attempt.key});
-    let request = Request::post(format!("/v1/polls/{}/votes:batch", segment(poll)), json!({"votes": [vote]}));
-    let reply = node.send(&request).await.map_err(|failure| failure.code)?;
-    let result = &reply["results"][0];
-    match result["error"]["code"].as_str() {
-        Some(code) => Err(code.to_string()),
-        None if result.is_object() => Ok(result.clone()),
-        None => Err("INVALID_RESPONSE".to_string()),
-    }
+    crate::vote::cast_as_front_end(node, poll, vote).await.map_err(|failure| failure.code)
 }
 
 fn progress(counters: &Counters) -> String {

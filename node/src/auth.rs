@@ -250,10 +250,7 @@ async fn check_not_revoked(app: &App, verified: Verified) -> Result<Identity, Ap
         Verified { identity, password_fingerprint: None } => return Ok(identity),
     };
     let subject = identity.subject().unwrap_or_default();
-    let current = |app: &App| {
-        let applied = app.node.sm.read();
-        applied.state.users.get(subject).map(|user| password_fingerprint(&user.password_hash))
-    };
+    let current = |app: &App| app.local_password_hash(subject).map(|hash| password_fingerprint(&hash));
     if current(app).as_deref() == Some(fingerprint.as_str()) {
         return Ok(identity);
     }

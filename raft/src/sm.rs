@@ -277,9 +277,7 @@ impl PollState {
     /// Whether `voter`'s request with `key` made their current vote or one it replaced:
     /// a retry of it is answered from the state, whatever the rate limits.
     pub fn decided_request(&self, voter: &VoterId, key: &str) -> bool {
-        self.votes.get(voter).is_some_and(|record| {
-            record.idempotency_key == key || record.history.iter().any(|past| past.idempotency_key == key)
-        })
+        self.votes.get(voter).is_some_and(|record| replay(&self.poll, record, key).is_some())
     }
 }
 

@@ -114,15 +114,21 @@ async fn password_matches(app: &App, password: String, hash: String) -> ApiResul
     .await
 }
 
+impl App {
+    /// The account's password hash in this node's applied state.
+    pub(crate) fn local_password_hash(&self, username: &str) -> Option<String> {
+        self.node.sm.read().state.users.get(username).map(|user| user.password_hash.clone())
+    }
+}
+
 /// The account's stored hash. An account made or changed through another node may not be
 /// applied here yet, so a miss is asked again after a linearizable barrier.
 async fn stored_hash(app: &App, username: &str) -> ApiResult<Option<String>> {
-    let stored = |app: &App| app.node.sm.read().state.users.get(username).map(|u| u.password_hash.clone());
-    if let Some(hash) = stored(app) {
+    if let Some(hash) = app.local_password_hash(username) {
         return Ok(Some(hash));
     }
     app.node.linearizable_barrier().await?;
-    Ok(stored(app))
+    Ok(app.local_password_hash(username))
 }
 
 /// Runs argon2 off the async threads, a few at a time.
@@ -172,8 +178,7 @@ pub async fn token(
         // A password changed through another node may not be applied here yet; hashing
         // again only when the stored hash did change keeps wrong guesses at one hash each.
         app.node.linearizable_barrier().await?;
-        let fresh = app.node.sm.read().state.users.get(&credentials.username).map(|u| u.password_hash.clone());
-        match fresh {
+        match app.local_password_hash(&credentials.username) {
             Some(fresh)
                 if fresh != hash && password_matches(&app, credentials.password.clone(), fresh.clone()).await? =>
             {
@@ -213,7 +218,8 @@ pub async fn change_password(
     // password too. An admin resetting a lost or compromised account cannot.
     let expected_hash = if own {
         let current = change.current_password.ok_or_else(|| ApiError::invalid("current_password is required"))?;
-        if !password_matches(&app, current, stored.clone()).await? {
+        // No stored password is longer than this, so a longer one costs no hashing.
+        if current.len() > PASSWORD_BYTES_MAX || !password_matches(&app, current, stored.clone()).await? {
             return Err(unauthenticated("the current password is wrong"));
         }
         Some(stored)
@@ -228,7 +234,7 @@ pub async fn change_password(
         }
         // Changed meanwhile (through another node, or an admin's reset): the password given
         // is not current any more. Or the account is gone.
-        Response::User(Err(())) if app.node.sm.read().state.users.contains_key(&username) => {
+        Response::User(Err(())) if app.local_password_hash(&username).is_some() => {
             Err(unauthenticated("the current password is no longer current: it was changed meanwhile"))
         }
         Response::User(Err(())) => Err(missing()),
