@@ -149,8 +149,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write_meta(VOTE, vote, true)
     }
 
+    /// openraft reads the vote only at startup. It comes back *uncommitted*: the same term
+    /// and the same candidate, so no vote is ever given twice in a term, but no longer a
+    /// granted leadership.
+    ///
+    /// With the vote as saved, a node that led before a crash resumes leading its old term
+    /// at once (`Engine::startup`), with its commit index as last persisted, which may be
+    /// behind what it had committed and acknowledged before the crash (`save_committed` is
+    /// not flushed). Its read index (`max(committed, first entry of its term)`) could then
+    /// miss acknowledged votes: a linearizable read went back in time (sim seed 95059).
+    /// Forcing an election after every restart gives every leader a new term whose first
+    /// entry commits only after everything committed before it.
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_meta(VOTE)
+        let vote: Option<Vote> = self.read_meta(VOTE)?;
+        Ok(vote.map(|vote| Vote { committed: false, ..vote }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
