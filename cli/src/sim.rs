@@ -29,19 +29,40 @@ pub struct Args {
     /// Run a range of seeds, `A..B` (B excluded).
     #[arg(long, value_parser = parse_range)]
     pub seeds: Option<Range<u64>>,
+    /// Draw each run's shape from its seed (clients, duration, voters, polls, read mix,
+    /// fault kinds), as TigerBeetle's VOPR does; options given here are kept as given.
+    #[arg(long)]
+    pub swarm: bool,
     /// Nodes in the simulated cluster.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
     pub nodes: u64,
     /// Fault kinds to draw from, comma-separated (default: all): isolate-leader, split,
-    /// one-way, flap, hold, latency, loss, crash, crash-majority, pause, clock-skew.
+    /// one-way, flap, hold, latency, loss, crash, crash-majority, pause, clock-skew,
+    /// crash-in-flush, crash-after-apply.
     #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
     pub faults: Vec<FaultKind>,
-    /// Simulated seconds of the fault phase.
-    #[arg(long, default_value_t = 30)]
-    pub duration_secs: u64,
-    /// Simulated clients sending votes and reads.
-    #[arg(long, default_value_t = 4)]
-    pub clients: usize,
+    /// Simulated seconds of the fault phase [default: 30].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub duration_secs: Option<u64>,
+    /// Simulated clients sending votes and reads [default: 4].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub clients: Option<u64>,
+    /// Simulated hosts the clients share [default: one per client].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub client_hosts: Option<u64>,
+    /// Polls the clients vote in [default: 3].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub polls: Option<u64>,
+    /// Voters per poll [default: 3 per client and simulated second, at least 100].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub voters: Option<u64>,
+    /// Share of requests that are linearizable reads, `N/D` [default: 1/8].
+    #[arg(long, value_parser = parse_ratio)]
+    pub read_ratio: Option<(u32, u32)>,
+    /// For this long after each restart, crash and leader change, half the requests are
+    /// linearizable reads; 0 turns it off [default: 1000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub read_burst_ms: Option<u64>,
     /// Print the fault schedule and every client event of each run.
     #[arg(long)]
     pub verbose: bool,
@@ -57,6 +78,48 @@ pub struct Args {
     pub child: bool,
 }
 
+impl Args {
+    /// The options of the run of `seed`: the swarm's picks or the defaults, then every
+    /// option given on the command line.
+    fn options(&self, seed: u64) -> SimOptions {
+        let mut options = if self.swarm { SimOptions::swarm(seed, self.nodes) } else { SimOptions::new(seed) };
+        options.nodes = self.nodes;
+        options.bugs = self.inject_bug.clone();
+        if !self.faults.is_empty() {
+            options.faults = self.faults.clone();
+        }
+        if let Some(secs) = self.duration_secs {
+            options.fault_phase = Duration::from_secs(secs);
+        }
+        if let Some(clients) = self.clients {
+            options.clients = clients as usize;
+        }
+        // One host per client unless asked (or the swarm picked) otherwise.
+        options.client_hosts = match self.client_hosts {
+            Some(hosts) => hosts as usize,
+            None if self.swarm => options.client_hosts,
+            None => options.clients,
+        };
+        options.client_hosts = options.client_hosts.min(options.clients);
+        if let Some(polls) = self.polls {
+            options.polls = polls as usize;
+        }
+        if let Some(voters) = self.voters {
+            options.voters = Some(voters as usize);
+        } else if self.swarm && (self.clients.is_some() || self.duration_secs.is_some()) {
+            // The swarm's pool was for its own clients and length.
+            options.voters = None;
+        }
+        if let Some(ratio) = self.read_ratio {
+            options.read_ratio = ratio;
+        }
+        if let Some(ms) = self.read_burst_ms {
+            options.read_burst = Duration::from_millis(ms);
+        }
+        options
+    }
+}
+
 /// What a child process reports for its seed.
 #[derive(Debug, Serialize, Deserialize)]
 struct SeedResult {
@@ -68,6 +131,8 @@ struct SeedResult {
     violations: usize,
     simulated_secs: f64,
     trace: String,
+    /// The options the seed ran with, as flags (the swarm's picks spelled out).
+    shape: String,
     /// `--verbose` output, then (on failure) the explanation.
     verbose: String,
     explanation: String,
@@ -84,6 +149,16 @@ fn parse_range(text: &str) -> Result<Range<u64>, String> {
         return Err(format!("{text:?} is empty"));
     }
     Ok(start..end)
+}
+
+fn parse_ratio(text: &str) -> Result<(u32, u32), String> {
+    let (n, d) = text.split_once('/').ok_or_else(|| format!("{text:?} is not N/D"))?;
+    let n: u32 = n.parse().map_err(|_| format!("{n:?} is not a number"))?;
+    let d: u32 = d.parse().map_err(|_| format!("{d:?} is not a number"))?;
+    if d == 0 || n > d {
+        return Err(format!("{text:?} is not a share between 0/1 and 1/1"));
+    }
+    Ok((n, d))
 }
 
 fn parse_fault(text: &str) -> Result<FaultKind, String> {
@@ -147,6 +222,9 @@ pub fn run_seeds(args: Args) -> anyhow::Result<()> {
                     r.seed, r.acknowledged, r.requests, r.faults, r.simulated_secs, took.as_secs_f64()
                 )?;
                 writeln!(out, "trace {}", r.trace)?;
+                if args.swarm {
+                    writeln!(out, "shape {}", r.shape)?;
+                }
                 if !r.passed {
                     eprint!("{}", r.explanation);
                     failed.push(r.seed);
@@ -177,9 +255,26 @@ pub fn run_seeds(args: Args) -> anyhow::Result<()> {
 /// Runs `seed` in a fresh process of this binary, with the same options.
 fn run_in_child(args: &Args, seed: u64) -> anyhow::Result<SeedResult> {
     let mut command = Command::new(std::env::current_exe()?);
-    command.args(["sim", "--child", "--seed", &seed.to_string()]);
-    command.args(["--nodes", &args.nodes.to_string(), "--duration-secs", &args.duration_secs.to_string()]);
-    command.args(["--clients", &args.clients.to_string()]);
+    command.args(["sim", "--child", "--seed", &seed.to_string(), "--nodes", &args.nodes.to_string()]);
+    if args.swarm {
+        command.arg("--swarm");
+    }
+    let given = [
+        ("--duration-secs", args.duration_secs),
+        ("--clients", args.clients),
+        ("--client-hosts", args.client_hosts),
+        ("--polls", args.polls),
+        ("--voters", args.voters),
+        ("--read-burst-ms", args.read_burst_ms),
+    ];
+    for (flag, value) in given {
+        if let Some(value) = value {
+            command.args([flag, &value.to_string()]);
+        }
+    }
+    if let Some((n, d)) = args.read_ratio {
+        command.args(["--read-ratio", &format!("{n}/{d}")]);
+    }
     if !args.faults.is_empty() {
         let names: Vec<&str> = args.faults.iter().map(|f| f.name()).collect();
         command.args(["--faults", &names.join(",")]);
@@ -202,17 +297,11 @@ fn run_in_child(args: &Args, seed: u64) -> anyhow::Result<SeedResult> {
 /// The child's side: one seed, in this process.
 fn run_child(args: &Args) -> anyhow::Result<()> {
     let seed = args.seed.ok_or_else(|| Failure::usage("--child needs --seed"))?;
-    let mut options = SimOptions::new(seed);
-    options.nodes = args.nodes;
-    options.fault_phase = Duration::from_secs(args.duration_secs);
-    options.clients = args.clients;
-    options.bugs = args.inject_bug.clone();
-    if !args.faults.is_empty() {
-        options.faults = args.faults.clone();
-    }
+    let options = args.options(seed);
     let report = run(&options);
     let mut verbose = String::new();
     if args.verbose {
+        verbose += &format!("seed {seed}: {}\n", report.replay);
         verbose += &format!("seed {seed}: fault schedule\n");
         for step in &report.schedule {
             verbose += &format!("  {:>7}ms {}\n", step.at.as_millis(), step.action);
@@ -237,6 +326,7 @@ fn run_child(args: &Args) -> anyhow::Result<()> {
         violations: report.violations.len() + usize::from(report.error.is_some()),
         simulated_secs: report.simulated.as_secs_f64(),
         trace: report.trace.clone(),
+        shape: report.replay.clone(),
         verbose,
         explanation: if report.passed() { String::new() } else { report.explain() },
     };

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
+use tally_storage::CrashPoint;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultKind {
@@ -34,9 +35,16 @@ pub enum FaultKind {
     Pause,
     /// A node's clock runs ahead or behind by up to ten minutes.
     ClockSkew,
+    /// A node crashes in the middle of its next flush (a log append, a saved vote), then
+    /// restarts: what it wrote since its last flush is lost and the flush never returns.
+    CrashInFlush,
+    /// A node crashes right after its next apply, whose results it had not persisted, then
+    /// restarts.
+    CrashAfterApply,
 }
 
-pub const ALL: [FaultKind; 11] = [
+/// The kinds before the crash points were added; seed 95059's flags name these.
+pub const WITHOUT_CRASH_POINTS: [FaultKind; 11] = [
     FaultKind::IsolateLeader,
     FaultKind::Split,
     FaultKind::OneWay,
@@ -48,6 +56,22 @@ pub const ALL: [FaultKind; 11] = [
     FaultKind::CrashMajority,
     FaultKind::Pause,
     FaultKind::ClockSkew,
+];
+
+pub const ALL: [FaultKind; 13] = [
+    FaultKind::IsolateLeader,
+    FaultKind::Split,
+    FaultKind::OneWay,
+    FaultKind::Flap,
+    FaultKind::Hold,
+    FaultKind::Latency,
+    FaultKind::Loss,
+    FaultKind::Crash,
+    FaultKind::CrashMajority,
+    FaultKind::Pause,
+    FaultKind::ClockSkew,
+    FaultKind::CrashInFlush,
+    FaultKind::CrashAfterApply,
 ];
 
 impl FaultKind {
@@ -64,6 +88,8 @@ impl FaultKind {
             FaultKind::CrashMajority => "crash-majority",
             FaultKind::Pause => "pause",
             FaultKind::ClockSkew => "clock-skew",
+            FaultKind::CrashInFlush => "crash-in-flush",
+            FaultKind::CrashAfterApply => "crash-after-apply",
         }
     }
 
@@ -95,6 +121,11 @@ pub enum Action {
         percent: u8,
     },
     Crash(Vec<u64>),
+    /// Crash `node` when its store reaches `point` (the harness watches for it).
+    CrashAt {
+        node: u64,
+        point: CrashPoint,
+    },
     Restart(Vec<u64>),
     Pause(u64),
     Resume(u64),
@@ -119,6 +150,10 @@ impl fmt::Display for Action {
             Action::Latency { a, b, max_ms } => write!(f, "latency node{a} <-> node{b} up to {max_ms}ms"),
             Action::Loss { a, b, percent } => write!(f, "loss node{a} <-> node{b} {percent}%"),
             Action::Crash(nodes) => write!(f, "crash {nodes:?}"),
+            Action::CrashAt { node, point: CrashPoint::InFlush } => write!(f, "crash node{node} in its next flush"),
+            Action::CrashAt { node, point: CrashPoint::AfterWrite(keyspace) } => {
+                write!(f, "crash node{node} after its next write to {keyspace}")
+            }
             Action::Restart(nodes) => write!(f, "restart {nodes:?}"),
             Action::Pause(node) => write!(f, "pause node{node}"),
             Action::Resume(node) => write!(f, "resume node{node}"),
@@ -226,6 +261,13 @@ pub fn schedule(
                 let majority = rest(nodes, &small);
                 push(at, Action::Crash(majority.clone()));
                 push(end, Action::Restart(majority));
+            }
+            FaultKind::CrashInFlush | FaultKind::CrashAfterApply => {
+                let node = rng.gen_range(1..=nodes);
+                let point =
+                    if kind == FaultKind::CrashInFlush { CrashPoint::InFlush } else { CrashPoint::AfterWrite("sm") };
+                push(at, Action::CrashAt { node, point });
+                push(end, Action::Restart(vec![node]));
             }
             FaultKind::Pause => {
                 let node = rng.gen_range(1..=nodes);

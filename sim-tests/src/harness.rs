@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use tally_storage::MemDb;
 
@@ -57,10 +57,28 @@ pub struct SimOptions {
     pub heal_bound: Duration,
     pub faults: Vec<FaultKind>,
     pub clients: usize,
+    /// Simulated hosts the clients run on (at most `clients`). Fewer hosts make a run
+    /// faster, since turmoil's work per tick grows with the links between hosts.
+    pub client_hosts: usize,
     pub polls: usize,
-    pub voters: usize,
+    /// Voters per poll; `None`: scaled with the run, [`SimOptions::scaled_voters`].
+    pub voters: Option<usize>,
+    /// Of the clients' requests, this share are linearizable reads.
+    pub read_ratio: (u32, u32),
+    /// After each restart, crash and leader change, half the requests are linearizable
+    /// reads for this long (zero: never).
+    pub read_burst: Duration,
+    /// These options were drawn from the seed ([`SimOptions::swarm`]).
+    pub swarm: bool,
     pub bugs: Vec<Bug>,
 }
+
+/// Voters per poll per client and simulated second, when the pool scales with the run: a
+/// client sends about 12 votes a second over the polls, so most votes are new voters
+/// while duplicates and races stay common.
+const VOTERS_PER_CLIENT_SECOND: usize = 3;
+/// The smallest voter pool a poll gets when it scales.
+const VOTERS_MIN: usize = 100;
 
 impl SimOptions {
     pub fn new(seed: u64) -> Self {
@@ -71,16 +89,95 @@ impl SimOptions {
             heal_bound: Duration::from_secs(30),
             faults: faults::ALL.to_vec(),
             clients: 4,
+            client_hosts: 4,
             polls: 3,
-            voters: 100,
+            voters: None,
+            read_ratio: (1, 8),
+            read_burst: Duration::from_secs(1),
+            swarm: false,
             bugs: Vec::new(),
         }
+    }
+
+    /// Options drawn from the seed, as TigerBeetle's VOPR does ("swarm testing"): one
+    /// range of seeds covers many shapes of run. Only `nodes` is the caller's.
+    pub fn swarm(seed: u64, nodes: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5a_a7_u64);
+        let pick = |rng: &mut StdRng, from: &[u64]| from[rng.gen_range(0..from.len())];
+        // Short and small runs weigh more, as in the VOPR: many shapes per hour of CPU.
+        let clients = pick(&mut rng, &[4, 4, 6, 8, 12, 16, 24, 32]) as usize;
+        let fault_phase = Duration::from_secs(pick(&mut rng, &[5, 5, 10, 10, 15, 20, 30, 45, 60]));
+        // Mostly few hosts, for speed; sometimes one per client, as real clients are.
+        let client_hosts = if rng.gen_ratio(1, 5) { clients } else { rng.gen_range(1..=4) };
+        let polls = rng.gen_range(1..=5);
+        // From a crowd voting twice on purpose to nearly every vote a new voter.
+        let per_client_second = pick(&mut rng, &[0, 1, 3, 10]) as usize;
+        let voters = (clients * fault_phase.as_secs() as usize * per_client_second).max(20);
+        let read_ratio = (1, pick(&mut rng, &[2, 4, 8, 16]) as u32);
+        let read_burst = Duration::from_millis(pick(&mut rng, &[0, 500, 1_000, 3_000]));
+        let faults = if rng.gen_ratio(1, 8) {
+            faults::ALL.to_vec()
+        } else {
+            let some: Vec<FaultKind> = faults::ALL.iter().copied().filter(|_| rng.gen_bool(0.5)).collect();
+            if some.is_empty() {
+                vec![faults::ALL[rng.gen_range(0..faults::ALL.len())]]
+            } else {
+                some
+            }
+        };
+        Self {
+            nodes,
+            fault_phase,
+            faults,
+            clients,
+            client_hosts,
+            polls,
+            voters: Some(voters),
+            read_ratio,
+            read_burst,
+            swarm: true,
+            ..Self::new(seed)
+        }
+    }
+
+    /// Voters per poll: given, or scaled with the clients and the length of the run.
+    pub fn voters(&self) -> usize {
+        self.voters.unwrap_or_else(|| Self::scaled_voters(self.clients, self.fault_phase))
+    }
+
+    pub fn scaled_voters(clients: usize, fault_phase: Duration) -> usize {
+        (clients * fault_phase.as_secs() as usize * VOTERS_PER_CLIENT_SECOND).max(VOTERS_MIN)
+    }
+
+    /// The command that replays this run, every option spelled out (a swarm's picks too).
+    pub fn replay_command(&self) -> String {
+        let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
+        let mut command = format!(
+            "tally sim --seed {} --nodes {} --clients {} --client-hosts {} --duration-secs {} --polls {} --voters {} --read-ratio {}/{} --read-burst-ms {} --faults {}",
+            self.seed,
+            self.nodes,
+            self.clients,
+            self.client_hosts,
+            self.fault_phase.as_secs(),
+            self.polls,
+            self.voters(),
+            self.read_ratio.0,
+            self.read_ratio.1,
+            self.read_burst.as_millis(),
+            faults.join(",")
+        );
+        for bug in &self.bugs {
+            command += &format!(" --inject-bug {}", bug.name());
+        }
+        command
     }
 }
 
 #[derive(Debug)]
 pub struct Report {
     pub seed: u64,
+    /// The command that replays this run ([`SimOptions::replay_command`]).
+    pub replay: String,
     /// Hash of the whole history and the final states: equal for equal runs.
     pub trace: String,
     pub violations: Vec<Violation>,
@@ -106,7 +203,7 @@ impl Report {
     /// What to print on a violation: the seed, the schedule and the minimal slice of
     /// history that shows each violation.
     pub fn explain(&self) -> String {
-        let mut out = format!("seed {} FAILED (replay: tally sim --seed {} --verbose)\n", self.seed, self.seed);
+        let mut out = format!("seed {} FAILED (replay: {} --verbose)\n", self.seed, self.replay);
         if let Some(error) = &self.error {
             out += &format!("simulation error: {error}\n");
         }
@@ -125,10 +222,7 @@ impl Report {
             }
         }
         if let Some(more) = self.violations.len().checked_sub(VIOLATIONS_EXPLAINED_MAX).filter(|m| *m > 0) {
-            out += &format!(
-                "... and {more} more violations (tally sim --seed {} --verbose shows the whole run)\n",
-                self.seed
-            );
+            out += &format!("... and {more} more violations ({} --verbose shows the whole run)\n", self.replay);
         }
         out
     }
@@ -151,8 +245,9 @@ pub fn run(options: &SimOptions) -> Report {
     let history = Rc::new(RefCell::new(History::default()));
     let apps: Apps = Arc::new(Mutex::new(BTreeMap::new()));
     let clocks: Vec<SimClock> = (0..options.nodes).map(|_| SimClock::default()).collect();
+    let dbs: Vec<MemDb> = (0..options.nodes).map(|_| MemDb::new()).collect();
     for id in 1..=options.nodes {
-        let db = MemDb::new();
+        let db = dbs[id as usize - 1].clone();
         let incarnation = Cell::new(0u64);
         let (clock, apps) = (clocks[id as usize - 1].clone(), apps.clone());
         let nodes = options.nodes;
@@ -174,28 +269,58 @@ pub fn run(options: &SimOptions) -> Report {
     let workload = Rc::new(Workload {
         seed,
         nodes: options.nodes,
-        voters: options.voters,
+        voters: options.voters(),
+        read_ratio: options.read_ratio,
+        read_burst_until_ms: Cell::new(0),
         fault_phase_end,
         polls: RefCell::new(Vec::new()),
         history: history.clone(),
         timings: RefCell::new(Vec::new()),
     });
     sim.client("setup", workload.clone().setup(options.polls));
-    for index in 0..options.clients {
-        sim.client(format!("client{index}"), workload.clone().client(index));
+    let client_hosts = options.client_hosts.clamp(1, options.clients.max(1));
+    for host in 0..client_hosts {
+        let indexes: Vec<usize> = (host..options.clients).step_by(client_hosts).collect();
+        match indexes[..] {
+            // Run as its host's own task, as before hosts were shared: old seeds replay.
+            [index] => sim.client(format!("client{host}"), workload.clone().client(index)),
+            _ => sim.client(format!("client{host}"), workload.clone().clients(indexes)),
+        }
     }
     sim.client("checker", workload.clone().liveness(options.heal_bound));
 
     let mut rng = StdRng::seed_from_u64(seed ^ 0xfa_u64);
     let schedule = faults::schedule(&mut rng, &options.faults, options.nodes, Duration::from_secs(5), fault_phase_end);
-    let mut chaos =
-        Chaos { nodes: options.nodes, clients: options.clients, crashed: BTreeSet::new(), clocks, apps: apps.clone() };
+    let mut chaos = Chaos {
+        nodes: options.nodes,
+        client_hosts,
+        crashed: BTreeSet::new(),
+        armed: BTreeSet::new(),
+        clocks,
+        dbs,
+        apps: apps.clone(),
+    };
     let mut pending = schedule.iter().peekable();
     let mut error = None;
+    let mut leader = None;
     loop {
+        let now_ms = sim.elapsed().as_millis() as u64;
+        let mut shaken = false;
         while let Some(step) = pending.next_if(|s| s.at <= sim.elapsed()) {
             let what = chaos.apply(&mut sim, &step.action);
-            history.borrow_mut().push(Event::Fault { at_ms: sim.elapsed().as_millis() as u64, what });
+            shaken |= matches!(step.action, Action::Restart(_) | Action::HealAll | Action::IsolateLeader);
+            history.borrow_mut().push(Event::Fault { at_ms: now_ms, what });
+        }
+        for what in chaos.crash_tripped(&mut sim) {
+            shaken = true;
+            history.borrow_mut().push(Event::Fault { at_ms: now_ms, what });
+        }
+        if !options.read_burst.is_zero() {
+            let now_leader = chaos.leader();
+            if shaken || (now_leader.is_some() && now_leader != leader) {
+                workload.read_burst_until_ms.set(now_ms + options.read_burst.as_millis() as u64);
+            }
+            leader = now_leader.or(leader);
         }
         // A node that panics (an assertion in openraft or in our apply) is a finding, not
         // a crash of the harness: tokio_unstable makes its runtime shut down and turmoil
@@ -227,6 +352,7 @@ pub fn run(options: &SimOptions) -> Report {
     let final_states = nodes.iter().map(|n| (n.id, n.applied_index, n.state.hash_hex())).collect();
     Report {
         seed,
+        replay: options.replay_command(),
         trace,
         violations,
         votes_acknowledged: history.votes().filter(|v| v.acknowledged().is_some()).count(),
@@ -244,9 +370,12 @@ pub fn run(options: &SimOptions) -> Report {
 /// Applies fault actions to the simulation from outside it.
 struct Chaos {
     nodes: u64,
-    clients: usize,
+    client_hosts: usize,
     crashed: BTreeSet<u64>,
+    /// Nodes whose store has a crash point armed, not yet reached.
+    armed: BTreeSet<u64>,
     clocks: Vec<SimClock>,
+    dbs: Vec<MemDb>,
     apps: Apps,
 }
 
@@ -257,7 +386,7 @@ impl Chaos {
 
     fn everyone_else(&self, node: u64) -> Vec<String> {
         let mut hosts = self.others(node);
-        hosts.extend((0..self.clients).map(|c| format!("client{c}")));
+        hosts.extend((0..self.client_hosts).map(|c| format!("client{c}")));
         hosts.extend(["setup".to_string(), "checker".to_string()]);
         hosts
     }
@@ -268,6 +397,28 @@ impl Chaos {
             .filter(|(id, _)| !self.crashed.contains(id))
             .find_map(|(_, app)| app.node.metrics().current_leader)
             .filter(|leader| !self.crashed.contains(leader))
+    }
+
+    fn crash(&mut self, sim: &mut turmoil::Sim<'_>, node: u64) {
+        if self.crashed.insert(node) {
+            sim.crash(host_name(node));
+            self.apps.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
+        }
+    }
+
+    /// Crashes the nodes whose store reached its armed crash point in the last step,
+    /// before they run again; says which.
+    fn crash_tripped(&mut self, sim: &mut turmoil::Sim<'_>) -> Vec<String> {
+        let tripped: Vec<u64> =
+            self.armed.iter().copied().filter(|node| self.dbs[*node as usize - 1].tripped()).collect();
+        tripped
+            .into_iter()
+            .map(|node| {
+                self.armed.remove(&node);
+                self.crash(sim, node);
+                format!("node{node} reached its crash point: crashed")
+            })
+            .collect()
     }
 
     fn repair_network(&self, sim: &mut turmoil::Sim<'_>) {
@@ -323,20 +474,30 @@ impl Chaos {
             }
             Action::Crash(nodes) => {
                 for node in nodes {
-                    if self.crashed.insert(*node) {
-                        sim.crash(host_name(*node));
-                        self.apps.lock().unwrap_or_else(|p| p.into_inner()).remove(node);
-                    }
+                    self.crash(sim, *node);
                 }
                 action.to_string()
             }
+            Action::CrashAt { node, point } => {
+                if self.crashed.contains(node) {
+                    return format!("{action}: it is down, nothing done");
+                }
+                self.dbs[*node as usize - 1].arm(*point);
+                self.armed.insert(*node);
+                action.to_string()
+            }
             Action::Restart(nodes) => {
+                let mut what = action.to_string();
                 for node in nodes {
+                    if self.armed.remove(node) {
+                        self.dbs[*node as usize - 1].disarm();
+                        what += &format!(" (node{node} never reached its crash point)");
+                    }
                     if self.crashed.remove(node) {
                         sim.bounce(host_name(*node));
                     }
                 }
-                action.to_string()
+                what
             }
             Action::Pause(node) => {
                 for other in self.everyone_else(*node) {
@@ -359,6 +520,9 @@ impl Chaos {
                 action.to_string()
             }
             Action::HealAll => {
+                for node in std::mem::take(&mut self.armed) {
+                    self.dbs[node as usize - 1].disarm();
+                }
                 self.repair_network(sim);
                 for node in std::mem::take(&mut self.crashed) {
                     sim.bounce(host_name(node));

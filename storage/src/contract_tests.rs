@@ -110,3 +110,43 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn mem_crash_points_trip_where_armed_and_lose_what_they_should() {
+    let put = |space: &dyn Keyspace, key: &[u8]| {
+        let mut batch = WriteBatch::new();
+        batch.put(key.to_vec(), b"v".to_vec());
+        space.write(batch).unwrap();
+    };
+    let db = MemDb::new();
+    let (log, sm) = (db.keyspace("log").unwrap(), db.keyspace("sm").unwrap());
+    put(&*log, b"1");
+    log.flush().unwrap();
+
+    // In a flush: the flush fails, persists nothing, and so do flushes after it.
+    db.arm(CrashPoint::InFlush);
+    put(&*log, b"2");
+    assert!(!db.tripped(), "a write is not a flush");
+    assert!(log.flush().is_err());
+    assert!(db.tripped());
+    assert!(sm.flush().is_err(), "a tripped store stays dead until the crash");
+    db.crash();
+    assert!(!db.tripped());
+    assert_eq!(log.get(b"2").unwrap(), None);
+    assert_eq!(log.get(b"1").unwrap(), Some(b"v".to_vec()));
+
+    // After a write to `sm`: writes to other keyspaces do not trip it.
+    db.arm(CrashPoint::AfterWrite("sm"));
+    put(&*log, b"3");
+    assert!(!db.tripped());
+    put(&*sm, b"applied");
+    assert!(db.tripped());
+    db.crash();
+    assert_eq!(sm.get(b"applied").unwrap(), None);
+
+    // Disarmed, nothing trips.
+    db.arm(CrashPoint::InFlush);
+    db.disarm();
+    log.flush().unwrap();
+    assert!(!db.tripped());
+}

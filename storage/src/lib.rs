@@ -15,7 +15,7 @@
 mod mem;
 mod sled_store;
 
-pub use mem::MemDb;
+pub use mem::{CrashPoint, MemDb};
 pub use sled_store::{SledDb, SledOptions};
 
 use std::sync::Arc;

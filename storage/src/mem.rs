@@ -21,6 +21,22 @@ struct MemInner {
     durable: BTreeMap<String, Map>,
     /// Writes since the last flush, in order, replayed onto `durable` by a flush.
     unflushed: Vec<(String, Op)>,
+    armed: Option<CrashPoint>,
+    /// The armed point was reached: the process is as good as dead, and its flushes fail
+    /// until [`MemDb::crash`].
+    tripped: bool,
+}
+
+/// Where a simulated crash strikes, armed with [`MemDb::arm`]. The store only marks the
+/// moment ([`MemDb::tripped`]); the simulation then crashes the host before it runs again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// In the next flush (a log append, a saved vote, a snapshot): the power goes before
+    /// it ends. It makes nothing durable and fails, so nothing it covered is acknowledged.
+    InFlush,
+    /// Right after the next write to this keyspace, which stays in memory only: for `sm`,
+    /// an apply whose results were never persisted.
+    AfterWrite(&'static str),
 }
 
 impl MemDb {
@@ -33,6 +49,25 @@ impl MemDb {
         let mut inner = self.lock();
         inner.live = inner.durable.clone();
         inner.unflushed.clear();
+        inner.armed = None;
+        inner.tripped = false;
+    }
+
+    /// Arms a crash at `point` (replacing any armed before); [`MemDb::crash`] disarms.
+    pub fn arm(&self, point: CrashPoint) {
+        let mut inner = self.lock();
+        inner.armed = Some(point);
+        inner.tripped = false;
+    }
+
+    /// Disarms a crash point that was never reached.
+    pub fn disarm(&self) {
+        self.lock().armed = None;
+    }
+
+    /// Whether the armed crash point was reached: the host must crash now.
+    pub fn tripped(&self) -> bool {
+        self.lock().tripped
     }
 
     /// A crash that also loses the last flushed entry of `keyspace`, as a store whose
@@ -74,6 +109,13 @@ impl Database for MemDb {
     fn flush(&self) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let inner = &mut *inner;
+        if inner.armed == Some(CrashPoint::InFlush) {
+            inner.armed = None;
+            inner.tripped = true;
+        }
+        if inner.tripped {
+            return Err(StoreError::Closed);
+        }
         for (name, op) in inner.unflushed.drain(..) {
             apply(inner.durable.entry(name).or_default(), &op);
         }
@@ -139,6 +181,10 @@ impl Keyspace for MemKeyspace {
         for op in batch.ops {
             apply(map, &op);
             inner.unflushed.push((self.name.clone(), op));
+        }
+        if matches!(inner.armed, Some(CrashPoint::AfterWrite(name)) if name == self.name) {
+            inner.armed = None;
+            inner.tripped = true;
         }
         Ok(())
     }
