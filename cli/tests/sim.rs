@@ -37,3 +37,71 @@ fn an_injected_bug_makes_the_run_fail_with_the_seed_and_its_history() {
     assert!(stdout.contains("replay: tally sim --seed"), "{stdout}");
     assert!(stdout.contains("fault schedule:"), "{stdout}");
 }
+
+/// The `(replay: ...)` command of the first failing seed, as words after `tally`.
+fn replay_words(printed: &str) -> Vec<String> {
+    let line = printed.lines().find_map(|l| l.split_once("(replay: tally ")).map(|(_, r)| r.trim_end_matches(')'));
+    let line = line.unwrap_or_else(|| panic!("no replay command in:\n{printed}"));
+    line.split_whitespace().filter(|w| *w != "--verbose").map(str::to_string).collect()
+}
+
+#[test]
+fn a_failing_seed_prints_a_replay_command_with_every_option_that_replays_it() {
+    let args = [
+        "sim",
+        "--seed",
+        "1",
+        "--clients",
+        "6",
+        "--client-hosts",
+        "2",
+        "--duration-secs",
+        "8",
+        "--polls",
+        "2",
+        "--voters",
+        "30",
+        "--read-ratio",
+        "1/4",
+        "--read-burst-ms",
+        "500",
+        "--faults",
+        "crash,split",
+        "--inject-bug",
+        "skip-dedup",
+    ];
+    let (code, printed) = tally(&args);
+    assert_eq!(code, 1, "{printed}");
+    let replay = replay_words(&printed).join(" ");
+    for flag in [
+        "--seed 1",
+        "--nodes 3",
+        "--clients 6",
+        "--client-hosts 2",
+        "--duration-secs 8",
+        "--polls 2",
+        "--voters 30",
+        "--read-ratio 1/4",
+        "--read-burst-ms 500",
+        "--faults crash,split",
+        "--inject-bug skip-dedup",
+    ] {
+        assert!(replay.contains(flag), "{flag:?} missing from the replay command {replay:?}");
+    }
+    let words = replay_words(&printed);
+    let (again, replayed) = tally(&words.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(again, 1, "{replayed}");
+    assert_eq!(traces(&printed), traces(&replayed), "the replay command ran another history");
+}
+
+#[test]
+fn a_swarm_seed_spells_out_its_shape_and_the_shape_replays_it() {
+    let (code, printed) = tally(&["sim", "--swarm", "--seeds", "17..19"]);
+    assert_eq!(code, 0, "{printed}");
+    let shapes: Vec<&str> = printed.lines().filter_map(|l| l.strip_prefix("shape tally ")).collect();
+    assert_eq!(shapes.len(), 2, "{printed}");
+    assert_ne!(shapes[0].replace("--seed 17", ""), shapes[1].replace("--seed 18", ""), "two seeds, one shape");
+    let (again, replayed) = tally(&shapes[0].split_whitespace().collect::<Vec<_>>());
+    assert_eq!(again, 0, "{replayed}");
+    assert_eq!(traces(&printed)[0], traces(&replayed)[0], "the swarm's shape, spelled out, ran another history");
+}

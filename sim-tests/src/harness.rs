@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use tally_storage::MemDb;
+use tally_storage::{CrashPoint, MemDb};
 
 use crate::checker::{self, NodeState, Violation};
 use crate::faults::{self, Action, FaultKind, Scheduled};
@@ -295,7 +295,7 @@ pub fn run(options: &SimOptions) -> Report {
         nodes: options.nodes,
         client_hosts,
         crashed: BTreeSet::new(),
-        armed: BTreeSet::new(),
+        armed: BTreeMap::new(),
         clocks,
         dbs,
         apps: apps.clone(),
@@ -373,7 +373,7 @@ struct Chaos {
     client_hosts: usize,
     crashed: BTreeSet<u64>,
     /// Nodes whose store has a crash point armed, not yet reached.
-    armed: BTreeSet<u64>,
+    armed: BTreeMap<u64, CrashPoint>,
     clocks: Vec<SimClock>,
     dbs: Vec<MemDb>,
     apps: Apps,
@@ -409,14 +409,21 @@ impl Chaos {
     /// Crashes the nodes whose store reached its armed crash point in the last step,
     /// before they run again; says which.
     fn crash_tripped(&mut self, sim: &mut turmoil::Sim<'_>) -> Vec<String> {
-        let tripped: Vec<u64> =
-            self.armed.iter().copied().filter(|node| self.dbs[*node as usize - 1].tripped()).collect();
+        let tripped: Vec<(u64, CrashPoint)> = self
+            .armed
+            .iter()
+            .map(|(node, point)| (*node, *point))
+            .filter(|(node, _)| self.dbs[*node as usize - 1].tripped())
+            .collect();
         tripped
             .into_iter()
-            .map(|node| {
+            .map(|(node, point)| {
                 self.armed.remove(&node);
                 self.crash(sim, node);
-                format!("node{node} reached its crash point: crashed")
+                match point {
+                    CrashPoint::InFlush => format!("node{node} crashed inside a flush"),
+                    CrashPoint::AfterWrite(keyspace) => format!("node{node} crashed right after a write to {keyspace}"),
+                }
             })
             .collect()
     }
@@ -483,13 +490,13 @@ impl Chaos {
                     return format!("{action}: it is down, nothing done");
                 }
                 self.dbs[*node as usize - 1].arm(*point);
-                self.armed.insert(*node);
+                self.armed.insert(*node, *point);
                 action.to_string()
             }
             Action::Restart(nodes) => {
                 let mut what = action.to_string();
                 for node in nodes {
-                    if self.armed.remove(node) {
+                    if self.armed.remove(node).is_some() {
                         self.dbs[*node as usize - 1].disarm();
                         what += &format!(" (node{node} never reached its crash point)");
                     }
@@ -520,7 +527,7 @@ impl Chaos {
                 action.to_string()
             }
             Action::HealAll => {
-                for node in std::mem::take(&mut self.armed) {
+                for node in std::mem::take(&mut self.armed).into_keys() {
                     self.dbs[node as usize - 1].disarm();
                 }
                 self.repair_network(sim);
