@@ -240,7 +240,7 @@ pub fn run(options: &SimOptions) -> Report {
     });
     let lose_last_flushed = options.bugs.contains(&Bug::LoseLastFlushed);
     let fault_phase_end = Duration::from_secs(3) + options.fault_phase;
-    let total = fault_phase_end + options.heal_bound * 3;
+    let total = fault_phase_end + options.heal_bound * 3 + crate::workload::CLIENT_DRAIN_MAX;
     let mut sim = crate::simulation(seed, total);
     let history = Rc::new(RefCell::new(History::default()));
     let apps: Apps = Arc::new(Mutex::new(BTreeMap::new()));
@@ -273,6 +273,7 @@ pub fn run(options: &SimOptions) -> Report {
         read_ratio: options.read_ratio,
         read_burst_until_ms: Cell::new(0),
         fault_phase_end,
+        clients_running: Cell::new(options.clients),
         polls: RefCell::new(Vec::new()),
         history: history.clone(),
         timings: RefCell::new(Vec::new()),

@@ -26,6 +26,9 @@ pub struct Workload {
     /// half the requests are linearizable reads: that is when a read barrier is tested.
     pub read_burst_until_ms: Cell<u64>,
     pub fault_phase_end: Duration,
+    /// Clients that have not finished yet: their last votes may still be in flight, and
+    /// retried, after the fault phase.
+    pub clients_running: Cell<usize>,
     /// (poll id, option ids), filled by the setup client.
     pub polls: RefCell<Vec<(String, Vec<String>)>>,
     pub history: Rc<RefCell<History>>,
@@ -39,6 +42,9 @@ const ATTEMPTS_MAX: usize = 4;
 const CREATE_ATTEMPTS_MAX: usize = 100;
 /// A client waits this long for an answer before calling it none.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(8);
+/// The longest a client's last vote can take after the fault phase: every attempt timing
+/// out, with the longest pause between attempts.
+pub const CLIENT_DRAIN_MAX: Duration = Duration::from_secs(ATTEMPTS_MAX as u64 * (CLIENT_TIMEOUT.as_secs() + 1));
 
 pub fn now_ms() -> u64 {
     turmoil::elapsed().as_millis() as u64
@@ -115,6 +121,7 @@ impl Workload {
             }
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..100))).await;
         }
+        self.clients_running.set(self.clients_running.get().saturating_sub(1));
         Ok(())
     }
 
@@ -220,7 +227,15 @@ impl Workload {
             };
             self.record(Event::Note { at_ms: healed_at, what });
             self.timings.borrow_mut().push(("probe acknowledged", now_ms() - probe_started));
-            // End with every node holding the probe, so that the final states compare.
+            // Votes still in flight at the heal are answered (and retried) after it: wait
+            // for the clients to finish, so that the final states hold every vote.
+            let drained =
+                crate::eventually(CLIENT_DRAIN_MAX, || async { (self.clients_running.get() == 0).then_some(()) });
+            if drained.await.is_none() {
+                let what = format!("LIVENESS: clients still waiting for answers {CLIENT_DRAIN_MAX:?} after the probe");
+                self.record(Event::Note { at_ms: healed_at, what });
+            }
+            // End with every node holding every vote, so that the final states compare.
             if self.converged(&client, bound).await.is_none() {
                 let what = format!("LIVENESS: nodes did not converge within {bound:?} after the probe");
                 self.record(Event::Note { at_ms: healed_at, what });
