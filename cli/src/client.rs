@@ -72,6 +72,9 @@ pub fn segment(raw: &str) -> String {
 }
 
 /// One API request, built by the command modules and sent by [`Client::send`].
+/// The header that carries the cluster secret (API.md: cluster routes).
+pub const CLUSTER_SECRET_HEADER: &str = "x-tally-cluster-secret";
+
 #[derive(Debug, Clone)]
 pub struct Request {
     method: Method,

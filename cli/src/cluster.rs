@@ -71,14 +71,16 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     let client = &settings.client;
     let reply = match command {
         Command::Status => return status(settings).await,
-        Command::Init { members } => client.send(&Request::post("/v1/cluster/init", init_body(&members)?)).await?,
+        Command::Init { members } => {
+            client.send(&settings.as_operator(Request::post("/v1/cluster/init", init_body(&members)?))).await?
+        }
         Command::AddMember { node_id, addr, learner } => {
             let body = json!({"node_id": node_id, "addr": addr, "voter": !learner});
-            client.send(&Request::post("/v1/cluster/members", body)).await?
+            client.send(&settings.as_operator(Request::post("/v1/cluster/members", body))).await?
         }
         Command::RemoveMember { node_id } => {
             let path = format!("/v1/cluster/members/{}", segment(&node_id.to_string()));
-            client.send(&Request::delete(path)).await?
+            client.send(&settings.as_operator(Request::delete(path))).await?
         }
     };
     output::emit_value(settings.format, &reply, output::render_object)

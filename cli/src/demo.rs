@@ -145,7 +145,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install()?;
     let mut nodes = spawn_all(&plan, &bin, &args.data_dir, &secret, jwt.as_ref())?;
     let started = tokio::select! {
-        started = start(&mut nodes, &args.data_dir, jwt.as_ref(), settings.format) => Some(started),
+        started = start(&mut nodes, &args.data_dir, &secret, jwt.as_ref(), settings.format) => Some(started),
         signal = shutdown.recv() => {
             eprintln!("received {signal} while starting: stopping the nodes");
             None
@@ -185,7 +185,7 @@ fn peers_arg(plan: &[NodePlan]) -> String {
     peers.join(",")
 }
 
-fn node_args(node: &NodePlan, node_dir: &Path, peers: &str, secret: &str, jwt: bool) -> Vec<OsString> {
+fn node_args(node: &NodePlan, node_dir: &Path, peers: &str, jwt: bool) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "--id".into(),
         node.id.to_string().into(),
@@ -195,8 +195,6 @@ fn node_args(node: &NodePlan, node_dir: &Path, peers: &str, secret: &str, jwt: b
         node_dir.into(),
         "--peers".into(),
         peers.into(),
-        "--cluster-secret".into(),
-        secret.into(),
     ];
     if jwt {
         // The JWT secret itself goes through the environment, out of the process list.
@@ -317,8 +315,10 @@ fn spawn_node(
     if let Some(jwt) = jwt {
         command.env("TALLY_JWT_SECRET", &jwt.secret);
     }
+    // Secrets go through the environment: `ps` shows every process's arguments.
+    command.env("TALLY_CLUSTER_SECRET", secret);
     let child = command
-        .args(node_args(plan, &node_dir, peers, secret, jwt.is_some()))
+        .args(node_args(plan, &node_dir, peers, jwt.is_some()))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -341,12 +341,18 @@ fn spawn_failure(bin: &Path, error: io::Error) -> anyhow::Error {
 }
 
 /// Waits for readiness, seeds the sample poll and prints what to try.
-async fn start(nodes: &mut [Node], data_dir: &Path, jwt: Option<&JwtSetup>, format: Format) -> anyhow::Result<()> {
+async fn start(
+    nodes: &mut [Node],
+    data_dir: &Path,
+    secret: &str,
+    jwt: Option<&JwtSetup>,
+    format: Format,
+) -> anyhow::Result<()> {
     wait_ready(nodes).await?;
     let urls: Vec<String> = nodes.iter().map(|node| node.plan.url()).collect();
     let mut client = Client::new(Endpoints(urls.clone()), REQUEST_TIMEOUT)?;
     if let Some(jwt) = jwt {
-        let token = admin_token(&client, jwt).await?;
+        let token = admin_token(&client, jwt, secret).await?;
         client = client.with_token(Some(token));
     }
     let poll = seed(&client, &urls, jwt.is_some()).await?;
@@ -417,10 +423,11 @@ fn last_lines(text: &str, count: usize) -> String {
     lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
-/// Registers the admin account (a re-run finds it there) and logs in as it.
-async fn admin_token(client: &Client, jwt: &JwtSetup) -> anyhow::Result<String> {
+/// Registers the admin account (a re-run finds it there) and logs in as it. An `--admin`
+/// name is reserved: only the operator, with the cluster secret, may register it.
+async fn admin_token(client: &Client, jwt: &JwtSetup, secret: &str) -> anyhow::Result<String> {
     let body = json!({"username": ADMIN_USERNAME, "password": jwt.admin_password});
-    let register = Request::post("/v1/users", body.clone());
+    let register = Request::post("/v1/users", body.clone()).header(crate::client::CLUSTER_SECRET_HEADER, secret);
     match retry_unavailable(|| client.send(&register)).await {
         Err(failure) if failure.code != "USERNAME_TAKEN" => return Err(failure.into()),
         _ => {}
@@ -712,25 +719,11 @@ mod tests {
     #[test]
     fn node_args_follow_the_node_flags() {
         let plan = NodePlan { id: 2, port: 7002 };
-        let args = node_args(&plan, Path::new("d/2"), "1=a:1", "s3cret", false);
+        let args = node_args(&plan, Path::new("d/2"), "1=a:1", false);
         let args: Vec<&str> = args.iter().map(|arg| arg.to_str().expect("utf-8")).collect();
-        assert_eq!(
-            args,
-            [
-                "--id",
-                "2",
-                "--addr",
-                "127.0.0.1:7002",
-                "--data-dir",
-                "d/2",
-                "--peers",
-                "1=a:1",
-                "--cluster-secret",
-                "s3cret"
-            ]
-        );
-        let args = node_args(&plan, Path::new("d/2"), "1=a:1", "s3cret", true);
-        let tail: Vec<&str> = args[10..].iter().map(|arg| arg.to_str().expect("utf-8")).collect();
+        assert_eq!(args, ["--id", "2", "--addr", "127.0.0.1:7002", "--data-dir", "d/2", "--peers", "1=a:1",]);
+        let args = node_args(&plan, Path::new("d/2"), "1=a:1", true);
+        let tail: Vec<&str> = args[8..].iter().map(|arg| arg.to_str().expect("utf-8")).collect();
         assert_eq!(tail, ["--auth", "jwt", "--admin", ADMIN_USERNAME]);
     }
 

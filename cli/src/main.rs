@@ -51,6 +51,11 @@ struct GlobalArgs {
     /// Bearer token for nodes run with `--auth jwt` (from `tally user login`).
     #[arg(long, global = true, env = "TALLY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// File holding the cluster secret, which cluster management (`tally cluster init`,
+    /// `add-member`, `remove-member`) and creating an `--admin` account need; or set
+    /// TALLY_CLUSTER_SECRET. Never a flag's value: `ps` would show it.
+    #[arg(long, global = true, value_name = "PATH")]
+    cluster_secret_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +92,38 @@ enum Command {
 pub struct Settings {
     pub client: client::Client,
     pub format: output::Format,
+    /// The cluster secret, if given: operator requests carry it.
+    pub cluster_secret: Option<String>,
+}
+
+impl Settings {
+    /// `request` as the operator's: with the cluster secret, when there is one.
+    pub fn as_operator(&self, request: client::Request) -> client::Request {
+        match &self.cluster_secret {
+            Some(secret) => request.header(client::CLUSTER_SECRET_HEADER, secret.clone()),
+            None => request,
+        }
+    }
+}
+
+/// Longest cluster secret file read; a secret is a line of text.
+const CLUSTER_SECRET_FILE_BYTES_MAX: u64 = 4096;
+
+fn read_cluster_secret(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    use std::io::Read;
+    let Some(path) = file else {
+        // Read by hand, not through clap's `env`, which would also make it a flag.
+        return Ok(std::env::var("TALLY_CLUSTER_SECRET").ok().filter(|s| !s.is_empty()));
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(CLUSTER_SECRET_FILE_BYTES_MAX).read_to_string(&mut text))
+        .map_err(|e| exit::Failure::usage(format!("cannot read --cluster-secret-file {}: {e}", path.display())))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(exit::Failure::usage(format!("--cluster-secret-file {} is empty", path.display())).into());
+    }
+    Ok(Some(secret.to_string()))
 }
 
 impl TryFrom<GlobalArgs> for Settings {
@@ -95,7 +132,8 @@ impl TryFrom<GlobalArgs> for Settings {
     fn try_from(global: GlobalArgs) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(global.timeout_ms);
         let client = client::Client::new(global.endpoints, timeout)?.with_token(global.token);
-        Ok(Settings { client, format: global.output })
+        let cluster_secret = read_cluster_secret(global.cluster_secret_file.as_deref())?;
+        Ok(Settings { client, format: global.output, cluster_secret })
     }
 }
 

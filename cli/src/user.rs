@@ -113,7 +113,9 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     match command {
         Command::Create(args) => {
             let body = json!({"username": args.username, "password": password(&args)?});
-            let reply = settings.client.send(&Request::post("/v1/users", body)).await?;
+            // With the cluster secret (TALLY_CLUSTER_SECRET or --cluster-secret-file), the
+            // operator may create the accounts that `--admin` names.
+            let reply = settings.client.send(&settings.as_operator(Request::post("/v1/users", body))).await?;
             output::emit_value(settings.format, &reply, |reply| {
                 let text = |key: &str| reply.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
                 render_fields(&[("created", text("username")), ("at", text("created_at"))])

@@ -62,6 +62,47 @@ impl Identity {
     }
 }
 
+/// Constant-time comparison, so a secret cannot be guessed byte by byte from timings.
+pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// Whether the request carries this node's cluster secret (`x-tally-cluster-secret`). A
+/// node started without `--cluster-secret` has none to show, so nobody shows it.
+pub(crate) fn shows_cluster_secret(app: &App, headers: &header::HeaderMap) -> bool {
+    let given = headers.get(tally_raft::rpc::SECRET_HEADER).map(|v| v.as_bytes());
+    match (&app.cluster_secret, given) {
+        (Some(expected), Some(given)) => same_secret(given, expected.as_bytes()),
+        _ => false,
+    }
+}
+
+/// Cluster management (`/v1/cluster/init`, `/v1/cluster/members`): an operator, whatever
+/// the auth mode. That is whoever shows the cluster secret, or, with `--auth jwt`, an
+/// admin's token. With `--auth none`, being on the network is not enough: a stranger who
+/// could add a node would receive the log and the secret with it.
+pub(crate) fn require_operator(app: &App, identity: &Identity, headers: &header::HeaderMap) -> Result<(), ApiError> {
+    if shows_cluster_secret(app, headers) {
+        return Ok(());
+    }
+    if headers.contains_key(tally_raft::rpc::SECRET_HEADER) {
+        app.metrics.peer_rejected.inc();
+        return Err(unauthenticated("wrong cluster secret"));
+    }
+    match identity {
+        Identity::User { admin: true, .. } => Ok(()),
+        Identity::User { .. } => {
+            Err(ApiError::forbidden("cluster management needs an admin token or the cluster secret"))
+        }
+        Identity::Open | Identity::Anonymous if app.cluster_secret.is_none() => Err(unauthenticated(
+            "cluster management needs the cluster secret, and this node was started without --cluster-secret",
+        )),
+        Identity::Open | Identity::Anonymous => {
+            Err(unauthenticated("cluster management needs the cluster secret (header x-tally-cluster-secret)"))
+        }
+    }
+}
+
 pub fn unauthenticated(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
 }
@@ -102,7 +143,7 @@ pub struct JwtAuth {
     /// RS256 or EdDSA, from an outside identity provider.
     public_key: Option<(DecodingKey, Algorithm)>,
     /// Built-in accounts whose tokens say `"role": "admin"`.
-    admins: BTreeSet<String>,
+    pub(crate) admins: BTreeSet<String>,
     pub token_ttl: Duration,
 }
 

@@ -30,15 +30,10 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route_layer(middleware::from_fn_with_state(app, check_secret))
 }
 
-/// Constant-time comparison, so the secret cannot be guessed byte by byte from timings.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
 async fn check_secret(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     if let Some(expected) = &app.cluster_secret {
         let given = request.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
-        if !same_secret(given, expected.as_bytes()) {
+        if !crate::auth::same_secret(given, expected.as_bytes()) {
             app.metrics.peer_rejected.inc();
             return (StatusCode::UNAUTHORIZED, "peer request without the cluster secret").into_response();
         }

@@ -95,7 +95,21 @@ async fn jwt_mode_end_to_end() {
     let alice = api.register_and_login(0, "alice").await;
     let bob = api.register_and_login(1, "bob").await;
     let carol = api.register_and_login(2, "carol").await;
-    let root = api.register_and_login(0, "root").await;
+    // `--admin root` reserves the name: a stranger cannot register it and become admin,
+    // on any node; the operator can, with the cluster secret.
+    let root_credentials = json!({"username": "root", "password": "root-password"});
+    for node in 0..3 {
+        let (status, body) = api.call(node, "POST", "/v1/users", None, Some(root_credentials.clone())).await;
+        assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{body}");
+    }
+    let url = format!("{}/v1/users", cluster.url(0));
+    let wrong = cluster.http.post(&url).header("x-tally-cluster-secret", "guess").json(&root_credentials);
+    assert_eq!(wrong.send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    let operator = cluster.http.post(&url).header("x-tally-cluster-secret", cluster.secret()).json(&root_credentials);
+    assert_eq!(operator.send().await.unwrap().status(), StatusCode::CREATED);
+    let (status, body) = api.call(1, "POST", "/v1/auth/token", None, Some(root_credentials)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let root = body["access_token"].as_str().expect("a token").to_string();
     let taken = json!({"username": "alice", "password": "another-password"});
     let (status, body) = api.call(2, "POST", "/v1/users", None, Some(taken)).await;
     assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "USERNAME_TAKEN"));

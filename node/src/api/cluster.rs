@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use axum::Json;
 use openraft::ServerState;
@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
-use crate::auth::Identity;
+use crate::auth::{require_operator, Identity};
 use crate::App;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -110,9 +110,10 @@ pub struct InitRequest {
 pub async fn init(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {
-    identity.require_admin()?;
+    require_operator(&app, &identity, &headers)?;
     // The body is optional: empty means a cluster of this node alone.
     let request: InitRequest = if body.iter().all(u8::is_ascii_whitespace) {
         InitRequest::default()
@@ -164,9 +165,10 @@ fn admin_error(error: AdminError) -> ApiError {
 pub async fn add_member(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<AddMemberRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    identity.require_admin()?;
+    require_operator(&app, &identity, &headers)?;
     if request.node_id == 0 || !request.addr.contains(':') || request.addr.len() > 256 {
         return Err(ApiError::invalid("node_id must be positive and addr HOST:PORT"));
     }
@@ -181,8 +183,9 @@ pub async fn remove_member(
     State(app): State<Arc<App>>,
     Path(node_id): Path<String>,
     Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
-    identity.require_admin()?;
+    require_operator(&app, &identity, &headers)?;
     let node_id: NodeId = node_id.parse().map_err(|_| ApiError::invalid(format!("{node_id:?} is not a node id")))?;
     app.node.admin(AdminRequest::RemoveMember { node_id }).await.map_err(admin_error)?;
     Ok(Json(serde_json::json!({"removed": node_id})))

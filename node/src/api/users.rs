@@ -9,7 +9,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use tally_raft::model::{Command, Response};
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
-use crate::auth::{unauthenticated, Identity, JwtAuth};
+use crate::auth::{shows_cluster_secret, unauthenticated, Identity, JwtAuth};
 use crate::clock::format_ms;
 use crate::App;
 
@@ -147,10 +147,19 @@ async fn password_work<T: Send + 'static>(app: &App, work: impl FnOnce() -> T + 
               (status = 404, description = "auth is off (--auth none)")))]
 pub async fn register(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> ApiResult<(StatusCode, Json<UserBody>)> {
-    jwt(&app)?;
+    let jwt = jwt(&app)?;
     check_credentials(&credentials)?;
+    // An `--admin` name is an admin's the moment it exists: whoever registered it first
+    // would hold the role. Only the operator, who holds the cluster secret, creates it.
+    if jwt.admins.contains(&credentials.username) && !shows_cluster_secret(&app, &headers) {
+        return Err(ApiError::forbidden(format!(
+            "the username {} is reserved for an admin (--admin): the operator creates it with the cluster secret",
+            credentials.username
+        )));
+    }
     let Credentials { username, password } = credentials;
     let password_hash = hash_password(&app, password).await?;
     let command = Command::CreateUser { username: username.clone(), password_hash };

@@ -70,6 +70,11 @@ impl Cluster {
         cluster
     }
 
+    /// The cluster secret every node of this cluster was started with.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
     pub fn url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.ports[i])
     }
