@@ -49,6 +49,9 @@ pub struct RaftNode {
     pub write_timeout: Duration,
     /// Votes this node sent on to a leader, retries included.
     pub votes_forwarded: AtomicU64,
+    /// Where [`Request::entropy`] comes from when this node leads (seeded, so that a
+    /// simulation replays).
+    pub entropy: std::sync::Mutex<rand::rngs::StdRng>,
 }
 
 impl RaftNode {
@@ -124,7 +127,8 @@ impl RaftNode {
     /// Proposes on this node, which must be the leader. Used for the node's own writes and
     /// for commands that followers forward (never forwarded again, so never a loop).
     pub async fn propose_local(&self, command: Command, timeout: Duration) -> Result<Committed, ProposeError> {
-        let request = Request { timestamp_ms: self.clock.now_ms(), command };
+        let entropy = rand::Rng::gen(&mut *self.entropy.lock().unwrap_or_else(|p| p.into_inner()));
+        let request = Request { timestamp_ms: self.clock.now_ms(), entropy, command };
         #[cfg(feature = "bug-injection")]
         if tally_raft::bugs::ack_before_commit() {
             return self.acknowledge_before_commit(request).await;
@@ -313,7 +317,7 @@ impl RaftNode {
             .enumerate()
             .map(|(slot, vote)| {
                 VoteOutcome::Recorded(VoteReceipt {
-                    vote_id: tally_raft::sm::vote_id(log_index, slot),
+                    vote_id: tally_raft::sm::vote_id(&request.entropy, log_index, slot),
                     poll_id: vote.poll_id.clone(),
                     option_id: vote.option_id.clone(),
                     recorded_at_ms: request.timestamp_ms,

@@ -74,6 +74,9 @@ pub struct App {
     rng: Mutex<StdRng>,
 }
 
+/// Keeps the log's entropy stream apart from the id generator's, which shares the seed.
+const ENTROPY_SEED_SALT: u64 = 0x7a11_e47a_0b1e_5eed;
+
 const ID_ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 impl App {
@@ -184,6 +187,7 @@ impl Node {
             clock,
             write_timeout: config.write_timeout(),
             votes_forwarded: Default::default(),
+            entropy: Mutex::new(StdRng::seed_from_u64(seed ^ ENTROPY_SEED_SALT)),
         });
         count_leader_changes(&node.raft, metrics.leader_changes.clone());
         schedule::spawn_closer(node.clone());

@@ -263,9 +263,14 @@ impl Metrics {
         m.poll_option_votes.reset();
         m.poll_turnout.reset();
         let polls = self.recent_polls.list();
+        let now_ms = app.node.clock.now_ms();
         let applied = app.node.sm.read();
         for poll_id in &polls {
             let Some(state) = applied.state.polls.get(poll_id) else { continue };
+            // `/metrics` is open to anyone: hidden results stay out until the poll closes.
+            if state.poll.results_hidden_at(now_ms) {
+                continue;
+            }
             for (option, votes) in state.poll.options.iter().zip(&state.counts) {
                 m.poll_option_votes
                     .with_label_values(&[&poll_id.0, &option.option_id, &option.text])

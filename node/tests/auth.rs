@@ -130,6 +130,20 @@ async fn jwt_mode_end_to_end() {
     assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
     let (status, body) = api.call(1, "POST", &votes, Some(&bob), Some(json!({"option_id": "o1"}))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // A receipt tells how its voter voted only to that voter, the owner and admins while
+    // results are hidden; `/metrics`, open to anyone, leaves the poll out.
+    let receipt = format!("/v1/polls/{id}/receipts/{}", body["vote_id"].as_str().expect("a vote id"));
+    for (who, token, shown) in [("bob", &bob, true), ("alice", &alice, true), ("carol", &carol, false)] {
+        let (status, check) = api.call(2, "GET", &receipt, Some(token), None).await;
+        assert_eq!(status, StatusCode::OK, "{check}");
+        let expected = if shown { json!("o1") } else { Value::Null };
+        assert_eq!(check["option_id"], expected, "{who} reading bob's receipt: {check}");
+    }
+    for node in 0..3 {
+        let (_, metrics) = api.call(node, "GET", "/metrics", None, None).await;
+        let text = metrics.as_str().expect("metrics text");
+        assert!(!text.contains(&id), "node {node}'s /metrics shows the hidden poll");
+    }
     let (_, me) = api.call(2, "GET", &format!("{votes}/me"), Some(&bob), None).await;
     assert_eq!(me["has_voted"], true, "{me}");
 

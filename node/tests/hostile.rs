@@ -60,3 +60,52 @@ async fn strangers_cannot_change_membership() {
     let (status, body) = send(remove.header("x-tally-cluster-secret", cluster.secret())).await;
     assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_FAILED"), "{body}");
 }
+
+/// Hidden results used to leak: `/metrics` carried the poll's counts, and anyone could read
+/// another voter's choice from a receipt, walking the sequential vote ids `v{index}.{slot}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hidden_results_stay_hidden_and_vote_ids_cannot_be_walked() {
+    let cluster = Cluster::start(3).await;
+    let poll = json!({"title": "secret ballot", "options": ["yes", "no"],
+                      "settings": {"show_results_during_voting": false}});
+    let (status, created) = send(cluster.http.post(format!("{}/v1/polls", cluster.url(0))).json(&poll)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let poll_id = created["poll_id"].as_str().expect("poll id").to_string();
+    let mut vote_ids = Vec::new();
+    for (n, option) in ["o1", "o2", "o1"].iter().enumerate() {
+        let vote = cluster
+            .http
+            .post(format!("{}/v1/polls/{poll_id}/votes", cluster.url(n)))
+            .json(&json!({"voter_id": format!("voter-{n}"), "option_id": option}));
+        let (status, body) = send(vote).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        vote_ids.push(body["vote_id"].as_str().expect("vote id").to_string());
+    }
+    for id in &vote_ids {
+        // `v` and 20 hex digits: nothing in it says where the next vote is.
+        assert!(id.len() == 21 && id.starts_with('v') && id[1..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        let (status, receipt) =
+            send(cluster.http.get(format!("{}/v1/polls/{poll_id}/receipts/{id}", cluster.url(2)))).await;
+        assert_eq!(status, StatusCode::OK, "{receipt}");
+        assert_eq!(receipt["option_id"], Value::Null, "a receipt on a hidden poll told the choice: {receipt}");
+        assert!(receipt["chain_hash"].is_string(), "{receipt}");
+    }
+    for guess in ["v1.0", "v5.0", "v6.0", "v7.1"] {
+        let (status, _) =
+            send(cluster.http.get(format!("{}/v1/polls/{poll_id}/receipts/{guess}", cluster.url(0)))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{guess}");
+    }
+    for node in 0..3 {
+        let metrics = cluster.http.get(format!("{}/metrics", cluster.url(node))).send().await.expect("metrics");
+        let text = metrics.text().await.expect("text");
+        assert!(text.contains("tally_votes_recorded_total"), "node {node}: {text}");
+        assert!(!text.contains(&poll_id), "node {node}'s /metrics shows the hidden poll");
+    }
+    // Closed, the results and receipts are public.
+    let close = cluster.http.patch(format!("{}/v1/polls/{poll_id}", cluster.url(0))).json(&json!({"status": "closed"}));
+    let (status, body) = send(close).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, receipt) =
+        send(cluster.http.get(format!("{}/v1/polls/{poll_id}/receipts/{}", cluster.url(0), vote_ids[1]))).await;
+    assert_eq!(receipt["option_id"], "o2", "{receipt}");
+}

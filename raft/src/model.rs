@@ -121,6 +121,12 @@ impl Poll {
         }
     }
 
+    /// Whether the counts, and how anyone voted, are kept from the public at `now_ms`:
+    /// `show_results_during_voting` is off and the poll has not closed.
+    pub fn results_hidden_at(&self, now_ms: i64) -> bool {
+        !self.settings.show_results_during_voting && self.status_at(now_ms) != PollStatus::Closed
+    }
+
     pub fn option_index(&self, option_id: &str) -> Option<usize> {
         self.options.iter().position(|o| o.option_id == option_id)
     }
@@ -183,6 +189,10 @@ pub struct PastVote {
 pub struct Request {
     /// The proposing leader's clock. The only way time enters the state machine.
     pub timestamp_ms: i64,
+    /// Random bytes from the proposing leader: the only way randomness enters the state
+    /// machine. Vote ids are derived from them ([`crate::sm::vote_id`]), so that nobody
+    /// can walk a poll's receipts by guessing ids.
+    pub entropy: [u8; 16],
     pub command: Command,
 }
 

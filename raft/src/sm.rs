@@ -311,8 +311,16 @@ pub fn receipt(poll: &Poll, record: &VoteRecord) -> VoteReceipt {
 }
 
 /// A vote id, unique in the cluster because (log index, position in the entry) is.
-pub fn vote_id(log_index: u64, slot: usize) -> String {
-    format!("v{log_index}.{slot}")
+/// A vote's id: `v` and 20 hex digits (80 bits) of SHA-256 over the entry's entropy, its
+/// index and the vote's slot in it. Unique per (index, slot) like the `v{index}.{slot}` it
+/// replaced, but not guessable: a receipt is only found by whoever was handed its id.
+pub fn vote_id(entropy: &[u8; 16], log_index: u64, slot: usize) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"tally-vote-id-v1\n");
+    hasher.update(entropy);
+    hasher.update(log_index.to_be_bytes());
+    hasher.update((slot as u64).to_be_bytes());
+    format!("v{}", hex(&hasher.finalize()[..10]))
 }
 
 impl State {
@@ -324,7 +332,11 @@ impl State {
             Command::CreatePoll(spec) => Response::Poll(self.create_poll(index, spec, now_ms, touched)),
             Command::UpdatePoll { poll_id, patch } => Response::Poll(self.update_poll(poll_id, patch, now_ms, touched)),
             Command::CastVotes(votes) => Response::Votes(
-                votes.iter().enumerate().map(|(slot, v)| self.cast_vote(index, slot, v, now_ms, touched)).collect(),
+                votes
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, v)| self.cast_vote(&request.entropy, index, slot, v, now_ms, touched))
+                    .collect(),
             ),
             Command::CreateUser { username, password_hash } => {
                 Response::User(self.create_user(username, password_hash, now_ms, touched))
@@ -448,6 +460,7 @@ impl State {
 
     fn cast_vote(
         &mut self,
+        entropy: &[u8; 16],
         index: u64,
         slot: usize,
         intent: &VoteIntent,
@@ -479,7 +492,7 @@ impl State {
                 history
             }
         };
-        let vote_id = vote_id(index, slot);
+        let vote_id = vote_id(entropy, index, slot);
         let position = state.chain_len;
         let link = audit::next_link(
             &state.chain_head,

@@ -108,7 +108,9 @@ pub struct ReceiptCheck {
     pub vote_id: String,
     pub position: u64,
     pub chain_hash: String,
-    pub option_id: String,
+    /// Null while the poll hides its results, except to the vote's own voter, the poll's
+    /// owner and admins: a receipt must not tell anyone else how someone voted.
+    pub option_id: Option<String>,
     pub recorded_at: String,
     pub log_index: u64,
     pub replaces: Option<String>,
@@ -125,6 +127,7 @@ pub struct ReceiptCheck {
 pub async fn receipt(
     State(app): State<Arc<App>>,
     Path((poll_id, vote_id)): Path<(String, String)>,
+    Extension(identity): Extension<Identity>,
 ) -> ApiResult<Json<ReceiptCheck>> {
     let poll = app.known_poll(&poll_id).await?;
     let find = |app: &App| {
@@ -142,12 +145,19 @@ pub async fn receipt(
     };
     let (entry, chain_length, head) =
         found.ok_or_else(|| ApiError::not_found(format!("no vote {vote_id:?} in this poll")))?;
+    let privileged = match &identity {
+        Identity::User { subject, admin } => {
+            *admin || poll.owner.as_deref() == Some(subject.as_str()) || *subject == entry.voter_id.0
+        }
+        Identity::Open | Identity::Anonymous => false,
+    };
+    let shown = privileged || !poll.results_hidden_at(app.node.clock.now_ms());
     Ok(Json(ReceiptCheck {
         poll_id: poll.poll_id.0,
         vote_id: entry.vote_id,
         position: entry.chain.position,
         chain_hash: to_hex(&entry.chain.hash),
-        option_id: entry.option_id,
+        option_id: shown.then_some(entry.option_id),
         recorded_at: format_ms(entry.recorded_at_ms),
         log_index: entry.log_index,
         replaces: entry.replaces,

@@ -14,7 +14,7 @@ use axum::Json;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tally_actors::{LiveFeed, LiveResults};
-use tally_raft::model::{PollId, PollStatus, VoterId};
+use tally_raft::model::{PollId, VoterId};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
@@ -157,7 +157,7 @@ pub async fn get(
 /// its owner, admins and voters who have voted; with auth off, for nobody.
 fn check_visible(app: &App, live: &LiveResults, identity: &Identity) -> ApiResult<()> {
     let poll = &live.poll;
-    if poll.settings.show_results_during_voting || poll.status_at(app.node.clock.now_ms()) == PollStatus::Closed {
+    if !poll.results_hidden_at(app.node.clock.now_ms()) {
         return Ok(());
     }
     let allowed = match identity {

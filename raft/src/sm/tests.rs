@@ -26,7 +26,12 @@ fn vote(poll: &str, voter: &str, option: usize, key: &str) -> VoteIntent {
 }
 
 fn request(timestamp_ms: i64, command: Command) -> Request {
-    Request { timestamp_ms, command }
+    Request { timestamp_ms, entropy: [timestamp_ms as u8; 16], command }
+}
+
+/// The id of the vote in `slot` of the entry at `index` that [`request`] made at `timestamp_ms`.
+fn vid(timestamp_ms: i64, index: u64, slot: usize) -> String {
+    vote_id(&[timestamp_ms as u8; 16], index, slot)
 }
 
 fn apply_all(log: &[Request]) -> (State, Vec<Response>) {
@@ -53,11 +58,11 @@ fn one_vote_per_voter_and_replay_by_key() {
     let (state, responses) = apply_all(&log);
     let first = outcomes(&responses[1]);
     let VoteOutcome::Recorded(receipt) = &first[0] else { panic!("{first:?}") };
-    assert_eq!(receipt.vote_id, "v2.0");
+    assert_eq!(receipt.vote_id, vid(11, 2, 0));
     assert!(matches!(
         &first[1],
         VoteOutcome::Rejected(VoteRejection::AlreadyVoted { vote_id, option_id, .. })
-            if vote_id == "v2.0" && option_id == "o1"
+            if *vote_id == vid(11, 2, 0) && option_id == "o1"
     ));
     // Same key, whatever the option: the original receipt again.
     assert_eq!(outcomes(&responses[2])[0], VoteOutcome::Replayed { receipt: receipt.clone(), changed: false });
@@ -240,14 +245,16 @@ fn receipts_chain_every_version_of_every_vote_in_log_order() {
     let (state, responses) = apply_all(&log);
     let poll = &state.polls[&PollId("p".into())];
     let trail = poll.audit_trail();
-    let ids: Vec<_> = trail.iter().map(|e| (e.vote_id.as_str(), e.chain.position, e.current)).collect();
-    assert_eq!(ids, vec![("v2.0", 0, false), ("v2.1", 1, true), ("v3.0", 2, true)]);
-    assert_eq!(trail[2].replaces.as_deref(), Some("v2.0"));
+    let ids: Vec<_> = trail.iter().map(|e| (e.vote_id.clone(), e.chain.position, e.current)).collect();
+    assert_eq!(ids, vec![(vid(11, 2, 0), 0, false), (vid(11, 2, 1), 1, true), (vid(12, 3, 0), 2, true)]);
+    assert_eq!(trail[2].replaces, Some(vid(11, 2, 0)));
     assert_eq!(poll.chain_head, trail[2].chain.hash);
     let VoteOutcome::Changed(changed) = &outcomes(&responses[2])[0] else { panic!() };
     assert_eq!(changed.chain, trail[2].chain);
-    assert_eq!(poll.find_vote("v2.0").unwrap().chain, trail[0].chain);
-    assert_eq!(poll.find_vote("v9.9"), None);
+    assert_eq!(poll.find_vote(&vid(11, 2, 0)).unwrap().chain, trail[0].chain);
+    assert_eq!(poll.find_vote(&vid(11, 9, 9)), None);
+    // Ids do not tell where a vote is: the old `v{index}.{slot}` form finds nothing.
+    assert_eq!(poll.find_vote("v2.0"), None);
     assert_eq!(state.check_invariants(), Ok(()));
 
     // Any edit to a stored vote breaks the chain, and the check says so.
@@ -255,7 +262,7 @@ fn receipts_chain_every_version_of_every_vote_in_log_order() {
     let a = tampered.polls.get_mut(&PollId("p".into())).unwrap().votes.get_mut(&VoterId("a".into())).unwrap();
     a.history[0].recorded_at_ms += 1;
     let error = tampered.check_invariants().unwrap_err();
-    assert!(error.contains("v2.0"), "{error}");
+    assert!(error.contains(&vid(11, 2, 0)), "{error}");
 }
 
 /// A random log over a few polls, voters, options, keys and regions, so that duplicates,

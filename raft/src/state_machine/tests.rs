@@ -43,7 +43,7 @@ fn mem_stores_pass_openraft_suite() {
 fn entry(index: u64, command: Command) -> Entry {
     openraft::Entry {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Request { timestamp_ms: index as i64, command }),
+        payload: EntryPayload::Normal(Request { timestamp_ms: index as i64, entropy: [index as u8; 16], command }),
     }
 }
 
