@@ -21,6 +21,9 @@ use crate::{codec, io_error, TypeConfig};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
+const FORMAT: &[u8] = b"format";
+/// The log entries' format. 2: `Request.entropy` (unguessable vote ids).
+const FORMAT_VERSION: &[u8; 1] = b"2";
 const PURGED: &[u8] = b"purged";
 
 /// Told the duration of each durable flush; the node points it at a latency histogram.
@@ -58,8 +61,28 @@ fn key(index: u64) -> [u8; 8] {
 }
 
 impl LogStore {
+    /// Opens the log. A data dir written by a build with another log format (the disk
+    /// format is unversioned bincode of our types) is refused here, at once and clearly,
+    /// rather than failing on the first old entry read later.
     pub fn open(db: &dyn Database) -> Result<Self, StoreError> {
-        Ok(Self { entries: db.keyspace("log")?, meta: db.keyspace("log_meta")?, stats: Arc::default() })
+        let store = Self { entries: db.keyspace("log")?, meta: db.keyspace("log_meta")?, stats: Arc::default() };
+        let format = store.meta.get(FORMAT)?;
+        if format.as_deref() != Some(FORMAT_VERSION.as_slice()) {
+            let used = format.is_some() || store.entries.last()?.is_some() || store.meta.get(VOTE)?.is_some();
+            if used {
+                return Err(StoreError::Io(std::io::Error::other(format!(
+                    "this data dir holds a log of another format (version {:?}, this build writes {}): \
+                     it was written by another build of tally-node; start it anew (tally demo --fresh, or an empty --data-dir)",
+                    format.as_deref().map(|v| String::from_utf8_lossy(v).into_owned()),
+                    String::from_utf8_lossy(FORMAT_VERSION)
+                ))));
+            }
+            let mut batch = WriteBatch::new();
+            batch.put(FORMAT.to_vec(), FORMAT_VERSION.to_vec());
+            store.meta.write(batch)?;
+            store.meta.flush()?;
+        }
+        Ok(store)
     }
 
     pub fn stats(&self) -> Arc<LogStats> {

@@ -130,3 +130,17 @@ async fn an_interrupted_install_is_redone_on_open() {
     let reopened = StateMachineStore::open(&target).await.unwrap();
     assert_eq!(snapshot_of(&reopened.shared), expected);
 }
+
+#[test]
+fn a_log_of_another_format_is_refused_at_open_and_a_new_one_is_stamped() {
+    let db = MemDb::new();
+    LogStore::open(&db).expect("a new data dir opens");
+    LogStore::open(&db).expect("and reopens");
+    // A data dir of an earlier build: entries, and no format mark.
+    let old = MemDb::new();
+    let mut batch = WriteBatch::new();
+    batch.put(1u64.to_be_bytes().to_vec(), b"an entry of the old format".to_vec());
+    old.keyspace("log").unwrap().write(batch).unwrap();
+    let error = LogStore::open(&old).err().expect("refused");
+    assert!(error.to_string().contains("another format"), "{error}");
+}
