@@ -126,6 +126,30 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
     pub stream_events_per_sec: u64,
 
+    /// Milliseconds a connection may take to send a request's headers, counted from its
+    /// first byte, or from the end of the previous response: idle keep-alive connections
+    /// close after it too. Slow or stalled headers cannot hold a connection longer.
+    #[arg(long, env = "TALLY_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub http_header_timeout_ms: u64,
+
+    /// Milliseconds a request's body may take to arrive, from the end of its headers.
+    #[arg(long, env = "TALLY_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub http_body_timeout_ms: u64,
+
+    /// Open connections on the port (clients and peers together); past it, new ones are
+    /// closed at once. Keep it well under the process's file limit (`ulimit -n`).
+    #[arg(long, env = "TALLY_HTTP_CONNECTIONS_MAX", default_value_t = 8_192,
+          value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub http_connections_max: u64,
+
+    /// On SIGTERM or Ctrl-C: Raft stops at once (the others elect a new leader), then
+    /// requests in flight get this many milliseconds to finish before they are closed.
+    #[arg(long, env = "TALLY_SHUTDOWN_DRAIN_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub shutdown_drain_ms: u64,
+
     /// Log filter, in tracing's EnvFilter syntax (RUST_LOG overrides it).
     #[arg(long, env = "TALLY_LOG", default_value = "info,openraft=warn,sled=warn")]
     pub log: String,
@@ -157,6 +181,15 @@ impl Config {
 
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
+    }
+
+    pub fn http_limits(&self) -> crate::server::HttpLimits {
+        crate::server::HttpLimits {
+            header_read_timeout: Duration::from_millis(self.http_header_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.http_body_timeout_ms),
+            connections_max: self.http_connections_max as usize,
+            drain_timeout: Duration::from_millis(self.shutdown_drain_ms),
+        }
     }
 
     /// The initial members, checked: unique ids, this node among them.

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod peer;
 pub mod ratelimit;
 pub mod schedule;
+pub mod server;
 pub mod source;
 pub mod web;
 
@@ -71,6 +72,8 @@ pub struct App {
     pub requests: api::requests::Requests,
     /// Password hashing is CPU- and memory-hungry (argon2): a few at a time.
     pub password_work: tokio::sync::Semaphore,
+    /// The HTTP server's timeouts, connection cap and drain (`--http-*`).
+    pub http_limits: server::HttpLimits,
     rng: Mutex<StdRng>,
 }
 
@@ -228,6 +231,7 @@ impl Node {
             limits,
             requests: Default::default(),
             password_work: tokio::sync::Semaphore::new(api::users::PASSWORD_WORK_MAX),
+            http_limits: config.http_limits(),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         });
         Ok(Node { app })
@@ -276,11 +280,7 @@ where
     L: axum::serve::Listener,
     L::Addr: Into<Option<std::net::SocketAddr>>,
 {
-    // The client's address, for the per-address rate limit.
-    let service = node.router().into_make_service_with_connect_info::<ratelimit::ClientAddr>();
-    axum::serve(ratelimit::AddrListener(listener), service).with_graceful_shutdown(shutdown).await?;
-    node.shutdown().await;
-    Ok(())
+    server::serve(node, listener, node.app.http_limits, shutdown).await
 }
 
 /// The production process: sled on disk, tokio TCP, the system clock.

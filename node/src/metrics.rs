@@ -32,6 +32,8 @@ pub struct Metrics {
     pub votes_rejected: IntCounterVec,
     pub forwarded_commands_received: IntCounter,
     pub peer_rejected: IntCounter,
+    /// Connections closed on arrival because the node had `--http-connections-max` open.
+    pub connections_refused: IntCounter,
     pub leader_changes: IntCounter,
     /// Events the results streams sent: the fan-out's work, bounded by the event budget.
     pub stream_events: IntCounter,
@@ -166,6 +168,10 @@ impl Metrics {
                 "Commands followers forwarded to this node as leader",
             ),
             peer_rejected: counter("tally_peer_requests_rejected_total", "Peer requests without the cluster secret"),
+            connections_refused: counter(
+                "tally_http_connections_refused_total",
+                "Connections closed on arrival: the node had --http-connections-max open",
+            ),
             leader_changes: counter("tally_raft_leader_changes_total", "Times this node saw a new leader"),
             stream_events: counter("tally_results_stream_events_total", "Events sent on results streams"),
             entry_votes: histogram(

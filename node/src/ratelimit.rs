@@ -7,12 +7,11 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -47,16 +46,6 @@ where
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.0.local_addr().map(|addr| ClientAddr(addr.into()))
-    }
-}
-
-impl<L> Connected<IncomingStream<'_, AddrListener<L>>> for ClientAddr
-where
-    L: Listener,
-    L::Addr: Into<Option<SocketAddr>>,
-{
-    fn connect_info(stream: IncomingStream<'_, AddrListener<L>>) -> Self {
-        *stream.remote_addr()
     }
 }
 

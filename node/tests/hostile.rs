@@ -109,3 +109,124 @@ async fn hidden_results_stay_hidden_and_vote_ids_cannot_be_walked() {
         send(cluster.http.get(format!("{}/v1/polls/{poll_id}/receipts/{}", cluster.url(0), vote_ids[1]))).await;
     assert_eq!(receipt["option_id"], "o2", "{receipt}");
 }
+
+/// Reads from `stream` until the server closes it (or `bound` passes); whether it closed.
+async fn closed_within(stream: &mut tokio::net::TcpStream, bound: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 4096];
+    let closed = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(bound, closed).await.is_ok()
+}
+
+async fn connect(cluster: &Cluster, node: usize) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(("127.0.0.1", cluster.ports[node])).await.expect("connect")
+}
+
+/// Slow, stalled and idle clients used to hold their connections for as long as they
+/// liked (partial headers, a byte every half second, idle keep-alive, a body announced
+/// and never sent), and enough idle sockets made the node unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_stalled_and_idle_connections_are_closed_and_connections_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    let args = ["--http-header-timeout-ms", "1000", "--http-body-timeout-ms", "1000", "--http-connections-max", "48"];
+    let cluster = Cluster::start_with(3, args.iter().map(|s| s.to_string()).collect()).await;
+    // Well past the 1 s timeouts, well short of forever.
+    let bound = Duration::from_secs(8);
+
+    let mut partial = connect(&cluster, 0).await;
+    partial.write_all(b"GET /health HTTP/1.1\r\nHost: tally\r\n").await.unwrap();
+    assert!(closed_within(&mut partial, bound).await, "partial headers kept their connection");
+
+    let mut trickle = connect(&cluster, 0).await;
+    let trickling = async {
+        for byte in
+            b"GET /health HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle().take(60)
+        {
+            if trickle.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        false
+    };
+    assert!(tokio::time::timeout(bound * 2, trickling).await.unwrap_or(false), "headers at a byte per 300 ms held on");
+
+    let mut idle = connect(&cluster, 1).await;
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: tally\r\n\r\n").await.unwrap();
+    assert!(!closed_within(&mut idle, Duration::from_millis(300)).await, "the request itself was refused");
+    assert!(closed_within(&mut idle, bound).await, "an idle keep-alive connection stayed open");
+
+    let mut announced = connect(&cluster, 2).await;
+    let lie = b"POST /v1/polls HTTP/1.1\r\nHost: tally\r\nContent-Type: application/json\r\nContent-Length: 100000000000\r\n\r\n{}";
+    announced.write_all(lie).await.unwrap();
+    assert!(closed_within(&mut announced, bound).await, "a body announced and never sent held its connection");
+    let mut stalled = connect(&cluster, 2).await;
+    let short = b"GET /health HTTP/1.1\r\nHost: tally\r\nContent-Length: 1000\r\n\r\n{}";
+    stalled.write_all(short).await.unwrap();
+    assert!(closed_within(&mut stalled, bound).await, "a stalled body held its connection");
+
+    // The cap: idle sockets fill node 1's places, the one past the cap is closed at once,
+    // and once the idle ones time out the node answers again.
+    let mut idle_sockets = Vec::new();
+    for _ in 0..60 {
+        idle_sockets.push(connect(&cluster, 0).await);
+    }
+    let mut refused = 0;
+    for socket in idle_sockets.iter_mut().skip(48) {
+        refused += usize::from(closed_within(socket, Duration::from_millis(500)).await);
+    }
+    assert!(refused > 0, "no connection past --http-connections-max was closed");
+    let health = format!("{}/health", cluster.url(0));
+    let answered = common::eventually(Duration::from_secs(15), || async {
+        cluster.http.get(&health).send().await.ok().filter(|r| r.status() == 200).map(|_| ())
+    });
+    assert!(answered.await.is_some(), "the node stayed unreachable after the idle sockets timed out");
+    let metrics = cluster.http.get(format!("{}/metrics", cluster.url(0))).send().await.unwrap().text().await.unwrap();
+    let line = metrics.lines().find(|l| l.starts_with("tally_http_connections_refused_total ")).expect("the counter");
+    assert_ne!(line, "tally_http_connections_refused_total 0", "{line}");
+}
+
+/// A leader asked to stop while clients held half-sent requests stopped listening but kept
+/// leading until they gave up: votes through the followers got 503 for 25 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_leader_steps_aside_at_once_and_exits_within_its_drain() {
+    use tokio::io::AsyncWriteExt;
+    let args = ["--shutdown-drain-ms", "1000"];
+    let mut cluster = Cluster::start_with(3, args.iter().map(|s| s.to_string()).collect()).await;
+    let leader = cluster.leader().await;
+    let (poll, options) = cluster.create_poll(leader, &["a", "b"]).await;
+    // Clients that never finish their requests (a byte a second, for a minute).
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect(&cluster, leader).await;
+        holders.push(tokio::spawn(async move {
+            for byte in b"POST /v1/polls HTTP/1.1\r\nContent-Length: 10\r\n\r\n{".iter().cycle().take(60) {
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let took = cluster.stop_within(leader, Duration::from_secs(20));
+    assert!(took.is_some_and(|t| t < Duration::from_secs(10)), "the leader took {took:?} to stop");
+    let follower = (leader + 1) % 3;
+    let recorded = common::eventually(Duration::from_secs(10), || async {
+        match cluster.vote(follower, &poll, "after-the-stop", &options[0], "k-after").await {
+            Some((200, _)) => Some(()),
+            _ => None,
+        }
+    });
+    assert!(recorded.await.is_some(), "no vote recorded through a follower after the leader stopped");
+    for holder in holders {
+        holder.abort();
+    }
+}

@@ -135,6 +135,23 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM; how long the node took to exit, or `None` if it had not within `bound`
+    /// (it is then SIGKILLed).
+    pub fn stop_within(&mut self, i: usize, bound: Duration) -> Option<Duration> {
+        let mut child = self.child(i).take()?;
+        let started = std::time::Instant::now();
+        sigterm(child.id());
+        while started.elapsed() < bound {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// SIGTERM and wait: the clean shutdown path.
     pub fn stop(&mut self, i: usize) {
         if let Some(mut child) = self.child(i).take() {
