@@ -38,7 +38,7 @@ pub struct Args {
     pub nodes: u64,
     /// Fault kinds to draw from, comma-separated (default: all): isolate-leader, split,
     /// one-way, flap, hold, latency, loss, crash, crash-majority, pause, clock-skew,
-    /// crash-in-flush, crash-after-apply.
+    /// crash-in-flush, crash-after-apply, crash-leader-first.
     #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
     pub faults: Vec<FaultKind>,
     /// Simulated seconds of the fault phase [default: 30].
@@ -67,7 +67,7 @@ pub struct Args {
     #[arg(long)]
     pub verbose: bool,
     /// Switch on a deliberate bug, to see the checker catch it: ack-before-commit,
-    /// skip-dedup or lose-last-flushed.
+    /// skip-dedup, lose-last-flushed or resume-leadership.
     #[arg(long, value_parser = parse_bug)]
     pub inject_bug: Vec<Bug>,
     /// Seeds run at once, each in its own process (default: the number of cores).
@@ -169,8 +169,9 @@ fn parse_fault(text: &str) -> Result<FaultKind, String> {
 }
 
 fn parse_bug(text: &str) -> Result<Bug, String> {
-    Bug::parse(text)
-        .ok_or_else(|| format!("unknown bug {text:?}; one of ack-before-commit, skip-dedup, lose-last-flushed"))
+    Bug::parse(text).ok_or_else(|| {
+        format!("unknown bug {text:?}; one of ack-before-commit, skip-dedup, lose-last-flushed, resume-leadership")
+    })
 }
 
 /// Runs the seeds, printing a verdict and a trace per seed and a summary; fails if any

@@ -9,6 +9,7 @@ use std::cell::Cell;
 thread_local! {
     static ACK_BEFORE_COMMIT: Cell<bool> = const { Cell::new(false) };
     static SKIP_DEDUP: Cell<bool> = const { Cell::new(false) };
+    static RESUME_LEADERSHIP: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Which bugs are on, for this thread.
@@ -18,11 +19,15 @@ pub struct Bugs {
     pub ack_before_commit: bool,
     /// Apply records a second vote by the same voter instead of refusing it.
     pub skip_dedup: bool,
+    /// A restarted node reads its vote back as saved, committed, so that a leader resumes
+    /// its old term with a stale commit index (the bug behind sim seed 95059).
+    pub resume_leadership: bool,
 }
 
 pub fn set(bugs: Bugs) {
     ACK_BEFORE_COMMIT.with(|b| b.set(bugs.ack_before_commit));
     SKIP_DEDUP.with(|b| b.set(bugs.skip_dedup));
+    RESUME_LEADERSHIP.with(|b| b.set(bugs.resume_leadership));
 }
 
 pub fn ack_before_commit() -> bool {
@@ -31,4 +36,8 @@ pub fn ack_before_commit() -> bool {
 
 pub fn skip_dedup() -> bool {
     SKIP_DEDUP.with(Cell::get)
+}
+
+pub fn resume_leadership() -> bool {
+    RESUME_LEADERSHIP.with(Cell::get)
 }

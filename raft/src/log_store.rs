@@ -185,6 +185,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// entry commits only after everything committed before it.
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
         let vote: Option<Vote> = self.read_meta(VOTE)?;
+        #[cfg(feature = "bug-injection")]
+        if crate::bugs::resume_leadership() {
+            return Ok(vote);
+        }
         Ok(vote.map(|vote| Vote { committed: false, ..vote }))
     }
 

@@ -41,6 +41,9 @@ pub enum FaultKind {
     /// A node crashes right after its next apply, whose results it had not persisted, then
     /// restarts.
     CrashAfterApply,
+    /// Every node crashes at once (a power loss); the old leader restarts first and the
+    /// others a moment later, so that reads reach it while it alone is up in its old term.
+    CrashLeaderFirst,
 }
 
 /// The kinds before the crash points were added; seed 95059's flags name these.
@@ -58,7 +61,7 @@ pub const WITHOUT_CRASH_POINTS: [FaultKind; 11] = [
     FaultKind::ClockSkew,
 ];
 
-pub const ALL: [FaultKind; 13] = [
+pub const ALL: [FaultKind; 14] = [
     FaultKind::IsolateLeader,
     FaultKind::Split,
     FaultKind::OneWay,
@@ -72,6 +75,7 @@ pub const ALL: [FaultKind; 13] = [
     FaultKind::ClockSkew,
     FaultKind::CrashInFlush,
     FaultKind::CrashAfterApply,
+    FaultKind::CrashLeaderFirst,
 ];
 
 impl FaultKind {
@@ -90,6 +94,7 @@ impl FaultKind {
             FaultKind::ClockSkew => "clock-skew",
             FaultKind::CrashInFlush => "crash-in-flush",
             FaultKind::CrashAfterApply => "crash-after-apply",
+            FaultKind::CrashLeaderFirst => "crash-leader-first",
         }
     }
 
@@ -127,6 +132,12 @@ pub enum Action {
         point: CrashPoint,
     },
     Restart(Vec<u64>),
+    /// Every node crashes; the leader of the moment is remembered.
+    CrashWithLeader,
+    /// Restarts the leader that `CrashWithLeader` crashed.
+    RestartOldLeader,
+    /// Restarts the rest of what `CrashWithLeader` crashed.
+    RestartWithoutOldLeader,
     Pause(u64),
     Resume(u64),
     Skew {
@@ -155,6 +166,9 @@ impl fmt::Display for Action {
                 write!(f, "crash node{node} after its next write to {keyspace}")
             }
             Action::Restart(nodes) => write!(f, "restart {nodes:?}"),
+            Action::CrashWithLeader => write!(f, "crash every node"),
+            Action::RestartOldLeader => write!(f, "restart the old leader"),
+            Action::RestartWithoutOldLeader => write!(f, "restart the others"),
             Action::Pause(node) => write!(f, "pause node{node}"),
             Action::Resume(node) => write!(f, "resume node{node}"),
             Action::Skew { node, ms } => write!(f, "clock of node{node} skewed by {ms}ms"),
@@ -268,6 +282,11 @@ pub fn schedule(
                     if kind == FaultKind::CrashInFlush { CrashPoint::InFlush } else { CrashPoint::AfterWrite("sm") };
                 push(at, Action::CrashAt { node, point });
                 push(end, Action::Restart(vec![node]));
+            }
+            FaultKind::CrashLeaderFirst => {
+                push(at, Action::CrashWithLeader);
+                push(end, Action::RestartOldLeader);
+                push(end + Duration::from_millis(rng.gen_range(100..2_000)), Action::RestartWithoutOldLeader);
             }
             FaultKind::Pause => {
                 let node = rng.gen_range(1..=nodes);

@@ -28,16 +28,19 @@ pub enum Bug {
     SkipDedup,
     /// A crash also loses the last log entry that was flushed.
     LoseLastFlushed,
+    /// A restarted leader resumes its old term without an election (seed 95059's bug).
+    ResumeLeadership,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [Bug::AckBeforeCommit, Bug::SkipDedup, Bug::LoseLastFlushed];
+    pub const ALL: [Bug; 4] = [Bug::AckBeforeCommit, Bug::SkipDedup, Bug::LoseLastFlushed, Bug::ResumeLeadership];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::AckBeforeCommit => "ack-before-commit",
             Bug::SkipDedup => "skip-dedup",
             Bug::LoseLastFlushed => "lose-last-flushed",
+            Bug::ResumeLeadership => "resume-leadership",
         }
     }
 
@@ -237,6 +240,7 @@ pub fn run(options: &SimOptions) -> Report {
     tally_raft::bugs::set(tally_raft::bugs::Bugs {
         ack_before_commit: options.bugs.contains(&Bug::AckBeforeCommit),
         skip_dedup: options.bugs.contains(&Bug::SkipDedup),
+        resume_leadership: options.bugs.contains(&Bug::ResumeLeadership),
     });
     let lose_last_flushed = options.bugs.contains(&Bug::LoseLastFlushed);
     let fault_phase_end = Duration::from_secs(3) + options.fault_phase;
@@ -297,6 +301,7 @@ pub fn run(options: &SimOptions) -> Report {
         client_hosts,
         crashed: BTreeSet::new(),
         armed: BTreeMap::new(),
+        leader_first: None,
         clocks,
         dbs,
         apps: apps.clone(),
@@ -309,7 +314,14 @@ pub fn run(options: &SimOptions) -> Report {
         let mut shaken = false;
         while let Some(step) = pending.next_if(|s| s.at <= sim.elapsed()) {
             let what = chaos.apply(&mut sim, &step.action);
-            shaken |= matches!(step.action, Action::Restart(_) | Action::HealAll | Action::IsolateLeader);
+            shaken |= matches!(
+                step.action,
+                Action::Restart(_)
+                    | Action::RestartOldLeader
+                    | Action::RestartWithoutOldLeader
+                    | Action::HealAll
+                    | Action::IsolateLeader
+            );
             history.borrow_mut().push(Event::Fault { at_ms: now_ms, what });
         }
         for what in chaos.crash_tripped(&mut sim) {
@@ -375,6 +387,8 @@ struct Chaos {
     crashed: BTreeSet<u64>,
     /// Nodes whose store has a crash point armed, not yet reached.
     armed: BTreeMap<u64, CrashPoint>,
+    /// What the last `CrashWithLeader` crashed: the leader, then the others.
+    leader_first: Option<(u64, Vec<u64>)>,
     clocks: Vec<SimClock>,
     dbs: Vec<MemDb>,
     apps: Apps,
@@ -493,6 +507,34 @@ impl Chaos {
                 self.dbs[*node as usize - 1].arm(*point);
                 self.armed.insert(*node, *point);
                 action.to_string()
+            }
+            Action::CrashWithLeader => {
+                let Some(leader) = self.leader() else {
+                    return format!("{action}: no leader known, nothing done");
+                };
+                let others: Vec<u64> = (1..=self.nodes).filter(|n| *n != leader && !self.crashed.contains(n)).collect();
+                self.crash(sim, leader);
+                for node in &others {
+                    self.crash(sim, *node);
+                }
+                self.leader_first = Some((leader, others.clone()));
+                format!("crash every node, the leader node{leader} and {others:?}")
+            }
+            Action::RestartOldLeader => match &self.leader_first {
+                Some((leader, _)) if self.crashed.remove(leader) => {
+                    sim.bounce(host_name(*leader));
+                    format!("restart the old leader node{leader} alone")
+                }
+                _ => format!("{action}: nothing to restart"),
+            },
+            Action::RestartWithoutOldLeader => {
+                let others = self.leader_first.take().map(|(_, others)| others).unwrap_or_default();
+                for node in &others {
+                    if self.crashed.remove(node) {
+                        sim.bounce(host_name(*node));
+                    }
+                }
+                format!("restart {others:?}")
             }
             Action::Restart(nodes) => {
                 let mut what = action.to_string();

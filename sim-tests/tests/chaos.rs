@@ -54,8 +54,11 @@ fn five_node_seeds_pass_the_checker() {
 /// Issue 14: right after a majority crash, a linearizable read on the restarted old leader
 /// saw 99 votes where 100 had been acknowledged and read back. The options are the run's
 /// as it was found (`tally sim --seed 95059 --clients 16 --duration-secs 60`, before
-/// voters scaled and reads burst), so the run replays exactly; it fails without the fix
-/// in `LogStore::read_vote`.
+/// voters scaled and reads burst). Up to the HTTP server rewrite (`node::server`) this
+/// replayed the report exactly and failed without the fix in `LogStore::read_vote`; the
+/// server's timers shifted its schedule since, so the bug itself is now held by
+/// `the_checker_catches_a_leader_resuming_its_term_after_a_restart` and
+/// `tests/restart.rs`, and this seed by its own history.
 #[test]
 fn seed_95059_a_restarted_leader_serves_no_stale_linearizable_read() {
     let _serial = serial();
@@ -66,6 +69,20 @@ fn seed_95059_a_restarted_leader_serves_no_stale_linearizable_read() {
     options.voters = Some(100);
     options.read_burst = std::time::Duration::ZERO;
     options.faults = tally_sim_tests::faults::WITHOUT_CRASH_POINTS.to_vec();
+    check_seed(&options);
+}
+
+/// Seed 95059's bug as a switch: a restarted leader resuming its old term. The
+/// `crash-leader-first` fault (every node down, the old leader back first) must expose it
+/// within a few seeds, and the same seeds must pass without it.
+#[test]
+fn the_checker_catches_a_leader_resuming_its_term_after_a_restart() {
+    use tally_sim_tests::faults::FaultKind;
+    let caught = caught_within(Bug::ResumeLeadership, &[FaultKind::CrashLeaderFirst], 1..11);
+    let seed = caught.expect("no violation in 10 seeds with a restarted leader resuming its term");
+    let _serial = serial();
+    let mut options = SimOptions::new(seed);
+    options.faults = vec![FaultKind::CrashLeaderFirst];
     check_seed(&options);
 }
 
