@@ -145,7 +145,14 @@ pub struct JwtAuth {
     /// Built-in accounts whose tokens say `"role": "admin"`.
     pub(crate) admins: BTreeSet<String>,
     pub token_ttl: Duration,
+    /// The furthest `exp` accepted, from now.
+    token_lifetime_max: Duration,
 }
+
+/// `--token-lifetime-max-secs` unless set: a day.
+pub const TOKEN_LIFETIME_MAX_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+/// Clock difference tolerated between token issuers and this node.
+const LEEWAY_SECS: u64 = 5;
 
 /// Shortest `--jwt-secret` accepted: HS256 with a short secret can be brute-forced offline.
 const SECRET_BYTES_MIN: usize = 32;
@@ -176,7 +183,17 @@ impl JwtAuth {
                     .map_err(|_| "--jwt-public-key is neither an RSA nor an Ed25519 public key in PEM".to_string())?,
             ),
         };
-        Ok(Self { secret, public_key, admins, token_ttl })
+        let token_lifetime_max = token_ttl.max(TOKEN_LIFETIME_MAX_DEFAULT);
+        Ok(Self { secret, public_key, admins, token_ttl, token_lifetime_max })
+    }
+
+    /// Refuse tokens whose `exp` is further than `max` away, whoever signed them: a token
+    /// that never expires cannot be revoked by waiting.
+    pub fn with_token_lifetime_max(self, max: Duration) -> Result<Self, String> {
+        if self.token_ttl > max {
+            return Err("--token-ttl-secs must not exceed --token-lifetime-max-secs".into());
+        }
+        Ok(Self { token_lifetime_max: max, ..self })
     }
 
     /// Verifies a bearer token: signature, algorithm, `exp`.
@@ -190,12 +207,20 @@ impl JwtAuth {
             key.ok_or_else(|| unauthenticated(format!("tokens signed with {:?} are not accepted", header.alg)))?;
         let mut validation = Validation::new(header.alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => unauthenticated("the token has expired"),
+            jsonwebtoken::errors::ErrorKind::ImmatureSignature => unauthenticated("the token is not valid yet (nbf)"),
             _ => unauthenticated("the token is not valid"),
         })?;
         let claims = data.claims;
+        let furthest = jsonwebtoken::get_current_timestamp() + self.token_lifetime_max.as_secs() + LEEWAY_SECS;
+        if claims.exp > furthest {
+            return Err(unauthenticated(
+                "the token's exp is further away than this node accepts (--token-lifetime-max-secs)",
+            ));
+        }
         if claims.sub.is_empty() || claims.sub.len() > tally_raft::limits::VOTER_ID_BYTES_MAX {
             return Err(unauthenticated("the token's subject is empty or too long"));
         }
@@ -241,16 +266,24 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, nex
                 .map(str::to_string)
                 .or_else(|| stream_token(&request));
             let bearer = bearer.as_deref();
-            let Some(token) = bearer else {
-                return with_challenge(unauthenticated("this route needs Authorization: Bearer <token>"));
-            };
-            let checked = match jwt.verify(token.trim()) {
-                Ok(verified) => check_not_revoked(&app, verified).await,
-                Err(error) => Err(error),
+            let checked = match bearer {
+                None => Err(unauthenticated("this route needs Authorization: Bearer <token>")),
+                Some(token) => match jwt.verify(token.trim()) {
+                    Ok(verified) => check_not_revoked(&app, verified).await,
+                    Err(error) => Err(error),
+                },
             };
             match checked {
                 Ok(identity) => identity,
-                Err(error) => return with_challenge(error),
+                // A refused token counts against its address's limit, or guessing tokens
+                // would be the one thing the limit never slowed.
+                Err(error) => {
+                    let limited = crate::ratelimit::client_ip(&request).map(|ip| app.limits.check_addr(ip));
+                    if let Some(Err(over)) = limited {
+                        return over.into_response();
+                    }
+                    return with_challenge(error);
+                }
             }
         }
     };
@@ -351,6 +384,24 @@ mod tests {
         assert_eq!(verified.password_fingerprint, Some(password_fingerprint("stored-hash")));
         let root = auth.issue("root", "stored-hash", now()).unwrap();
         assert_eq!(auth.verify(&root).unwrap().identity, Identity::User { subject: "root".into(), admin: true });
+    }
+
+    #[test]
+    fn not_yet_valid_and_never_expiring_tokens_are_refused() {
+        let auth = jwt().with_token_lifetime_max(Duration::from_secs(3600)).unwrap();
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes()))
+                .unwrap()
+        };
+        let fine = sign(serde_json::json!({"sub": "alice", "exp": now() + 600, "nbf": now() - 10}));
+        assert!(auth.verify(&fine).is_ok());
+        let early = sign(serde_json::json!({"sub": "alice", "exp": now() + 600, "nbf": now() + 300}));
+        assert!(auth.verify(&early).is_err(), "nbf in the future was accepted");
+        let forever = sign(serde_json::json!({"sub": "alice", "exp": u64::MAX}));
+        assert!(auth.verify(&forever).is_err(), "an exp of 2^64-1 was accepted");
+        let too_long = sign(serde_json::json!({"sub": "alice", "exp": now() + 7200}));
+        assert!(auth.verify(&too_long).is_err(), "an exp past --token-lifetime-max-secs was accepted");
+        assert!(jwt().with_token_lifetime_max(Duration::from_secs(30)).is_err(), "a ttl over the maximum");
     }
 
     #[test]

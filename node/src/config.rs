@@ -101,6 +101,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(60..=30 * 24 * 3600))]
     pub token_ttl_secs: u64,
 
+    /// Tokens whose `exp` is further away than this are refused, whoever signed them.
+    #[arg(long, env = "TALLY_TOKEN_LIFETIME_MAX_SECS", default_value_t = 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(60..=30 * 24 * 3600))]
+    pub token_lifetime_max_secs: u64,
+
     /// Votes a second per voter (0: no limit); over it, 429 RATE_LIMITED. Admins are exempt.
     #[arg(long, env = "TALLY_RATE_LIMIT_VOTER_PER_SEC", default_value_t = 10)]
     pub rate_limit_voter_per_sec: u32,
@@ -224,7 +229,8 @@ impl Config {
             pem.as_deref(),
             admins,
             Duration::from_secs(self.token_ttl_secs),
-        )
+        )?
+        .with_token_lifetime_max(Duration::from_secs(self.token_lifetime_max_secs))
         .map(Some)
     }
 

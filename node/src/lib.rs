@@ -145,6 +145,7 @@ impl App {
                 VoteRejection::InvalidOption => "invalid_option",
                 VoteRejection::InvalidAttributes(_) => "invalid_attributes",
                 VoteRejection::PollNotFound => "poll_not_found",
+                VoteRejection::IdempotencyKeyReused { .. } => "idempotency_key_reused",
             }),
             Err(tally_actors::VoteError::Propose(tally_raft::rpc::ProposeError::Unknown(_))) => Some("timeout"),
             Err(_) => Some("unavailable"),

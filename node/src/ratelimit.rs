@@ -75,6 +75,14 @@ impl Limits {
         }
     }
 
+    /// Checks one request from `addr` against the per-address limit.
+    pub fn check_addr(&self, addr: std::net::IpAddr) -> Result<(), ApiError> {
+        match &self.per_addr {
+            Some(limiter) => check(limiter, &addr, "this client address"),
+            None => Ok(()),
+        }
+    }
+
     /// Forgets idle keys now and then, until the node stops.
     pub fn spawn_forgetting(self: &Arc<Self>) {
         if self.per_voter.is_none() && self.per_addr.is_none() {
@@ -124,7 +132,7 @@ pub async fn per_address(State(app): State<Arc<App>>, request: Request, next: Ne
         let path = request.uri().path();
         let limited = path.starts_with("/v1/") && !path.starts_with("/v1/cluster/");
         let identity = request.extensions().get::<Identity>();
-        let addr = request.extensions().get::<ConnectInfo<ClientAddr>>().and_then(|c| c.0 .0).map(|a| a.ip());
+        let addr = client_ip(&request);
         if let (true, false, Some(addr)) = (limited, identity.is_some_and(is_admin), addr) {
             if let Err(error) = check(limiter, &addr, "this client address") {
                 return error.into_response();
@@ -132,4 +140,9 @@ pub async fn per_address(State(app): State<Arc<App>>, request: Request, next: Ne
         }
     }
     next.run(request).await
+}
+
+/// The client's IP address, as the listener saw it.
+pub fn client_ip(request: &Request) -> Option<std::net::IpAddr> {
+    request.extensions().get::<ConnectInfo<ClientAddr>>().and_then(|c| c.0 .0).map(|a| a.ip())
 }

@@ -230,3 +230,87 @@ async fn a_stopping_leader_steps_aside_at_once_and_exits_within_its_drain() {
         holder.abort();
     }
 }
+
+/// The smaller holes: each once worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smaller_holes_are_closed() {
+    let cluster = Cluster::start(3).await;
+    let url = |node: usize, path: &str| format!("{}{path}", cluster.url(node));
+    let (poll, options) = cluster.create_poll(0, &["a", "b"]).await;
+    let (other, _) = cluster.create_poll(0, &["c", "d"]).await;
+
+    // A batch vote naming another poll is refused, not counted in the URL's poll.
+    let batch = json!({"votes": [
+        {"poll_id": other, "voter_id": "moved", "option_id": options[0]},
+        {"poll_id": poll, "voter_id": "stays", "option_id": options[0]},
+    ]});
+    let (status, body) = send(cluster.http.post(url(1, &format!("/v1/polls/{poll}/votes:batch"))).json(&batch)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(code(&body["results"][0]), "INVALID_REQUEST", "{body}");
+    assert_eq!(body["results"][1]["status"], "recorded", "{body}");
+
+    // An Idempotency-Key reused with another body is refused and moves nothing.
+    let vote = |option: &str| {
+        cluster
+            .http
+            .post(url(2, &format!("/v1/polls/{poll}/votes")))
+            .header("Idempotency-Key", "key-once")
+            .json(&json!({"voter_id": "keyholder", "option_id": option}))
+    };
+    assert_eq!(send(vote(&options[0])).await.0, StatusCode::OK);
+    let (status, body) = send(vote(&options[1])).await;
+    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"), "{body}");
+    let (status, body) = send(vote(&options[0])).await;
+    assert_eq!((status, body["replayed"].as_bool()), (StatusCode::OK, Some(true)), "{body}");
+    let results = cluster.results(2, &poll).await.expect("results");
+    assert_eq!(results["total_votes"], 2, "{results}");
+
+    // Control and bidirectional-override characters are refused in stored text.
+    for bad in [
+        json!({"title": "nul\u{0}", "options": ["x", "y"]}),
+        json!({"title": "ok", "options": ["\u{1b}[2J", "y"]}),
+        json!({"title": "\u{202E}reversed", "options": ["x", "y"]}),
+    ] {
+        let (status, body) = send(cluster.http.post(url(0, "/v1/polls")).json(&bad)).await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"), "{bad}: {body}");
+    }
+    let sneaky = json!({"voter_id": "bob\u{200F}", "option_id": options[0]});
+    let (status, body) = send(cluster.http.post(url(0, &format!("/v1/polls/{poll}/votes"))).json(&sneaky)).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"), "{body}");
+
+    // A body over the limit gets API.md's JSON shape, here too.
+    let huge = vec![b' '; 8 << 20];
+    let (status, body) = send(cluster.http.post(url(0, "/v1/cluster/init")).body(huge)).await;
+    assert_eq!((status, code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"), "{body}");
+
+    // The page may not be framed, and loads only its own code.
+    let page = cluster.http.get(url(0, "/")).send().await.expect("the page");
+    let policy = page.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(policy.contains("frame-ancestors 'none'") && policy.contains("script-src 'self'"), "{policy:?}");
+}
+
+/// With `--auth jwt`, requests refused for a bad token escaped the per-address limit, so
+/// guessing tokens was the one thing it never slowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_tokens_count_against_the_address_limit() {
+    let args = [
+        "--auth",
+        "jwt",
+        "--jwt-secret",
+        "0123456789abcdef0123456789abcdef",
+        "--rate-limit-addr-per-sec",
+        "1",
+        "--rate-limit-addr-burst",
+        "5",
+    ];
+    let cluster = Cluster::start_with(1, args.iter().map(|s| s.to_string()).collect()).await;
+    let mut statuses = Vec::new();
+    // 30 at once: at 1 a second with a burst of 5, most are over, however slow the machine.
+    for n in 0..30 {
+        let request = cluster.http.get(format!("{}/v1/polls", cluster.url(0))).bearer_auth(format!("guess.{n}.token"));
+        statuses.push(send(request).await.0);
+    }
+    let limited = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert!(limited > 0, "30 bad tokens from one address, none limited: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS));
+}

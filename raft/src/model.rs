@@ -304,4 +304,9 @@ pub enum VoteRejection {
         vote_id: String,
         option_id: String,
     },
+    /// The idempotency key already made this voter's vote (or an earlier version of it)
+    /// with another option or other attributes: a retry must repeat its request.
+    IdempotencyKeyReused {
+        vote_id: String,
+    },
 }

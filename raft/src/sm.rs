@@ -225,7 +225,7 @@ pub enum Judgement {
 pub fn judge_vote(poll: &PollState, intent: &VoteIntent, now_ms: i64) -> Judgement {
     let existing = poll.votes.get(&intent.voter_id);
     if let Some(record) = existing {
-        if let Some(replay) = replay(&poll.poll, record, &intent.idempotency_key) {
+        if let Some(replay) = replay(&poll.poll, record, intent) {
             return Judgement::Final(replay);
         }
     }
@@ -277,17 +277,33 @@ impl PollState {
     /// Whether `voter`'s request with `key` made their current vote or one it replaced:
     /// a retry of it is answered from the state, whatever the rate limits.
     pub fn decided_request(&self, voter: &VoterId, key: &str) -> bool {
-        self.votes.get(voter).is_some_and(|record| replay(&self.poll, record, key).is_some())
+        self.votes.get(voter).is_some_and(|record| {
+            record.idempotency_key == key || record.history.iter().any(|past| past.idempotency_key == key)
+        })
     }
 }
 
-/// The original answer to the request with `key`, if it made the current vote or one it
-/// replaced.
-fn replay(poll: &Poll, record: &VoteRecord, key: &str) -> Option<VoteOutcome> {
+/// The original answer to the request with `intent`'s key, if that key made the current
+/// vote or one it replaced; a refusal if the key did but with another option or other
+/// attributes (a key names one request, as Stripe's API has it).
+fn replay(poll: &Poll, record: &VoteRecord, intent: &VoteIntent) -> Option<VoteOutcome> {
+    let key = intent.idempotency_key.as_str();
+    let same = |option_index: u32, attributes: &BTreeMap<String, String>| {
+        poll.options[option_index as usize].option_id == intent.option_id && *attributes == intent.attributes
+    };
+    let reused = |vote_id: &str| {
+        Some(VoteOutcome::Rejected(VoteRejection::IdempotencyKeyReused { vote_id: vote_id.to_string() }))
+    };
     if record.idempotency_key == key {
+        if !same(record.option_index, &record.attributes) {
+            return reused(&record.vote_id);
+        }
         return Some(VoteOutcome::Replayed { receipt: receipt(poll, record), changed: record.changed });
     }
     let past = record.history.iter().find(|p| p.idempotency_key == key)?;
+    if !same(past.option_index, &past.attributes) {
+        return reused(&past.vote_id);
+    }
     let receipt = VoteReceipt {
         vote_id: past.vote_id.clone(),
         poll_id: poll.poll_id.clone(),

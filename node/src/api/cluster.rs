@@ -14,7 +14,7 @@ use tally_raft::NodeId;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::ApiJson;
+use super::extract::{ApiBytes, ApiJson};
 use crate::auth::{require_operator, Identity};
 use crate::App;
 
@@ -111,7 +111,7 @@ pub async fn init(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<serde_json::Value>> {
     require_operator(&app, &identity, &headers)?;
     // The body is optional: empty means a cluster of this node alone.

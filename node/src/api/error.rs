@@ -59,6 +59,10 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", message)
     }
 
+    pub fn payload_too_large() -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "the request body is too large")
+    }
+
     /// The error body, also used for per-vote errors inside a batch reply.
     pub fn body(&self) -> Value {
         let mut error = Map::new();
@@ -101,6 +105,12 @@ impl ApiError {
             )
             .with("vote_id", vote_id.clone())
             .with("option_id", option_id.clone()),
+            VoteRejection::IdempotencyKeyReused { vote_id } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this Idempotency-Key was already used for a request with another option or attributes",
+            )
+            .with("vote_id", vote_id.clone()),
         }
     }
 }
@@ -132,7 +142,7 @@ impl From<VoteError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "the request body is too large");
+            return Self::payload_too_large();
         }
         Self::invalid(rejection.body_text())
     }

@@ -12,7 +12,7 @@ use tally_raft::model::{Command, Poll, PollId, PollPatch, PollRejection, PollSet
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{has_unsafe_chars, ApiJson, ApiQuery};
 use crate::auth::Identity;
 use crate::clock::{format_ms, parse_ms};
 use crate::App;
@@ -111,6 +111,10 @@ fn check_text(field: &str, text: &str, max: usize, required: bool) -> ApiResult<
     }
     if text.len() > max {
         return Err(ApiError::invalid(format!("{field} is longer than {max} bytes")));
+    }
+    // Only a description may break lines; a title or an option is one line.
+    if has_unsafe_chars(text, field == "description") {
+        return Err(ApiError::invalid(format!("{field} holds control or bidirectional-override characters")));
     }
     Ok(())
 }

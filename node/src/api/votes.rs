@@ -16,7 +16,7 @@ use tally_raft::model::{Poll, VoteIntent, VoteOutcome, VoteReceipt, VoterId};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{has_unsafe_chars, ApiJson, ApiQuery};
 use super::polls::check_name;
 use crate::auth::Identity;
 use crate::clock::format_ms;
@@ -78,7 +78,7 @@ impl VoteBody {
 
 fn check_voter(voter_id: Option<String>) -> ApiResult<VoterId> {
     let voter = voter_id.ok_or_else(|| ApiError::invalid("voter_id is required"))?;
-    if voter.trim().is_empty() || voter.len() > VOTER_ID_BYTES_MAX || voter.chars().any(char::is_control) {
+    if voter.trim().is_empty() || voter.len() > VOTER_ID_BYTES_MAX || has_unsafe_chars(&voter, false) {
         return Err(ApiError::invalid(format!("voter_id must be 1 to {VOTER_ID_BYTES_MAX} bytes of printable text")));
     }
     Ok(VoterId(voter))
@@ -103,7 +103,7 @@ fn check_attributes(poll: &Poll, attributes: Option<BTreeMap<String, String>>) -
         if !poll.settings.breakdowns.contains(key) {
             return Err(ApiError::invalid(format!("attribute {key:?} is not one of the poll's breakdowns")));
         }
-        if value.is_empty() || value.len() > ATTRIBUTE_BYTES_MAX || value.chars().any(char::is_control) {
+        if value.is_empty() || value.len() > ATTRIBUTE_BYTES_MAX || has_unsafe_chars(value, false) {
             return Err(ApiError::invalid(format!("attribute {key:?} must be 1 to {ATTRIBUTE_BYTES_MAX} bytes")));
         }
     }
@@ -233,6 +233,8 @@ fn accept_async(app: Arc<App>, intent: VoteIntent) -> ApiResult<Response> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchVote {
+    /// Optional; when given it must be the URL's poll (a vote is never moved to another).
+    pub poll_id: Option<String>,
     pub option_id: String,
     pub voter_id: Option<String>,
     pub idempotency_key: Option<String>,
@@ -271,6 +273,12 @@ pub async fn batch(
     let pending = request.votes.into_iter().map(|vote| {
         let (app, poll, handle) = (&app, &poll, &handle);
         async move {
+            if let Some(named) = vote.poll_id.filter(|named| *named != poll.poll_id.0) {
+                return Err(ApiError::invalid(format!(
+                    "this vote names poll {named:?}, but the batch is for poll {:?}",
+                    poll.poll_id.0
+                )));
+            }
             let voter_id = check_voter(vote.voter_id)?;
             let single = VoteRequest { option_id: vote.option_id, voter_id: None, attributes: vote.attributes };
             let intent = intent(app, poll, voter_id, single, vote.idempotency_key)?;

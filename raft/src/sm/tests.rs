@@ -54,6 +54,7 @@ fn one_vote_per_voter_and_replay_by_key() {
         request(10, Command::CreatePoll(spec("p", 3, false))),
         request(11, Command::CastVotes(vec![vote("p", "alice", 0, "k1"), vote("p", "alice", 1, "k2")])),
         request(12, Command::CastVotes(vec![vote("p", "alice", 2, "k1")])),
+        request(13, Command::CastVotes(vec![vote("p", "alice", 0, "k1")])),
     ];
     let (state, responses) = apply_all(&log);
     let first = outcomes(&responses[1]);
@@ -64,8 +65,13 @@ fn one_vote_per_voter_and_replay_by_key() {
         VoteOutcome::Rejected(VoteRejection::AlreadyVoted { vote_id, option_id, .. })
             if *vote_id == vid(11, 2, 0) && option_id == "o1"
     ));
-    // Same key, whatever the option: the original receipt again.
-    assert_eq!(outcomes(&responses[2])[0], VoteOutcome::Replayed { receipt: receipt.clone(), changed: false });
+    // The same key with another option is another request: refused, and nothing moves
+    // (API.md: 422 IDEMPOTENCY_KEY_REUSED). The same request again: the original receipt.
+    assert_eq!(
+        outcomes(&responses[2])[0],
+        VoteOutcome::Rejected(VoteRejection::IdempotencyKeyReused { vote_id: vid(11, 2, 0) })
+    );
+    assert_eq!(outcomes(&responses[3])[0], VoteOutcome::Replayed { receipt: receipt.clone(), changed: false });
     assert_eq!(state.polls[&PollId("p".into())].counts, vec![1, 0, 0]);
     state.check_invariants().unwrap();
 }
@@ -136,7 +142,7 @@ fn a_late_retry_of_a_changed_vote_replays_instead_of_moving_it_back() {
         request(10, Command::CreatePoll(spec("p", 2, true))),
         request(11, Command::CastVotes(vec![vote("p", "a", 0, "first")])),
         request(12, Command::CastVotes(vec![vote("p", "a", 1, "second")])),
-        request(13, Command::CastVotes(vec![vote("p", "a", 0, "first"), vote("p", "a", 0, "second")])),
+        request(13, Command::CastVotes(vec![vote("p", "a", 0, "first"), vote("p", "a", 1, "second")])),
     ];
     let (state, responses) = apply_all(&log);
     let VoteOutcome::Recorded(first) = &outcomes(&responses[1])[0] else { panic!() };
