@@ -124,6 +124,15 @@ pub struct Config {
     #[arg(long, env = "TALLY_RATE_LIMIT_ADDR_BURST", default_value_t = 0)]
     pub rate_limit_addr_burst: u32,
 
+    /// Log-in attempts per account a minute (a burst of that many, then one every
+    /// minute / that many); over it, 429 before any password is hashed. 0: no limit.
+    #[arg(long, env = "TALLY_LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = 10)]
+    pub login_attempts_per_minute: u32,
+
+    /// Log-in attempts per client address a minute, whichever accounts they name.
+    #[arg(long, env = "TALLY_LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS", default_value_t = 60)]
+    pub login_attempts_per_minute_per_address: u32,
+
     /// Events a second that all of this node's results streams together may send. Past a
     /// tenth of it in streams, each stream's interval grows from 100 ms, so that thousands
     /// of viewers cost the node a bounded amount of work, taken from the votes' CPU.

@@ -170,6 +170,10 @@ impl Node {
         let limits = Arc::new(ratelimit::Limits::new(
             (config.rate_limit_voter_per_sec, config.rate_limit_voter_burst),
             (config.rate_limit_addr_per_sec, config.rate_limit_addr_burst),
+            ratelimit::LoginLimits {
+                per_account_per_minute: config.login_attempts_per_minute,
+                per_address_per_minute: config.login_attempts_per_minute_per_address,
+            },
         ));
         limits.spawn_forgetting();
         let members = config.initial_members().map_err(anyhow::Error::msg)?;

@@ -52,6 +52,24 @@ where
 pub struct Limits {
     per_voter: Option<DefaultKeyedRateLimiter<String>>,
     per_addr: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Log-in attempts per account and per address, whatever the other limits: a
+    /// password guesser is slowed even where `--rate-limit-addr-per-sec` is off.
+    login_per_account: Option<DefaultKeyedRateLimiter<String>>,
+    login_per_addr: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+/// Log-in attempts a minute: per account, then per client address (a burst of that many,
+/// then one every minute / that many).
+#[derive(Clone, Copy, Debug)]
+pub struct LoginLimits {
+    pub per_account_per_minute: u32,
+    pub per_address_per_minute: u32,
+}
+
+fn per_minute<K: std::hash::Hash + Eq + Clone>(count: u32) -> Option<DefaultKeyedRateLimiter<K>> {
+    let count = NonZeroU32::new(count)?;
+    let quota = Quota::with_period(std::time::Duration::from_secs(60) / count.get())?.allow_burst(count);
+    Some(RateLimiter::keyed(quota))
 }
 
 /// A limiter of `per_sec` requests a second with bursts of `burst`; `None` when `per_sec`
@@ -63,8 +81,24 @@ fn limiter<K: std::hash::Hash + Eq + Clone>(per_sec: u32, burst: u32) -> Option<
 }
 
 impl Limits {
-    pub fn new(voter: (u32, u32), addr: (u32, u32)) -> Self {
-        Self { per_voter: limiter(voter.0, voter.1), per_addr: limiter(addr.0, addr.1) }
+    pub fn new(voter: (u32, u32), addr: (u32, u32), login: LoginLimits) -> Self {
+        Self {
+            per_voter: limiter(voter.0, voter.1),
+            per_addr: limiter(addr.0, addr.1),
+            login_per_account: per_minute(login.per_account_per_minute),
+            login_per_addr: per_minute(login.per_address_per_minute),
+        }
+    }
+
+    /// Checks one log-in attempt for `username` from `addr`, before any password is hashed.
+    pub fn check_login(&self, username: &str, addr: Option<IpAddr>) -> Result<(), ApiError> {
+        if let (Some(limiter), Some(addr)) = (&self.login_per_addr, addr) {
+            check(limiter, &addr, "log-ins from this client address")?;
+        }
+        match &self.login_per_account {
+            Some(limiter) => check(limiter, &username.to_string(), "log-ins to this account"),
+            None => Ok(()),
+        }
     }
 
     /// Checks one vote by `voter`.
@@ -85,7 +119,11 @@ impl Limits {
 
     /// Forgets idle keys now and then, until the node stops.
     pub fn spawn_forgetting(self: &Arc<Self>) {
-        if self.per_voter.is_none() && self.per_addr.is_none() {
+        if self.per_voter.is_none()
+            && self.per_addr.is_none()
+            && self.login_per_account.is_none()
+            && self.login_per_addr.is_none()
+        {
             return;
         }
         let limits = Arc::downgrade(self);
@@ -97,6 +135,12 @@ impl Limits {
                     limiter.retain_recent();
                 }
                 if let Some(limiter) = &limits.per_addr {
+                    limiter.retain_recent();
+                }
+                if let Some(limiter) = &limits.login_per_account {
+                    limiter.retain_recent();
+                }
+                if let Some(limiter) = &limits.login_per_addr {
                     limiter.retain_recent();
                 }
             }

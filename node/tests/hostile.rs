@@ -314,3 +314,31 @@ async fn refused_tokens_count_against_the_address_limit() {
     assert!(limited > 0, "30 bad tokens from one address, none limited: {statuses:?}");
     assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS));
 }
+
+/// Eight threads once guessed 85 passwords a second, with no limit per account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_guessing_is_limited_per_account() {
+    let args =
+        ["--auth", "jwt", "--jwt-secret", "0123456789abcdef0123456789abcdef", "--login-attempts-per-minute", "5"];
+    let cluster = Cluster::start_with(1, args.iter().map(|s| s.to_string()).collect()).await;
+    let users = format!("{}/v1/users", cluster.url(0));
+    let login = format!("{}/v1/auth/token", cluster.url(0));
+    let alice = json!({"username": "alice", "password": "alice-password"});
+    assert_eq!(send(cluster.http.post(&users).json(&alice)).await.0, StatusCode::CREATED);
+    let mut statuses = Vec::new();
+    for n in 0..12 {
+        let guess = json!({"username": "alice", "password": format!("guess-{n}-password")});
+        statuses.push(send(cluster.http.post(&login).json(&guess)).await.0);
+    }
+    let limited = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert!(limited >= 6, "12 guesses at 5 a minute, {limited} limited: {statuses:?}");
+    // Her right password waits too (the limit is the account's), but another account's
+    // log-in is not slowed by it, and an unknown name is a plain 401.
+    let (status, _) = send(cluster.http.post(&login).json(&alice)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let bob = json!({"username": "bob", "password": "bob-password"});
+    assert_eq!(send(cluster.http.post(&users).json(&bob)).await.0, StatusCode::CREATED);
+    assert_eq!(send(cluster.http.post(&login).json(&bob)).await.0, StatusCode::OK);
+    let nobody = json!({"username": "nobody", "password": "whatever-password"});
+    assert_eq!(send(cluster.http.post(&login).json(&nobody)).await.0, StatusCode::UNAUTHORIZED);
+}

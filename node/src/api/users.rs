@@ -8,7 +8,7 @@ use std::sync::Arc;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use crate::auth::{shows_cluster_secret, unauthenticated, Identity, JwtAuth};
 use crate::clock::format_ms;
+use crate::ratelimit::ClientAddr;
 use crate::App;
 
 /// Password hashes computed at once on one node; more wait (up to the write timeout).
@@ -131,6 +132,17 @@ async fn stored_hash(app: &App, username: &str) -> ApiResult<Option<String>> {
     Ok(app.local_password_hash(username))
 }
 
+/// A hash no password is checked against for real: an unknown account's log-in verifies
+/// against it, with the same parameters as every stored hash.
+fn unknown_account_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        let hashed = Argon2::default().hash_password(b"no account has this password", &salt);
+        hashed.map(|h| h.to_string()).unwrap_or_default()
+    })
+}
+
 /// Runs argon2 off the async threads, a few at a time.
 async fn password_work<T: Send + 'static>(app: &App, work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
     let permit = tokio::time::timeout(app.node.write_timeout, app.password_work.acquire())
@@ -178,11 +190,24 @@ pub async fn register(
     responses((status = 200, body = TokenBody), (status = 401, description = "UNAUTHENTICATED: wrong username or password")))]
 pub async fn token(
     State(app): State<Arc<App>>,
+    connect: Option<Extension<ConnectInfo<ClientAddr>>>,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> ApiResult<Json<TokenBody>> {
     let jwt = jwt(&app)?;
+    let addr = connect.and_then(|Extension(ConnectInfo(addr))| addr.0).map(|a| a.ip());
+    app.limits.check_login(&credentials.username, addr)?;
     let wrong = || unauthenticated("wrong username or password");
-    let mut hash = stored_hash(&app, &credentials.username).await?.ok_or_else(wrong)?;
+    let Some(mut hash) = stored_hash(&app, &credentials.username).await? else {
+        // An unknown name costs what a known one does, so timing tells no names.
+        let password = credentials.password.clone();
+        password_work(&app, move || {
+            let hash = unknown_account_hash();
+            PasswordHash::new(hash)
+                .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        })
+        .await?;
+        return Err(wrong());
+    };
     if !password_matches(&app, credentials.password.clone(), hash.clone()).await? {
         // A password changed through another node may not be applied here yet; hashing
         // again only when the stored hash did change keeps wrong guesses at one hash each.
