@@ -135,7 +135,9 @@ async fn thirty_racing_requests_of_one_voter_record_exactly_one() {
     }
     // The winner's retry is a replay, on any node.
     for node in 0..3 {
-        let (status, again) = cluster.vote(node, &poll, "racer", "whatever", &format!("race-{winner}")).await.unwrap();
+        // A retry repeats its request (another option with the same key would be a 422).
+        let option = &options[winner % 2];
+        let (status, again) = cluster.vote(node, &poll, "racer", option, &format!("race-{winner}")).await.unwrap();
         assert_eq!(status, 200);
         assert_eq!(again["vote_id"], receipt["vote_id"]);
     }
@@ -216,7 +218,7 @@ async fn whole_cluster_sigkilled_and_restarted_keeps_every_acknowledged_vote() {
     for n in 0..40 {
         let voter = format!("v{n}");
         match vote_until_definite(&cluster, n, &poll, &voter, &options[n % 2], 10).await {
-            Fate::Recorded(vote_id) => receipts.insert(voter, vote_id),
+            Fate::Recorded(vote_id) => receipts.insert(voter, (vote_id, options[n % 2].clone())),
             Fate::Unknown => panic!("healthy cluster did not answer for {voter}"),
         };
     }
@@ -228,13 +230,13 @@ async fn whole_cluster_sigkilled_and_restarted_keeps_every_acknowledged_vote() {
     }
     cluster.wait_ready(Duration::from_secs(60)).await;
     assert_eq!(agreed_totals(&cluster, &poll).await, (40, vec![20, 20]));
-    for (n, (voter, vote_id)) in receipts.iter().enumerate() {
+    for (n, (voter, (vote_id, option))) in receipts.iter().enumerate() {
         // Dedup survived the crash: a new request is refused naming the old vote...
         let (status, body) = cluster.vote(n % 3, &poll, voter, &options[0], "a-new-key").await.unwrap();
         assert_eq!(status, 409, "{body}");
         assert_eq!(body["error"]["vote_id"].as_str(), Some(vote_id.as_str()));
         // ...and the original key still replays the original receipt.
-        let (status, body) = cluster.vote(n % 3, &poll, voter, &options[1], &format!("key-{voter}")).await.unwrap();
+        let (status, body) = cluster.vote(n % 3, &poll, voter, option, &format!("key-{voter}")).await.unwrap();
         assert_eq!((status, body["vote_id"].as_str()), (200, Some(vote_id.as_str())));
     }
 }
