@@ -62,15 +62,40 @@ fn encode<T: Serialize>(value: &T) -> Response {
     }
 }
 
+/// Refuses a Raft message whose sender is not in the membership this node knows. Anyone
+/// with the cluster secret could otherwise send AppendEntries as node 9 with a higher
+/// term and keep the real leader from leading for as long as they liked. A node that
+/// knows no membership yet (it is about to be added) cannot tell, and must accept.
+fn refuse_stranger(app: &App, vote: &typ::Vote) -> Option<Response> {
+    let sender = vote.leader_id().voted_for()?;
+    let metrics = app.node.raft.metrics();
+    let metrics = metrics.borrow();
+    let membership = metrics.membership_config.membership();
+    if membership.nodes().next().is_none() || membership.get_node(&sender).is_some() {
+        return None;
+    }
+    app.metrics.peer_rejected.inc();
+    Some((StatusCode::FORBIDDEN, format!("node {sender} is not a member of this cluster")).into_response())
+}
+
 async fn append(State(app): State<Arc<App>>, Frame(request): Frame<typ::AppendEntriesRequest>) -> Response {
+    if let Some(refused) = refuse_stranger(&app, &request.vote) {
+        return refused;
+    }
     encode(&app.node.raft.append_entries(request).await)
 }
 
 async fn vote(State(app): State<Arc<App>>, Frame(request): Frame<typ::VoteRequest>) -> Response {
+    if let Some(refused) = refuse_stranger(&app, &request.vote) {
+        return refused;
+    }
     encode(&app.node.raft.vote(request).await)
 }
 
 async fn snapshot(State(app): State<Arc<App>>, Frame(request): Frame<typ::InstallSnapshotRequest>) -> Response {
+    if let Some(refused) = refuse_stranger(&app, &request.vote) {
+        return refused;
+    }
     encode(&app.node.raft.install_snapshot(request).await)
 }
 

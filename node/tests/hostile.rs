@@ -344,3 +344,46 @@ async fn password_guessing_is_limited_per_account() {
     let nobody = json!({"username": "nobody", "password": "whatever-password"});
     assert_eq!(send(cluster.http.post(&login).json(&nobody)).await.0, StatusCode::UNAUTHORIZED);
 }
+
+/// Anyone holding the cluster secret could send `/raft/append` as node 9 (not a member)
+/// with the next term and no entries: every node took it, and votes got 503 for as long
+/// as the sender kept it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_member_cannot_speak_raft_even_with_the_secret() {
+    use tally_raft::openraft::raft::{AppendEntriesRequest, VoteRequest};
+    use tally_raft::openraft::Vote;
+    let cluster = Cluster::start(3).await;
+    let (poll, options) = cluster.create_poll(0, &["a", "b"]).await;
+    let term = cluster.status(0).await.expect("status")["term"].as_u64().expect("term");
+    let append: tally_raft::typ::AppendEntriesRequest = AppendEntriesRequest {
+        vote: Vote::new_committed(term + 1, 9),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    let campaign: tally_raft::typ::VoteRequest = VoteRequest { vote: Vote::new(term + 1, 9), last_log_id: None };
+    let frames = [
+        ("/raft/append", tally_raft::codec::encode(&append).expect("frame")),
+        ("/raft/vote", tally_raft::codec::encode(&campaign).expect("frame")),
+    ];
+    // The stranger keeps it up while voters vote.
+    for round in 0..10 {
+        for node in 0..3 {
+            for (path, frame) in &frames {
+                let request = cluster
+                    .http
+                    .post(format!("{}{path}", cluster.url(node)))
+                    .header("x-tally-cluster-secret", cluster.secret())
+                    .body(frame.clone());
+                let status = request.send().await.expect("an answer").status();
+                assert_eq!(status, StatusCode::FORBIDDEN, "{path} as node 9 on node {node}");
+            }
+        }
+        let vote = cluster.vote(round % 3, &poll, &format!("voter-{round}"), &options[0], &format!("k{round}")).await;
+        assert!(matches!(vote, Some((200, _))), "round {round}: {vote:?}");
+    }
+    for node in 0..3 {
+        let status = cluster.status(node).await.expect("status");
+        assert_ne!(status["leader_id"], 9, "node {node} follows the stranger: {status}");
+    }
+}
