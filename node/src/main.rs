@@ -7,7 +7,9 @@ fn main() -> ExitCode {
     let config = Config::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    // Colours only for a person at a terminal: a log file or a log shipper gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -25,6 +25,21 @@ pub const POLLS_EXPORTED_MAX: usize = 10;
 /// Values exported per breakdown attribute of an exported poll (the largest by turnout).
 pub const ATTRIBUTE_VALUES_EXPORTED_MAX: usize = 50;
 
+/// Every `reason` label of `tally_votes_rejected_total` (`App::vote_with`, the rate limit).
+pub const VOTE_REJECTION_REASONS: [&str; 11] = [
+    "replayed",
+    "already_voted",
+    "poll_closed",
+    "poll_not_open",
+    "invalid_option",
+    "invalid_attributes",
+    "poll_not_found",
+    "idempotency_key_reused",
+    "timeout",
+    "unavailable",
+    "rate_limited",
+];
+
 pub struct Metrics {
     registry: Registry,
     pub votes_received: IntCounter,
@@ -156,13 +171,22 @@ impl Metrics {
         Self {
             votes_received: counter("tally_votes_received_total", "Vote requests received by this node"),
             votes_recorded: counter("tally_votes_recorded_total", "Votes this node acknowledged as recorded"),
-            votes_rejected: register(
-                r,
-                must(IntCounterVec::new(
-                    Opts::new("tally_votes_rejected_total", "Votes not recorded, by reason"),
-                    &["reason"],
-                )),
-            ),
+            votes_rejected: {
+                let rejected = register(
+                    r,
+                    must(IntCounterVec::new(
+                        Opts::new("tally_votes_rejected_total", "Votes not recorded, by reason"),
+                        &["reason"],
+                    )),
+                );
+                // Every reason from the start, at 0, as Prometheus advises: a series that
+                // appears only with its first rejection leaves a healthy cluster's
+                // "rejected by reason" panel empty and its rate() undefined.
+                for reason in VOTE_REJECTION_REASONS {
+                    rejected.with_label_values(&[reason]);
+                }
+                rejected
+            },
             forwarded_commands_received: counter(
                 "tally_forwarded_commands_received_total",
                 "Commands followers forwarded to this node as leader",

@@ -509,3 +509,18 @@ async fn async_votes_are_accepted_then_completed() {
     let failed = request_reaches(&cluster, 1, &poll, &accepted, "failed").await;
     assert_eq!(failed["error"]["code"], "ALREADY_VOTED", "{failed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fresh_node_exports_every_rejection_reason_at_zero_and_logs_plain_text() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(1).await;
+    let metrics = cluster.http.get(format!("{}/metrics", cluster.url(0))).send().await.unwrap().text().await.unwrap();
+    for reason in ["already_voted", "poll_closed", "rate_limited", "timeout", "unavailable", "idempotency_key_reused"] {
+        let series = format!("tally_votes_rejected_total{{reason=\"{reason}\"}} 0");
+        assert!(metrics.lines().any(|line| line == series), "no {series:?} before any vote");
+    }
+    // The node's log goes to a file here: no terminal colour codes in it.
+    let log = std::fs::read_to_string(cluster.dir.path().join("node1.log")).expect("the node's log");
+    assert!(log.contains("serving"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file: {log}");
+}
