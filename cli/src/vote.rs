@@ -108,7 +108,8 @@ pub fn vote_body(option_id: &str, voter: Option<&str>, attributes: &[(String, St
 }
 
 /// Maps an option's text to its id: an exact match wins; otherwise a case-insensitive
-/// match is taken when it is the only one, so `--option rust` finds "Rust".
+/// match is taken when it is the only one, so `--option rust` finds "Rust"; otherwise an
+/// option id, as `tally poll create` prints them, so `--option o1` works too.
 pub fn find_option_id(poll: &Value, text: &str) -> Result<String, Failure> {
     let options: Vec<(&str, &str)> = poll["options"]
         .as_array()
@@ -123,10 +124,17 @@ pub fn find_option_id(poll: &Value, text: &str) -> Result<String, Failure> {
     if let [(id, _)] = folded.as_slice() {
         return Ok(id.to_string());
     }
-    let known: Vec<String> = options.iter().map(|(_, t)| format!("{t:?}")).collect();
+    if let Some((id, _)) = options.iter().find(|(id, _)| *id == text) {
+        return Ok(id.to_string());
+    }
+    let known: Vec<String> = options.iter().map(|(id, t)| format!("{id} {t:?}")).collect();
     Err(Failure::failed(
         "INVALID_OPTION",
-        format!("no option {text:?} in poll {}; options: {}", cell(&poll["poll_id"]), known.join(", ")),
+        format!(
+            "no option {text:?} in poll {} (by text or id); options: {} (or give --option-id)",
+            cell(&poll["poll_id"]),
+            known.join(", ")
+        ),
     ))
 }
 
@@ -135,6 +143,9 @@ fn render_reply(reply: &Value) -> String {
         ("status", cell(&reply["status"])),
         ("vote_id", cell(&reply["vote_id"])),
         ("log_index", cell(&reply["log_index"])),
+        // The receipt, for `tally audit verify POLL --receipt VOTE_ID=CHAIN_HASH`.
+        ("position", cell(&reply["receipt"]["position"])),
+        ("chain_hash", cell(&reply["receipt"]["chain_hash"])),
     ])
 }
 
@@ -177,13 +188,17 @@ mod tests {
         assert_eq!(find_option_id(&poll(), "rust"), Ok("o1".into()));
         // Exact wins over the case-insensitive twin.
         assert_eq!(find_option_id(&poll(), "go"), Ok("o3".into()));
+        // An id, as `poll create` prints it, when no text matches.
+        assert_eq!(find_option_id(&poll(), "o2"), Ok("o2".into()));
+        let tricky = json!({"options": [{"option_id": "o1", "text": "o2"}, {"option_id": "o2", "text": "b"}]});
+        assert_eq!(find_option_id(&tricky, "o2"), Ok("o1".into()), "a text wins over an id");
     }
 
     #[test]
     fn unknown_or_ambiguous_text_is_an_error() {
         let failure = find_option_id(&poll(), "Zig").expect_err("no such option");
         assert_eq!(failure.code, "INVALID_OPTION");
-        assert!(failure.message.contains("\"Rust\""));
+        assert!(failure.message.contains("\"Rust\"") && failure.message.contains("--option-id"), "{}", failure.message);
         assert!(find_option_id(&poll(), "GO").is_err(), "two case-insensitive matches");
         assert!(find_option_id(&json!({}), "Rust").is_err());
     }

@@ -46,21 +46,6 @@ pub enum FaultKind {
     CrashLeaderFirst,
 }
 
-/// The kinds before the crash points were added; seed 95059's flags name these.
-pub const WITHOUT_CRASH_POINTS: [FaultKind; 11] = [
-    FaultKind::IsolateLeader,
-    FaultKind::Split,
-    FaultKind::OneWay,
-    FaultKind::Flap,
-    FaultKind::Hold,
-    FaultKind::Latency,
-    FaultKind::Loss,
-    FaultKind::Crash,
-    FaultKind::CrashMajority,
-    FaultKind::Pause,
-    FaultKind::ClockSkew,
-];
-
 pub const ALL: [FaultKind; 14] = [
     FaultKind::IsolateLeader,
     FaultKind::Split,
@@ -77,6 +62,10 @@ pub const ALL: [FaultKind; 14] = [
     FaultKind::CrashAfterApply,
     FaultKind::CrashLeaderFirst,
 ];
+
+/// The kinds before the crash points were added (the first 11 of [`ALL`]); seed 95059's
+/// flags name these.
+pub const WITHOUT_CRASH_POINTS: &[FaultKind] = ALL.split_at(11).0;
 
 impl FaultKind {
     pub fn name(self) -> &'static str {
