@@ -152,9 +152,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub http_body_timeout_ms: u64,
 
-    /// Open connections on the port (clients and peers together); past it, new ones are
-    /// closed at once. Keep it well under the process's file limit (`ulimit -n`).
-    #[arg(long, env = "TALLY_HTTP_CONNECTIONS_MAX", default_value_t = 8_192,
+    /// Open connections on the port (clients, results streams and peers together); past
+    /// it, new ones are closed at once. Above the 10,000 results streams a node serves,
+    /// and well under the process's file limit (`ulimit -n`).
+    #[arg(long, env = "TALLY_HTTP_CONNECTIONS_MAX", default_value_t = 12_288,
           value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
     pub http_connections_max: u64,
 
