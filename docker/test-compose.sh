@@ -13,7 +13,10 @@
 #   alias; all three must reach the same applied_index and state_hash and count exactly the
 #   acknowledged votes (a 503 is not recorded; a 504 is resolved by retrying its key); then
 #   the demo profile's `simulator` service (the `tally` CLI staged beside the node binary)
-#   runs a short simulated election on the same network, which must count exactly.
+#   runs a short simulated election on the same network, which must count exactly; and
+#   last, the cluster again in TLS mode (docker/compose.tls.yml, certificates from
+#   `tally certs`): ready over https, plain HTTP refused, votes through every node counted
+#   exactly on each.
 # Prints PASS/FAIL lines and ends with `docker-compose: 1 passed, 0 failed` (or 0 passed,
 # 1 failed; exit 1). Always removes its containers, network and volumes. Every wait has a
 # deadline and a watchdog bounds the whole run (TALLY_CI_BUDGET seconds, default 300).
@@ -39,7 +42,8 @@ T0=$SECONDS
 
 # Compose v2 (plugin) if present, else Compose 1 (the Debian package on these machines).
 if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else COMPOSE=(docker-compose); fi
-compose() { timeout 300 "${COMPOSE[@]}" -p "$PROJECT" -f docker-compose.yml -f docker/compose.ci.yml "$@"; }
+COMPOSE_FILES=(-f docker-compose.yml -f docker/compose.ci.yml)
+compose() { timeout 300 "${COMPOSE[@]}" -p "$PROJECT" "${COMPOSE_FILES[@]}" "$@"; }
 
 FAILED=0
 pass() { echo "PASS $*"; }
@@ -66,6 +70,7 @@ finish() {
     if [ "$left" -eq 0 ]; then pass "teardown: no container, network or volume of project $PROJECT left"
     else fail "teardown: $left containers/networks/volumes of project $PROJECT left"; fi
     rm -f "$STAGED" "$STAGED_CLI"
+    [ -z "${TALLY_CERTS_DIR:-}" ] || rm -rf "$TALLY_CERTS_DIR"
     rm -rf "$TMP"
     echo "took $((SECONDS - T0))s"
     if [ "$FAILED" -eq 0 ]; then echo "docker-compose: 1 passed, 0 failed"; exit 0
@@ -84,6 +89,7 @@ WATCHDOG=$!
 # json EXPR: evaluates a Python expression over the JSON document on stdin (as `d`).
 json() { python3 -c 'import json, sys; d = json.load(sys.stdin); v = eval(sys.argv[1]); print("" if v is None else v)' "$1"; }
 
+SCHEME=http CURL_TLS=()   # https and the CA in the TLS pass (section 7)
 # http NODE METHOD PATH [BODY [IDEMPOTENCY-KEY]]: the status code on stdout (000 when no
 # answer), the body in $TMP/body.
 http() {
@@ -91,7 +97,7 @@ http() {
     local args=(-s -m 15 -o "$TMP/body" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json')
     [ -n "$key" ] && args+=(-H "Idempotency-Key: $key")
     [ -n "$body" ] && args+=(--data "$body")
-    curl "${args[@]}" "http://127.0.0.1:${PORTS[$node]}$path" || true
+    curl "${args[@]}" "${CURL_TLS[@]}" "$SCHEME://127.0.0.1:${PORTS[$node]}$path" || true
 }
 
 # wait_until SECONDS DESCRIPTION COMMAND...: polls the command every half second.
@@ -284,5 +290,38 @@ if [ -x "$STAGED_CLI" ]; then
     fi
 else
     note "no tally CLI beside $BINARY: the simulator service is not tried"
+fi
+
+# --- 7. the same compose cluster in TLS mode (docker/compose.tls.yml) --------------------
+# Certificates from the CLI (`tally certs`), https on the published ports, mutual TLS
+# between the containers, fresh volumes: votes through every node, exact counts on each,
+# and plain HTTP on the same port refused.
+if [ -x "$STAGED_CLI" ]; then
+    t=$SECONDS
+    compose down -v --remove-orphans >"$TMP/down.log" 2>&1 || { cat "$TMP/down.log"; die "compose down before TLS"; }
+    export TALLY_CERTS_DIR="$TMP/certs"
+    "$STAGED_CLI" certs "$TALLY_CERTS_DIR" --nodes 3 --host 'node{id}' >/dev/null || die "tally certs"
+    chown 10001 "$TALLY_CERTS_DIR"/*.key   # the image's tally user reads its key
+    COMPOSE_FILES+=(-f docker/compose.tls.yml)
+    SCHEME=https CURL_TLS=(--cacert "$TALLY_CERTS_DIR/ca.pem")
+    compose up -d --no-build node1 node2 node3 >"$TMP/up.log" 2>&1 || { cat "$TMP/up.log"; die "compose up (TLS)"; }
+    wait_until 90 "/ready on all three nodes over https" all_ready || exit 1
+    pass "TLS: three containers up and ready over https in $((SECONDS - t))s"
+    plain=$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORTS[1]}/health" || true)
+    [ "$plain" = 000 ] && pass "TLS: plain HTTP on the same port gets no answer" \
+        || fail "TLS: plain HTTP got HTTP $plain"
+    code=$(http 1 POST /v1/polls '{"title":"compose tls","options":["yes","no"]}')
+    [ "$code" = 201 ] || die "TLS: create a poll: HTTP $code $(cat "$TMP/body")"
+    POLL=$(json 'd["poll_id"]' <"$TMP/body")
+    read -ra OPTS <<<"$(json '" ".join(o["option_id"] for o in d["options"])' <"$TMP/body")"
+    ACKED=0
+    for n in 1 2 3; do
+        for i in 1 2; do vote_recorded 30 "tls-n$n-$i" "${OPTS[$((i % 2))]}" "$n" || exit 1; done
+    done
+    if wait_until 60 "convergence over TLS" converged; then
+        pass "TLS: votes through every node forwarded over mutual TLS; all three count exactly the $ACKED"
+    else
+        fail "TLS: no convergence: $LAST"; exit 1
+    fi
 fi
 exit 0

@@ -405,7 +405,9 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         recent_voters: vec![VecDeque::new(); targets.len()],
         rng: StdRng::seed_from_u64(seed),
     };
-    let http = reqwest::Client::builder()
+    let http = settings
+        .client
+        .http_builder()
         .timeout(settings.client.timeout())
         .pool_max_idle_per_host(args.connections as usize)
         .build()?;
@@ -421,7 +423,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         recorder: Mutex::new(recorder),
         stop: AtomicBool::new(false),
     });
-    let subscribers = Subscribers::open(&run, settings.client.timeout()).await?;
+    let subscribers = Subscribers::open(&run, &settings.client).await?;
     let started = Instant::now();
     let not_sent = drive(run.clone()).await;
     let elapsed = started.elapsed();
@@ -691,14 +693,14 @@ struct Subscribers {
 
 impl Subscribers {
     /// Opens every stream (its first event received) before the load starts.
-    async fn open(run: &Run, timeout: Duration) -> anyhow::Result<Self> {
+    async fn open(run: &Run, client: &crate::client::Client) -> anyhow::Result<Self> {
         let events = Arc::new(AtomicU64::new(0));
         let count = run.args.subscribers;
         if count == 0 {
             return Ok(Self { tasks: Vec::new(), events });
         }
         // Its own client: each stream holds a connection for the whole run.
-        let http = reqwest::Client::builder().connect_timeout(timeout).build()?;
+        let http = client.http_builder().connect_timeout(client.timeout()).build()?;
         let poll = &run.targets[0].poll_id;
         let mut tasks = Vec::new();
         let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel::<()>(count as usize);
@@ -719,7 +721,7 @@ impl Subscribers {
             }));
         }
         drop(opened_tx);
-        let deadline = Instant::now() + timeout.max(Duration::from_secs(30));
+        let deadline = Instant::now() + client.timeout().max(Duration::from_secs(30));
         for _ in 0..count {
             match tokio::time::timeout_at(deadline.into(), opened_rx.recv()).await {
                 Ok(Some(())) => {}

@@ -27,8 +27,8 @@ const ERROR_BODY_CHARS_MAX: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints(pub Vec<String>);
 
-/// Parses a comma-separated endpoint list. `host:port` gets `http://` in front; https is
-/// refused because this build has no TLS.
+/// Parses a comma-separated endpoint list. `host:port` gets `http://` in front; nodes run
+/// with `--cert-file` need `https://` (and `--cacert`, unless a public CA signed them).
 pub fn parse_endpoints(raw: &str) -> Result<Endpoints, String> {
     let mut endpoints: Vec<String> = Vec::new();
     for item in raw.split(',').map(str::trim).filter(|item| !item.is_empty()) {
@@ -46,8 +46,8 @@ pub fn parse_endpoints(raw: &str) -> Result<Endpoints, String> {
 fn parse_endpoint(raw: &str) -> Result<String, String> {
     let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("http://{raw}") };
     let url = reqwest::Url::parse(&with_scheme).map_err(|error| format!("{raw}: {error}"))?;
-    if url.scheme() != "http" {
-        return Err(format!("{raw}: only http:// endpoints are supported"));
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("{raw}: only http:// and https:// endpoints are supported"));
     }
     if url.host_str().is_none() {
         return Err(format!("{raw}: no host"));
@@ -133,10 +133,75 @@ impl RawReply {
     }
 }
 
+/// How the client checks nodes' certificates and proves its own (`--cacert`, `--cert`).
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// The CA that signed the nodes' certificates; without it, https endpoints fail (this
+    /// build trusts no CA by default: clusters sign their own).
+    ca: Option<reqwest::Certificate>,
+    /// A client certificate and its key, for nodes run with `--client-cert-auth`.
+    identity: Option<reqwest::Identity>,
+}
+
+/// PEM files are small; anything bigger is not one.
+const PEM_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(PEM_FILE_BYTES_MAX).read_to_end(&mut bytes))
+        .map_err(|e| Failure::usage(format!("cannot read {flag} {}: {e}", path.display())))?;
+    Ok(bytes)
+}
+
+impl Tls {
+    pub fn load(
+        cacert: Option<&std::path::Path>,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+    ) -> Result<Tls, Failure> {
+        let ca = match cacert {
+            None => None,
+            Some(path) => Some(
+                reqwest::Certificate::from_pem(&read_pem("--cacert", path)?)
+                    .map_err(|e| Failure::usage(format!("--cacert {}: {e}", path.display())))?,
+            ),
+        };
+        let identity = match (cert, key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let mut pem = read_pem("--cert", cert)?;
+                pem.push(b'\n');
+                pem.extend(read_pem("--key", key)?);
+                Some(
+                    reqwest::Identity::from_pem(&pem)
+                        .map_err(|e| Failure::usage(format!("--cert {} with --key: {e}", cert.display())))?,
+                )
+            }
+            _ => return Err(Failure::usage("--cert and --key go together")),
+        };
+        Ok(Tls { ca, identity })
+    }
+
+    /// A reqwest builder that checks certificates this way (rustls, no system roots).
+    pub fn builder(&self) -> reqwest::ClientBuilder {
+        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        if let Some(ca) = &self.ca {
+            builder = builder.add_root_certificate(ca.clone());
+        }
+        if let Some(identity) = &self.identity {
+            builder = builder.identity(identity.clone());
+        }
+        builder
+    }
+}
+
 /// Talks to a list of endpoints; cheap to clone (reqwest shares its connection pool).
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    tls: Tls,
     endpoints: Vec<String>,
     timeout: Duration,
     /// Sent as `Authorization: Bearer` on every request (nodes with `--auth jwt`).
@@ -144,10 +209,15 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(endpoints: Endpoints, timeout: Duration) -> anyhow::Result<Self> {
-        let http =
-            reqwest::Client::builder().timeout(timeout).connect_timeout(timeout.min(CONNECT_TIMEOUT_MAX)).build()?;
-        Ok(Client { http, endpoints: endpoints.0, timeout, token: None })
+    pub fn new(endpoints: Endpoints, timeout: Duration, tls: Tls) -> anyhow::Result<Self> {
+        let http = tls.builder().timeout(timeout).connect_timeout(timeout.min(CONNECT_TIMEOUT_MAX)).build()?;
+        Ok(Client { http, tls, endpoints: endpoints.0, timeout, token: None })
+    }
+
+    /// A reqwest builder with this client's certificates, for callers that tune their own
+    /// pool (the benchmark, results streams).
+    pub fn http_builder(&self) -> reqwest::ClientBuilder {
+        self.tls.builder()
     }
 
     /// The same client, sending `token` as a bearer token.
@@ -259,7 +329,12 @@ fn root_cause(error: &reqwest::Error) -> String {
     while let Some(source) = cause.source() {
         cause = source;
     }
-    cause.to_string()
+    let cause = cause.to_string();
+    if cause.contains("certificate") {
+        // The usual reason with a cluster that signs its own certificates.
+        return format!("{cause}; does --cacert (TALLY_CACERT) name the CA that signed the nodes' certificates?");
+    }
+    cause
 }
 
 fn header_text(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<String> {
@@ -350,7 +425,11 @@ mod tests {
     fn bad_endpoint_lists_are_refused() {
         assert!(parse_endpoints("").is_err());
         assert!(parse_endpoints(" , ").is_err());
-        assert!(parse_endpoints("https://127.0.0.1:7001").is_err());
+        assert!(parse_endpoints("ftp://127.0.0.1:7001").is_err());
+        assert_eq!(
+            parse_endpoints("https://127.0.0.1:7001").map(|e| e.0),
+            Ok(vec!["https://127.0.0.1:7001".to_string()])
+        );
         assert!(parse_endpoints("http://127.0.0.1:7001/v1").is_err());
         assert!(parse_endpoints("http://:7001").is_err());
     }

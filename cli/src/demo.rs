@@ -9,6 +9,9 @@
 //! admin account with a random password (both kept, owner-only, in the data dir, so a
 //! re-run reuses them), logs in as the admin and seeds the votes as a trusted front end
 //! would, through `votes:batch`.
+//!
+//! With `--tls` the demo makes a private CA and a certificate per node (kept in
+//! DATA_DIR/tls), and the nodes serve https and check each other's certificates.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -24,6 +27,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{sleep, timeout_at, Instant};
 
+use crate::certs::CA_FILE;
 use crate::client::{Client, Endpoints, Request};
 use crate::exit::Failure;
 use crate::output::{self, Format, Table};
@@ -40,6 +44,7 @@ const JWT_SECRET_BYTES: usize = 32;
 const ADMIN_PASSWORD_FILE: &str = "admin-password";
 const ADMIN_PASSWORD_BYTES: usize = 12;
 const ADMIN_USERNAME: &str = "admin";
+const TLS_DIR: &str = "tls";
 
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -81,6 +86,10 @@ pub struct Args {
     /// to log in. Keep to one mode per data dir.
     #[arg(long, value_enum, default_value_t = AuthMode::None)]
     pub auth: AuthMode,
+    /// Serve https, with mutual TLS between the nodes: the demo makes a CA and node
+    /// certificates in DATA_DIR/tls (the CLI then needs `--cacert DATA_DIR/tls/ca.pem`).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -111,6 +120,7 @@ impl JwtSetup {
 struct NodePlan {
     id: u64,
     port: u16,
+    tls: bool,
 }
 
 impl NodePlan {
@@ -119,7 +129,16 @@ impl NodePlan {
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
+    }
+
+    fn cert_file(&self, tls_dir: &Path) -> PathBuf {
+        crate::certs::node_cert_file(tls_dir, self.id)
+    }
+
+    fn key_file(&self, tls_dir: &Path) -> PathBuf {
+        crate::certs::node_key_file(tls_dir, self.id)
     }
 }
 
@@ -132,9 +151,17 @@ struct Node {
 }
 
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
-    let plan = plan_nodes(args.nodes, args.port_base)?;
+    let plan = plan_nodes(args.nodes, args.port_base, args.tls)?;
     prepare_data_dir(&args.data_dir, args.fresh)?;
     let secret = load_or_create_secret(&args.data_dir)?;
+    let tls_dir = args.data_dir.join(TLS_DIR);
+    if args.tls {
+        prepare_certificates(&tls_dir, &plan)?;
+    }
+    let client_tls = match args.tls {
+        false => crate::client::Tls::default(),
+        true => crate::client::Tls::load(Some(&tls_dir.join(CA_FILE)), None, None)?,
+    };
     let jwt = match args.auth {
         AuthMode::None => None,
         AuthMode::Jwt => Some(JwtSetup::load_or_create(&args.data_dir)?),
@@ -145,7 +172,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install()?;
     let mut nodes = spawn_all(&plan, &bin, &args.data_dir, &secret, jwt.as_ref())?;
     let started = tokio::select! {
-        started = start(&mut nodes, &args.data_dir, &secret, jwt.as_ref(), settings.format) => Some(started),
+        started = start(&mut nodes, &args.data_dir, &secret, jwt.as_ref(), &client_tls, settings.format) => Some(started),
         signal = shutdown.recv() => {
             eprintln!("received {signal} while starting: stopping the nodes");
             None
@@ -168,13 +195,13 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-fn plan_nodes(count: u16, port_base: u16) -> Result<Vec<NodePlan>, Failure> {
+fn plan_nodes(count: u16, port_base: u16, tls: bool) -> Result<Vec<NodePlan>, Failure> {
     (1..=count)
         .map(|id| {
             let port = port_base
                 .checked_add(id - 1)
                 .ok_or_else(|| Failure::usage(format!("--port-base {port_base} leaves no port for node {id}")))?;
-            Ok(NodePlan { id: u64::from(id), port })
+            Ok(NodePlan { id: u64::from(id), port, tls })
         })
         .collect()
 }
@@ -185,7 +212,7 @@ fn peers_arg(plan: &[NodePlan]) -> String {
     peers.join(",")
 }
 
-fn node_args(node: &NodePlan, node_dir: &Path, peers: &str, jwt: bool) -> Vec<OsString> {
+fn node_args(node: &NodePlan, data_dir: &Path, node_dir: &Path, peers: &str, jwt: bool) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "--id".into(),
         node.id.to_string().into(),
@@ -200,7 +227,29 @@ fn node_args(node: &NodePlan, node_dir: &Path, peers: &str, jwt: bool) -> Vec<Os
         // The JWT secret itself goes through the environment, out of the process list.
         args.extend(["--auth".into(), "jwt".into(), "--admin".into(), ADMIN_USERNAME.into()]);
     }
+    if node.tls {
+        let tls_dir = data_dir.join(TLS_DIR);
+        args.extend([
+            "--cert-file".into(),
+            node.cert_file(&tls_dir).into(),
+            "--key-file".into(),
+            node.key_file(&tls_dir).into(),
+            "--peer-trusted-ca-file".into(),
+            tls_dir.join(CA_FILE).into(),
+        ]);
+    }
     args
+}
+
+/// `tally certs` into DATA_DIR/tls, kept for re-runs; made anew, CA included, when any
+/// file is missing (a demo with more nodes than before, say).
+fn prepare_certificates(tls_dir: &Path, plan: &[NodePlan]) -> anyhow::Result<()> {
+    let complete = tls_dir.join(CA_FILE).is_file()
+        && plan.iter().all(|node| node.cert_file(tls_dir).is_file() && node.key_file(tls_dir).is_file());
+    if complete {
+        return Ok(());
+    }
+    crate::certs::write(tls_dir, plan.iter().map(|node| node.id), &[])
 }
 
 /// `--node-bin` (or TALLY_NODE_BIN, via clap), else `tally-node` next to this binary (as
@@ -318,7 +367,7 @@ fn spawn_node(
     // Secrets go through the environment: `ps` shows every process's arguments.
     command.env("TALLY_CLUSTER_SECRET", secret);
     let child = command
-        .args(node_args(plan, &node_dir, peers, jwt.is_some()))
+        .args(node_args(plan, data_dir, &node_dir, peers, jwt.is_some()))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -346,11 +395,12 @@ async fn start(
     data_dir: &Path,
     secret: &str,
     jwt: Option<&JwtSetup>,
+    tls: &crate::client::Tls,
     format: Format,
 ) -> anyhow::Result<()> {
-    wait_ready(nodes).await?;
+    wait_ready(nodes, tls).await?;
     let urls: Vec<String> = nodes.iter().map(|node| node.plan.url()).collect();
-    let mut client = Client::new(Endpoints(urls.clone()), REQUEST_TIMEOUT)?;
+    let mut client = Client::new(Endpoints(urls.clone()), REQUEST_TIMEOUT, tls.clone())?;
     if let Some(jwt) = jwt {
         let token = admin_token(&client, jwt, secret).await?;
         client = client.with_token(Some(token));
@@ -368,9 +418,9 @@ async fn start(
 
 /// Until every node answers `/ready` with 200 in the same round. A node that exits, or
 /// the deadline, ends the wait with the tail of the relevant logs on stderr.
-async fn wait_ready(nodes: &mut [Node]) -> anyhow::Result<()> {
+async fn wait_ready(nodes: &mut [Node], tls: &crate::client::Tls) -> anyhow::Result<()> {
     let urls: Vec<String> = nodes.iter().map(|node| node.plan.url()).collect();
-    let probe = Client::new(Endpoints(urls), READY_PROBE_TIMEOUT)?;
+    let probe = Client::new(Endpoints(urls), READY_PROBE_TIMEOUT, tls.clone())?;
     let deadline = Instant::now() + READY_DEADLINE;
     loop {
         for node in nodes.iter_mut() {
@@ -495,6 +545,10 @@ fn summary_json(
     data_dir: &Path,
     jwt: Option<&JwtSetup>,
 ) -> Value {
+    let tls = match nodes.first().is_some_and(|node| node.plan.tls) {
+        false => json!({"enabled": false}),
+        true => json!({"enabled": true, "ca_file": data_dir.join(TLS_DIR).join(CA_FILE)}),
+    };
     let nodes: Vec<Value> = nodes
         .iter()
         .map(|node| {
@@ -506,7 +560,7 @@ fn summary_json(
         None => json!({"mode": "none"}),
         Some(jwt) => json!({"mode": "jwt", "admin": ADMIN_USERNAME, "password_file": jwt.password_file}),
     };
-    json!({"data_dir": data_dir, "nodes": nodes, "leader_id": leader_id, "poll": poll, "auth": auth})
+    json!({"data_dir": data_dir, "nodes": nodes, "leader_id": leader_id, "poll": poll, "auth": auth, "tls": tls})
 }
 
 /// The nodes, the leader, the poll, and commands to paste.
@@ -520,6 +574,11 @@ fn banner(nodes: &[Node], poll: &Value, leader_id: Option<u64>, data_dir: &Path,
     let leader_line =
         leader.map_or_else(|| "unknown".to_string(), |node| format!("node {} ({})", node.plan.id, node.plan.url()));
     let poll_id = output::cell(&poll["poll_id"]);
+    let cacert = nodes[0].plan.tls.then(|| data_dir.join(TLS_DIR).join(CA_FILE));
+    let tls_line = match &cacert {
+        None => "off (plain HTTP on loopback; --tls for https and mutual TLS between nodes)".to_string(),
+        Some(ca) => format!("https, nodes check each other's certificates; the CA is {}", ca.display()),
+    };
     let auth_line = match jwt {
         None => "none (the body's voter_id is the voter; --auth jwt for accounts and tokens)".to_string(),
         // The password stays in its file: a banner ends up in terminals' scrollback and logs.
@@ -532,17 +591,18 @@ fn banner(nodes: &[Node], poll: &Value, leader_id: Option<u64>, data_dir: &Path,
         "Tally demo: {} node(s) running, data in {}\n\n{}\n\n\
          leader:       {leader_line}\n\
          auth:         {auth_line}\n\
+         tls:          {tls_line}\n\
          sample poll:  {poll_id}  {SAMPLE_TITLE:?}  ({} votes cast, one per node in turn)\n\n\
          Try:\n{}",
         nodes.len(),
         data_dir.display(),
         table.render(),
         SAMPLE_VOTES.len(),
-        try_commands(nodes, poll, leader.unwrap_or(&nodes[0]), jwt),
+        try_commands(nodes, poll, leader.unwrap_or(&nodes[0]), jwt, cacert.as_deref()),
     )
 }
 
-fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSetup>) -> String {
+fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSetup>, cacert: Option<&Path>) -> String {
     let poll_id = output::cell(&poll["poll_id"]);
     let go = vote::find_option_id(poll, "Go").unwrap_or_else(|_| "OPTION_ID".to_string());
     // Node 2 shows that a follower takes writes; a one-node demo has only node 1.
@@ -554,14 +614,21 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSet
     // As the user invoked us (e.g. ./target/release/tally), so the lines paste as they are.
     let tally = std::env::args().next().unwrap_or_else(|| "tally".to_string());
     let first = nodes[0].plan.url();
+    let curl = cacert.map_or_else(|| "curl".to_string(), |ca| format!("curl --cacert {}", ca.display()));
     let mut lines = Vec::new();
+    if let Some(ca) = cacert {
+        lines.extend([
+            "  # the CLI checks the nodes' certificates against the demo's CA".to_string(),
+            format!("  export TALLY_CACERT={}", ca.display()),
+        ]);
+    }
     match jwt {
         None => lines.extend([
             "  # the web page (any node serves it)".to_string(),
             format!("  open {first}/"),
             format!("  # vote for Go through node {}", voting_node.plan.id),
             format!(
-                "  curl -s -X POST {}/v1/polls/{poll_id}/votes -H 'Content-Type: application/json' \
+                "  {curl} -s -X POST {}/v1/polls/{poll_id}/votes -H 'Content-Type: application/json' \
                  -d '{{\"option_id\": \"{go}\", \"voter_id\": \"you\"}}'",
                 voting_node.plan.url()
             ),
@@ -576,7 +643,7 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSet
             ),
             format!("  # vote for Go through node {}", voting_node.plan.id),
             format!(
-                "  curl -s -X POST {}/v1/polls/{poll_id}/votes -H \"Authorization: Bearer $TALLY_TOKEN\" \
+                "  {curl} -s -X POST {}/v1/polls/{poll_id}/votes -H \"Authorization: Bearer $TALLY_TOKEN\" \
                  -H 'Content-Type: application/json' -d '{{\"option_id\": \"{go}\"}}'",
                 voting_node.plan.url()
             ),
@@ -589,8 +656,8 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSet
     }
     // EventSource cannot send headers, so the stream also takes the token as a parameter.
     let stream = match jwt {
-        None => format!("  curl -N {first}/v1/polls/{poll_id}/results/stream"),
-        Some(_) => format!("  curl -N \"{first}/v1/polls/{poll_id}/results/stream?access_token=$TALLY_TOKEN\""),
+        None => format!("  {curl} -N {first}/v1/polls/{poll_id}/results/stream"),
+        Some(_) => format!("  {curl} -N \"{first}/v1/polls/{poll_id}/results/stream?access_token=$TALLY_TOKEN\""),
     };
     lines.extend([
         "  # watch the results change".to_string(),
@@ -606,7 +673,7 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSet
         format!("  # kill the leader (node {}) and watch another take over", leader.plan.id),
         format!("  kill {leader_pid}"),
         "  # Prometheus metrics".to_string(),
-        format!("  curl {first}/metrics"),
+        format!("  {curl} {first}/metrics"),
     ]);
     lines.join("\n")
 }
@@ -710,21 +777,28 @@ mod tests {
 
     #[test]
     fn nodes_get_consecutive_ports_and_a_full_peer_list() {
-        let plan = plan_nodes(3, 7001).expect("fits");
-        assert_eq!(plan[2], NodePlan { id: 3, port: 7003 });
+        let plan = plan_nodes(3, 7001, false).expect("fits");
+        assert_eq!(plan[2], NodePlan { id: 3, port: 7003, tls: false });
         assert_eq!(peers_arg(&plan), "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003");
-        assert!(plan_nodes(3, 65535).is_err());
+        assert!(plan_nodes(3, 65535, false).is_err());
+        assert_eq!(plan_nodes(1, 7001, true).expect("fits")[0].url(), "https://127.0.0.1:7001");
     }
 
     #[test]
     fn node_args_follow_the_node_flags() {
-        let plan = NodePlan { id: 2, port: 7002 };
-        let args = node_args(&plan, Path::new("d/2"), "1=a:1", false);
+        let plan = NodePlan { id: 2, port: 7002, tls: false };
+        let args = node_args(&plan, Path::new("d"), Path::new("d/2"), "1=a:1", false);
         let args: Vec<&str> = args.iter().map(|arg| arg.to_str().expect("utf-8")).collect();
         assert_eq!(args, ["--id", "2", "--addr", "127.0.0.1:7002", "--data-dir", "d/2", "--peers", "1=a:1",]);
-        let args = node_args(&plan, Path::new("d/2"), "1=a:1", true);
+        let args = node_args(&plan, Path::new("d"), Path::new("d/2"), "1=a:1", true);
         let tail: Vec<&str> = args[8..].iter().map(|arg| arg.to_str().expect("utf-8")).collect();
         assert_eq!(tail, ["--auth", "jwt", "--admin", ADMIN_USERNAME]);
+        let tls = NodePlan { tls: true, ..plan };
+        let args = node_args(&tls, Path::new("d"), Path::new("d/2"), "1=a:1", false);
+        let tail: Vec<&str> = args[8..].iter().map(|arg| arg.to_str().expect("utf-8")).collect();
+        let expected = ["--cert-file", "d/tls/node-2.pem", "--key-file", "d/tls/node-2.key"];
+        assert_eq!(tail[..4], expected);
+        assert_eq!(tail[4..], ["--peer-trusted-ca-file", "d/tls/ca.pem"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod audit;
 mod bench;
+mod certs;
 mod client;
 mod cluster;
 mod demo;
@@ -56,6 +57,16 @@ struct GlobalArgs {
     /// TALLY_CLUSTER_SECRET. Never a flag's value: `ps` would show it.
     #[arg(long, global = true, value_name = "PATH")]
     cluster_secret_file: Option<std::path::PathBuf>,
+    /// PEM file of the CA that signed the nodes' certificates, for https endpoints (nodes
+    /// run with `--cert-file`; `tally demo --tls` writes one).
+    #[arg(long, global = true, env = "TALLY_CACERT", value_name = "PATH")]
+    cacert: Option<std::path::PathBuf>,
+    /// PEM client certificate, for nodes run with `--client-cert-auth` (with --key).
+    #[arg(long, global = true, env = "TALLY_CERT", value_name = "PATH")]
+    cert: Option<std::path::PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, global = true, env = "TALLY_KEY", value_name = "PATH")]
+    key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +86,8 @@ enum Command {
     Bench(bench::Args),
     /// Start a local 3-node cluster with a sample poll, until Ctrl-C.
     Demo(demo::Args),
+    /// Make a private CA and node certificates for TLS (`tally-node --cert-file`).
+    Certs(certs::Args),
     /// Run deterministic chaos simulations by seed (no cluster needed).
     Sim(sim::Args),
     /// Generate a realistic election or viral poll against a cluster: an electorate with
@@ -131,7 +144,8 @@ impl TryFrom<GlobalArgs> for Settings {
 
     fn try_from(global: GlobalArgs) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(global.timeout_ms);
-        let client = client::Client::new(global.endpoints, timeout)?.with_token(global.token);
+        let tls = client::Tls::load(global.cacert.as_deref(), global.cert.as_deref(), global.key.as_deref())?;
+        let client = client::Client::new(global.endpoints, timeout, tls)?.with_token(global.token);
         let cluster_secret = read_cluster_secret(global.cluster_secret_file.as_deref())?;
         Ok(Settings { client, format: global.output, cluster_secret })
     }
@@ -164,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vote(args) => vote::run(args, &settings).await,
         Command::Results(args) => results::run(args, &settings).await,
         Command::Demo(args) => demo::run(args, &settings).await,
+        Command::Certs(args) => certs::run(args, &settings).await,
         Command::Bench(args) => bench::run(args, &settings).await,
         Command::Audit(command) => audit::run(command, &settings).await,
         Command::User(command) => user::run(command, &settings).await,
@@ -205,8 +220,8 @@ mod tests {
 
     #[test]
     fn bad_endpoints_are_a_usage_error() {
-        let error = Cli::try_parse_from(["tally", "--endpoints", "https://x:1", "cluster", "status"])
-            .expect_err("https is refused");
+        let error = Cli::try_parse_from(["tally", "--endpoints", "ftp://x:1", "cluster", "status"])
+            .expect_err("ftp is refused");
         assert!(error.use_stderr());
     }
 }

@@ -49,6 +49,38 @@ pub struct Config {
     #[arg(long, env = "TALLY_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
 
+    /// PEM certificate (chain) this node serves TLS with, to API clients and peers alike
+    /// (they share the port). Without it the node speaks plain HTTP.
+    #[arg(long, env = "TALLY_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+
+    /// PEM private key of --cert-file.
+    #[arg(long, env = "TALLY_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+
+    /// PEM CA that signs the nodes' certificates: this node checks the others' against it,
+    /// when they connect and when it connects to them. Needed with --cert-file.
+    #[arg(long, env = "TALLY_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// PEM certificate this node shows the others when it connects to them; its DNS names
+    /// must include `node-<id>`. Defaults to --cert-file (one certificate can serve both).
+    #[arg(long, env = "TALLY_PEER_CERT_FILE", requires = "peer_key_file")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --peer-cert-file.
+    #[arg(long, env = "TALLY_PEER_KEY_FILE", requires = "peer_cert_file")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// Every connection must show a client certificate, signed by --trusted-ca-file (API
+    /// clients) or --peer-trusted-ca-file (nodes).
+    #[arg(long, env = "TALLY_CLIENT_CERT_AUTH")]
+    pub client_cert_auth: bool,
+
+    /// PEM CA that signs API clients' certificates, with --client-cert-auth.
+    #[arg(long, env = "TALLY_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+
     /// Raft heartbeat interval.
     #[arg(long, env = "TALLY_HEARTBEAT_INTERVAL_MS", default_value_t = 100)]
     pub heartbeat_interval_ms: u64,

@@ -15,6 +15,7 @@ pub mod ratelimit;
 pub mod schedule;
 pub mod server;
 pub mod source;
+pub mod tls;
 pub mod web;
 
 use std::future::Future;
@@ -28,7 +29,7 @@ use tally_raft::log_store::LogStore;
 use tally_raft::model::{Poll, PollId, VoteIntent, VoteOutcome, VoteRejection};
 use tally_raft::network::Network;
 use tally_raft::state_machine::StateMachineStore;
-use tally_raft::transport::PeerTransport;
+use tally_raft::transport::{HyperTransport, PeerTransport};
 use tally_storage::Database;
 
 use crate::api::error::{ApiError, ApiResult};
@@ -46,6 +47,8 @@ pub struct NodeOptions {
     pub clock: Arc<dyn Clock>,
     /// Seeds the generator of poll ids and request keys (fixed in simulation).
     pub seed: u64,
+    /// TLS on the port (`--cert-file`); `None` serves plain HTTP, as the simulation does.
+    pub tls: Option<Arc<tls::ServerTls>>,
 }
 
 /// Shared by every handler.
@@ -74,8 +77,13 @@ pub struct App {
     pub password_work: tokio::sync::Semaphore,
     /// The HTTP server's timeouts, connection cap and drain (`--http-*`).
     pub http_limits: server::HttpLimits,
+    /// With TLS on, peer RPC needs a peer certificate that names its sender.
+    pub tls: Option<Arc<tls::ServerTls>>,
     rng: Mutex<StdRng>,
 }
+
+/// A peer that does not accept a connection within this is down for this attempt.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Keeps the log's entropy stream apart from the id generator's, which shares the seed.
 const ENTROPY_SEED_SALT: u64 = 0x7a11_e47a_0b1e_5eed;
@@ -164,7 +172,7 @@ pub struct Node {
 
 impl Node {
     pub async fn start(options: NodeOptions) -> anyhow::Result<Node> {
-        let NodeOptions { config, db, transport, clock, seed } = options;
+        let NodeOptions { config, db, transport, clock, seed, tls } = options;
         let raft_config = config.raft_config().map_err(anyhow::Error::msg)?;
         let jwt = config.jwt_auth().map_err(anyhow::Error::msg)?;
         let limits = Arc::new(ratelimit::Limits::new(
@@ -237,6 +245,7 @@ impl Node {
             requests: Default::default(),
             password_work: tokio::sync::Semaphore::new(api::users::PASSWORD_WORK_MAX),
             http_limits: config.http_limits(),
+            tls,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         });
         Ok(Node { app })
@@ -302,14 +311,23 @@ pub async fn run_process(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.addr))?;
     let secret = config.cluster_secret.clone().unwrap_or_default();
-    let transport = Arc::new(tally_raft::transport::HyperTransport::tcp(&secret, Duration::from_secs(1)));
+    let tls = tls::load(&config).map_err(|e| anyhow::anyhow!(e))?;
+    let transport: Arc<dyn PeerTransport> = match &tls {
+        None => Arc::new(HyperTransport::tcp(&secret, PEER_CONNECT_TIMEOUT)),
+        Some(tls) => Arc::new(HyperTransport::tls(&secret, PEER_CONNECT_TIMEOUT, tls.peer_client.clone())),
+    };
     let seed = rand::thread_rng().gen();
-    let id = config.id;
-    let addr = config.addr.clone();
-    let node =
-        Node::start(NodeOptions { config, db: Arc::new(db), transport, clock: Arc::new(clock::SystemClock), seed })
-            .await?;
-    tracing::info!(node_id = id, %addr, "serving");
+    let (id, addr, scheme) = (config.id, config.addr.clone(), if tls.is_some() { "https" } else { "http" });
+    let node = Node::start(NodeOptions {
+        config,
+        db: Arc::new(db),
+        transport,
+        clock: Arc::new(clock::SystemClock),
+        seed,
+        tls: tls.map(|tls| tls.server),
+    })
+    .await?;
+    tracing::info!(node_id = id, %addr, scheme, "serving");
     serve(&node, listener, shutdown_signal()).await?;
     tracing::info!(node_id = id, "stopped");
     Ok(())

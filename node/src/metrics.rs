@@ -49,6 +49,9 @@ pub struct Metrics {
     pub peer_rejected: IntCounter,
     /// Connections closed on arrival because the node had `--http-connections-max` open.
     pub connections_refused: IntCounter,
+    /// TLS handshakes that failed or timed out (a plain-HTTP client, an untrusted
+    /// certificate, a stalled client).
+    pub tls_handshakes_failed: IntCounter,
     pub leader_changes: IntCounter,
     /// Events the results streams sent: the fan-out's work, bounded by the event budget.
     pub stream_events: IntCounter,
@@ -191,7 +194,14 @@ impl Metrics {
                 "tally_forwarded_commands_received_total",
                 "Commands followers forwarded to this node as leader",
             ),
-            peer_rejected: counter("tally_peer_requests_rejected_total", "Peer requests without the cluster secret"),
+            peer_rejected: counter(
+                "tally_peer_requests_rejected_total",
+                "Peer requests refused: no cluster secret, no peer certificate, or a sender that is not theirs",
+            ),
+            tls_handshakes_failed: counter(
+                "tally_tls_handshakes_failed_total",
+                "TLS handshakes that failed or did not finish within --http-header-timeout-ms",
+            ),
             connections_refused: counter(
                 "tally_http_connections_refused_total",
                 "Connections closed on arrival: the node had --http-connections-max open",

@@ -1,5 +1,6 @@
 //! The server side of peer RPC: `/raft/*` on the same address as the API, bincode bodies,
-//! every request checked for the cluster secret.
+//! every request checked for the cluster secret and, with TLS on, for a peer certificate
+//! (see [`crate::tls`]).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::Extension;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,6 +18,7 @@ use tally_raft::limits::PEER_FRAME_BYTES_MAX;
 use tally_raft::rpc::*;
 use tally_raft::{codec, typ};
 
+use crate::tls::PeerCertificate;
 use crate::App;
 
 pub fn router(app: Arc<App>) -> Router<Arc<App>> {
@@ -27,16 +30,21 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route(PATH_READ_INDEX, post(read_index))
         .route(PATH_ADMIN, post(admin))
         .layer(DefaultBodyLimit::max(PEER_FRAME_BYTES_MAX))
-        .route_layer(middleware::from_fn_with_state(app, check_secret))
+        .route_layer(middleware::from_fn_with_state(app, check_peer))
 }
 
-async fn check_secret(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+async fn check_peer(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     if let Some(expected) = &app.cluster_secret {
         let given = request.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
         if !crate::auth::same_secret(given, expected.as_bytes()) {
             app.metrics.peer_rejected.inc();
             return (StatusCode::UNAUTHORIZED, "peer request without the cluster secret").into_response();
         }
+    }
+    let certified = request.extensions().get::<PeerCertificate>().is_some_and(|peer| peer.0.is_some());
+    if app.tls.is_some() && !certified {
+        app.metrics.peer_rejected.inc();
+        return (StatusCode::FORBIDDEN, "peer request without a peer certificate").into_response();
     }
     next.run(request).await
 }
@@ -62,12 +70,28 @@ fn encode<T: Serialize>(value: &T) -> Response {
     }
 }
 
-/// Refuses a Raft message whose sender is not in the membership this node knows. Anyone
-/// with the cluster secret could otherwise send AppendEntries as node 9 with a higher
-/// term and keep the real leader from leading for as long as they liked. A node that
-/// knows no membership yet (it is about to be added) cannot tell, and must accept.
-fn refuse_stranger(app: &App, vote: &typ::Vote) -> Option<Response> {
-    let sender = vote.leader_id().voted_for()?;
+/// Refuses a Raft message that its sender could not have sent. Anyone with the cluster
+/// secret could otherwise send AppendEntries as node 9 with a higher term and keep the
+/// real leader from leading for as long as they liked.
+///
+/// With TLS on, the sender must be the node the connection's certificate names: identity
+/// is bound to a credential, and membership plays no part. Without TLS, the best this
+/// node can do is refuse senders outside the membership it knows. That has a trap
+/// (ARCHITECTURE.md, Not yet), and a node that knows no membership yet (it is about to
+/// be added) cannot tell, and must accept.
+fn refuse_impostor(app: &App, peer: &PeerCertificate, vote: &typ::Vote) -> Option<Response> {
+    let Some(sender) = vote.leader_id().voted_for() else {
+        // No sender named: no claim to check (and nothing a node without a vote can do).
+        return None;
+    };
+    if app.tls.is_some() {
+        if peer.names(sender) {
+            return None;
+        }
+        app.metrics.peer_rejected.inc();
+        let refusal = format!("the peer certificate does not name node {sender}");
+        return Some((StatusCode::FORBIDDEN, refusal).into_response());
+    }
     let metrics = app.node.raft.metrics();
     let metrics = metrics.borrow();
     let membership = metrics.membership_config.membership();
@@ -78,22 +102,34 @@ fn refuse_stranger(app: &App, vote: &typ::Vote) -> Option<Response> {
     Some((StatusCode::FORBIDDEN, format!("node {sender} is not a member of this cluster")).into_response())
 }
 
-async fn append(State(app): State<Arc<App>>, Frame(request): Frame<typ::AppendEntriesRequest>) -> Response {
-    if let Some(refused) = refuse_stranger(&app, &request.vote) {
+async fn append(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<PeerCertificate>>,
+    Frame(request): Frame<typ::AppendEntriesRequest>,
+) -> Response {
+    if let Some(refused) = refuse_impostor(&app, &peer.unwrap_or_default(), &request.vote) {
         return refused;
     }
     encode(&app.node.raft.append_entries(request).await)
 }
 
-async fn vote(State(app): State<Arc<App>>, Frame(request): Frame<typ::VoteRequest>) -> Response {
-    if let Some(refused) = refuse_stranger(&app, &request.vote) {
+async fn vote(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<PeerCertificate>>,
+    Frame(request): Frame<typ::VoteRequest>,
+) -> Response {
+    if let Some(refused) = refuse_impostor(&app, &peer.unwrap_or_default(), &request.vote) {
         return refused;
     }
     encode(&app.node.raft.vote(request).await)
 }
 
-async fn snapshot(State(app): State<Arc<App>>, Frame(request): Frame<typ::InstallSnapshotRequest>) -> Response {
-    if let Some(refused) = refuse_stranger(&app, &request.vote) {
+async fn snapshot(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<PeerCertificate>>,
+    Frame(request): Frame<typ::InstallSnapshotRequest>,
+) -> Response {
+    if let Some(refused) = refuse_impostor(&app, &peer.unwrap_or_default(), &request.vote) {
         return refused;
     }
     encode(&app.node.raft.install_snapshot(request).await)

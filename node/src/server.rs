@@ -3,6 +3,9 @@
 //! closes idle keep-alive connections), a deadline on reading each request's body, a cap
 //! on open connections, and a bounded drain at shutdown.
 //!
+//! With `--cert-file`, each connection starts with a TLS handshake (bounded by the header
+//! timeout), and its requests carry the peer certificate it showed, if any.
+//!
 //! axum's own `serve` has none of these knobs, so connections are served here with
 //! hyper's HTTP/1 builder, generic over the listener so that the simulation's runs too.
 
@@ -23,6 +26,7 @@ use tokio::time::Sleep;
 use tower::ServiceExt;
 
 use crate::ratelimit::{AddrListener, ClientAddr};
+use crate::tls::{PeerCertificate, ServerTls};
 use crate::Node;
 
 /// What an operator sets (`tally-node --help`: `--http-*`).
@@ -71,8 +75,18 @@ where
             continue;
         };
         let (router, closing) = (router.clone(), closing_watch.clone());
+        let (tls, failed) = (node.app.tls.clone(), node.app.metrics.tls_handshakes_failed.clone());
         connections.spawn(async move {
-            serve_connection(io, addr, router, limits, closing).await;
+            match tls {
+                None => serve_connection(io, addr, router, limits, closing, PeerCertificate::default()).await,
+                Some(tls) => match handshake(&tls, io, limits.header_read_timeout).await {
+                    Ok((stream, peer)) => serve_connection(stream, addr, router, limits, closing, peer).await,
+                    Err(reason) => {
+                        failed.inc();
+                        tracing::debug!(?addr, "TLS handshake: {reason}");
+                    }
+                },
+            }
             drop(place);
         });
     }
@@ -88,18 +102,40 @@ where
     Ok(())
 }
 
+/// The TLS handshake, within the header timeout: a client that stalls in it holds its
+/// place no longer than one that stalls in its headers.
+async fn handshake<I>(
+    tls: &ServerTls,
+    io: I,
+    timeout: Duration,
+) -> Result<(tokio_rustls::server::TlsStream<I>, PeerCertificate), String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let accept = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(io);
+    let stream = match tokio::time::timeout(timeout, accept).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("not done within {timeout:?}")),
+    };
+    let peer = tls.peer_certificate(stream.get_ref().1.peer_certificates());
+    Ok((stream, peer))
+}
+
 async fn serve_connection<I>(
     io: I,
     addr: ClientAddr,
     router: axum::Router,
     limits: HttpLimits,
     mut closing: watch::Receiver<bool>,
+    peer: PeerCertificate,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(ConnectInfo(addr));
+        parts.extensions.insert(peer.clone());
         let body = axum::body::Body::new(Deadline::new(body, limits.body_read_timeout));
         router.clone().oneshot(http::Request::from_parts(parts, body))
     });

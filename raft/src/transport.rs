@@ -1,6 +1,7 @@
 //! The client side of peer RPC: HTTP/1.1 POSTs of bincode frames, over any connector.
 //!
-//! Production uses tokio's TCP ([`HyperTransport::tcp`]); the simulation passes a
+//! Production uses tokio's TCP ([`HyperTransport::tcp`]) or TLS over it
+//! ([`HyperTransport::tls`]); the simulation passes a
 //! connector that returns turmoil streams. Everything above this module sees only
 //! [`PeerTransport`].
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -49,15 +51,35 @@ pub trait PeerTransport: Send + Sync + 'static {
 pub struct HyperTransport<C> {
     client: Client<C, Full<Bytes>>,
     secret: Arc<str>,
+    scheme: &'static str,
+}
+
+/// tokio's TCP with `TCP_NODELAY` (Raft messages are small and latency-bound).
+fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector
 }
 
 impl HyperTransport<HttpConnector> {
-    /// Over tokio's TCP, with `TCP_NODELAY` (Raft messages are small and latency-bound).
     pub fn tcp(secret: &str, connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        Self::new(connector, secret)
+        Self::new(tcp_connector(connect_timeout), secret)
+    }
+}
+
+impl HyperTransport<HttpsConnector<HttpConnector>> {
+    /// Over TLS: `tls` holds the CA the peers' certificates must chain to, and this
+    /// node's own certificate, which they check names it.
+    pub fn tls(secret: &str, connect_timeout: Duration, tls: rustls::ClientConfig) -> Self {
+        let mut tcp = tcp_connector(connect_timeout);
+        tcp.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(tcp);
+        Self { scheme: "https", ..Self::new(connector, secret) }
     }
 }
 
@@ -71,12 +93,12 @@ where
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(16)
             .build(connector);
-        Self { client, secret: secret.into() }
+        Self { client, secret: secret.into(), scheme: "http" }
     }
 
     async fn send(&self, addr: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
         let unreachable = |reason: String| TransportError::Unreachable { addr: addr.to_string(), reason };
-        let request = http::Request::post(format!("http://{addr}{path}"))
+        let request = http::Request::post(format!("{}://{addr}{path}", self.scheme))
             .header(http::header::CONTENT_TYPE, "application/octet-stream")
             .header(SECRET_HEADER, &*self.secret)
             .body(Full::new(Bytes::from(body)))

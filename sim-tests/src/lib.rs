@@ -150,7 +150,7 @@ pub async fn run_node_with(
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
     let transport = Arc::new(HyperTransport::new(SimConnector, SECRET));
     let config = config_for(id, nodes);
-    let options = NodeOptions { config, db: Arc::new(db), transport, clock: Arc::new(clock), seed };
+    let options = NodeOptions { config, db: Arc::new(db), transport, clock: Arc::new(clock), seed, tls: None };
     let node = Node::start(options).await.map_err(|e| e.to_string())?;
     if let Some(apps) = apps {
         apps.lock().unwrap_or_else(|p| p.into_inner()).insert(id, node.app.clone());

@@ -10,6 +10,7 @@ use serde_json::Value;
 pub struct Demo {
     child: Child,
     port_base: u16,
+    scheme: &'static str,
 }
 
 impl Demo {
@@ -22,19 +23,25 @@ impl Demo {
             .stderr(Stdio::null())
             .spawn()
             .expect("tally demo starts");
-        Demo { child, port_base }
+        let scheme = if extra.contains(&"--tls") { "https" } else { "http" };
+        Demo { child, port_base, scheme }
     }
 
     pub fn endpoints(&self) -> String {
-        (0..3).map(|i| format!("http://127.0.0.1:{}", self.port_base + i)).collect::<Vec<_>>().join(",")
+        (0..3).map(|i| format!("{}://127.0.0.1:{}", self.scheme, self.port_base + i)).collect::<Vec<_>>().join(",")
     }
 
     /// Runs `tally --endpoints <demo> args -o json` with `env` added: exit code, stdout as
     /// JSON (or null), stderr.
     pub fn tally(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
+        self.tally_at(&self.endpoints(), args, env)
+    }
+
+    /// Like [`Demo::tally`], with other endpoints (one node, say).
+    pub fn tally_at(&self, endpoints: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
         let output = Command::new(env!("CARGO_BIN_EXE_tally"))
             .args(args)
-            .args(["--endpoints", &self.endpoints(), "-o", "json"])
+            .args(["--endpoints", endpoints, "-o", "json"])
             .env_remove("TALLY_TOKEN")
             .env_remove("TALLY_PASSWORD")
             .envs(env.iter().copied())

@@ -26,6 +26,35 @@ pub struct Cluster {
     pub ports: Vec<u16>,
     children: Vec<std::sync::Mutex<Option<Child>>>,
     pub http: reqwest::Client,
+    /// With TLS: the directory of `ca.pem` and the nodes' `node-<id>.pem`/`.key`.
+    pub tls: Option<std::path::PathBuf>,
+}
+
+/// A CA and one certificate per node, as an operator's PKI would issue them: each names
+/// `node-<id>` and 127.0.0.1. Returns the CA, to issue more (clients, impostors).
+pub fn write_node_certificates(dir: &std::path::Path, nodes: usize) -> tally_node::tls::dev::Ca {
+    std::fs::create_dir_all(dir).expect("tls dir");
+    let ca = tally_node::tls::dev::Ca::new("test CA").expect("CA");
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("ca.pem");
+    for id in 1..=nodes as u64 {
+        let issued = ca.issue_node(id, &[], &[[127, 0, 0, 1].into()]).expect("node certificate");
+        std::fs::write(dir.join(format!("node-{id}.pem")), issued.cert_pem).expect("cert");
+        std::fs::write(dir.join(format!("node-{id}.key")), issued.key_pem).expect("key");
+    }
+    ca
+}
+
+/// A reqwest client that trusts `ca_pem`, optionally showing `identity`.
+pub fn tls_client(ca_pem: &str, identity: Option<&tally_node::tls::dev::Issued>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(Duration::from_secs(15))
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA pem"));
+    if let Some(issued) = identity {
+        let pem = format!("{}\n{}", issued.cert_pem, issued.key_pem);
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity pem"));
+    }
+    builder.build().expect("client")
 }
 
 /// A port that is free now, chosen below the kernel's ephemeral range (32768 and up on
@@ -55,19 +84,48 @@ impl Cluster {
 
     /// Like [`Cluster::start`], every node with `extra_args` too.
     pub async fn start_with(n: usize, extra_args: Vec<String>) -> Cluster {
-        let mut cluster = Cluster {
+        let cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             extra_args,
             secret: new_secret(),
             ports: (0..n).map(|_| free_port()).collect(),
             children: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("client"),
+            tls: None,
         };
+        cluster.launch().await
+    }
+
+    /// Like [`Cluster::start_with`], over TLS with certificates from the returned CA, and
+    /// a client (`http`) that trusts it. `identity` is the certificate the client shows.
+    pub async fn start_tls(
+        n: usize,
+        extra_args: Vec<String>,
+        identity: impl FnOnce(&tally_node::tls::dev::Ca) -> Option<tally_node::tls::dev::Issued>,
+    ) -> (Cluster, tally_node::tls::dev::Ca) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tls = dir.path().join("tls");
+        let ca = write_node_certificates(&tls, n);
+        let cluster = Cluster {
+            dir,
+            extra_args,
+            secret: new_secret(),
+            ports: (0..n).map(|_| free_port()).collect(),
+            children: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
+            http: tls_client(&ca.cert_pem(), identity(&ca).as_ref()),
+            tls: Some(tls),
+        };
+        (cluster.launch().await, ca)
+    }
+
+    async fn launch(mut self) -> Cluster {
+        let cluster = &mut self;
+        let n = cluster.ports.len();
         for i in 0..n {
             cluster.spawn(i);
         }
         cluster.wait_ready(Duration::from_secs(60)).await;
-        cluster
+        self
     }
 
     /// The cluster secret every node of this cluster was started with.
@@ -76,7 +134,8 @@ impl Cluster {
     }
 
     pub fn url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.ports[i])
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.ports[i])
     }
 
     fn peers(&self) -> String {
@@ -111,6 +170,7 @@ impl Cluster {
             .args(["--snapshot-interval-entries", "50"])
             // Tests race one voter's requests on purpose; rate limits have their own test.
             .args(["--rate-limit-voter-per-sec", "0"])
+            .args(self.tls_args(i))
             .args(&self.extra_args)
             .env("TALLY_LOG", "info,openraft=warn")
             // A panic in a node (once seen in CI, in openraft's core) then shows where.
@@ -120,6 +180,19 @@ impl Cluster {
             .spawn()
             .expect("tally-node starts");
         *self.child(i) = Some(child);
+    }
+
+    fn tls_args(&self, i: usize) -> Vec<std::ffi::OsString> {
+        let Some(dir) = &self.tls else { return Vec::new() };
+        let id = i + 1;
+        vec![
+            "--cert-file".into(),
+            dir.join(format!("node-{id}.pem")).into(),
+            "--key-file".into(),
+            dir.join(format!("node-{id}.key")).into(),
+            "--peer-trusted-ca-file".into(),
+            dir.join("ca.pem").into(),
+        ]
     }
 
     /// SIGKILL: no shutdown path runs.

@@ -1,0 +1,49 @@
+//! `tally demo --tls` as a new user meets it: the demo makes a CA and node certificates,
+//! the nodes serve https and check each other's certificates, and the CLI and the
+//! benchmark work against them with `--cacert` (and fail clearly without it).
+
+mod common;
+
+use std::time::Duration;
+
+use common::Demo;
+
+const PORT_BASE: u16 = 17_441;
+
+#[test]
+fn a_tls_demo_serves_the_cli_and_the_benchmark_over_https() {
+    let data = tempfile::tempdir().unwrap();
+    let demo = Demo::start(PORT_BASE, data.path(), &["--tls"]);
+    let ca = data.path().join("tls").join("ca.pem");
+    let ca = ca.to_str().expect("utf-8 path");
+    let with_ca = [("TALLY_CACERT", ca)];
+    let poll = demo.wait_for("the demo's sample poll, over https", Duration::from_secs(90), || {
+        let (code, listed, _) = demo.tally(&["poll", "list"], &with_ca);
+        let poll = listed["polls"][0]["poll_id"].as_str().filter(|_| code == 0)?.to_string();
+        let (_, results, _) = demo.tally(&["results", &poll], &with_ca);
+        (results["total_votes"] == 3).then_some(poll)
+    });
+
+    // Without the CA, the CLI cannot trust the nodes, and says so.
+    let (code, _, stderr) = demo.tally(&["poll", "list"], &[]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+
+    // A vote through a follower reaches the leader over the nodes' mutual TLS.
+    let node2 = format!("https://127.0.0.1:{}", PORT_BASE + 1);
+    let vote = ["vote", &poll, "--option", "Go", "--voter", "tls-voter"];
+    let (code, voted, stderr) = demo.tally_at(&node2, &vote, &with_ca);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(voted["status"], "recorded", "{voted}");
+    let (code, status, stderr) = demo.tally(&["cluster", "status"], &with_ca);
+    assert_eq!(code, 0, "{stderr}");
+    let answered = status.as_array().map(|nodes| nodes.iter().filter(|n| n["status"]["leader_id"].is_u64()).count());
+    assert_eq!(answered, Some(3), "{status}");
+
+    // The benchmark checks its own exact counts on every node at the end.
+    let bench = ["bench", "--duration", "2s", "--connections", "4", "--poll", &poll];
+    let (code, report, stderr) = demo.tally(&bench, &with_ca);
+    assert_eq!(code, 0, "{stderr}\n{report}");
+    assert!(report["votes_acknowledged"].as_u64().is_some_and(|votes| votes > 0), "{report}");
+    assert_eq!(report["check"]["ok"], true, "{report}");
+}
