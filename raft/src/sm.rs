@@ -46,6 +46,12 @@ pub struct PollState {
     pub chain_len: u64,
     /// The last link's hash ([`audit::genesis`] before the first vote).
     pub chain_head: [u8; 32],
+    /// Every vote id the poll recorded (current and replaced versions) → its voter, so that
+    /// a receipt is found by key, not by a scan of the votes under the state lock. Derived
+    /// from `votes` like `breakdowns`, but left out of snapshots too: whoever builds a
+    /// `PollState` from stored votes calls [`PollState::index_vote_ids`].
+    #[serde(skip)]
+    pub vote_ids: BTreeMap<String, VoterId>,
 }
 
 /// One recorded vote or change, as the audit stream shows it.
@@ -81,7 +87,26 @@ impl PollState {
     pub fn new(poll: Poll) -> Self {
         let counts = vec![0; poll.options.len()];
         let chain_head = audit::genesis(poll.poll_id.as_str());
-        Self { poll, counts, votes: BTreeMap::new(), breakdowns: Breakdowns::new(), chain_len: 0, chain_head }
+        Self {
+            poll,
+            counts,
+            votes: BTreeMap::new(),
+            breakdowns: Breakdowns::new(),
+            chain_len: 0,
+            chain_head,
+            vote_ids: BTreeMap::new(),
+        }
+    }
+
+    /// `vote_ids` as the votes give it.
+    pub fn index_vote_ids(&self) -> BTreeMap<String, VoterId> {
+        let mut index = BTreeMap::new();
+        for (voter, record) in &self.votes {
+            for vote_id in record.history.iter().map(|past| &past.vote_id).chain([&record.vote_id]) {
+                index.insert(vote_id.clone(), voter.clone());
+            }
+        }
+        index
     }
 
     /// Every version of every vote, in chain (and so log) order.
@@ -96,14 +121,9 @@ impl PollState {
 
     /// The version of a vote with this id, if the poll recorded it.
     pub fn find_vote(&self, vote_id: &str) -> Option<AuditEntry> {
-        self.votes.iter().find_map(|(voter, record)| {
-            let holds = record.vote_id == vote_id || record.history.iter().any(|p| p.vote_id == vote_id);
-            if holds {
-                self.versions(voter, record).into_iter().find(|entry| entry.vote_id == vote_id)
-            } else {
-                None
-            }
-        })
+        let voter = self.vote_ids.get(vote_id)?;
+        let record = self.votes.get(voter)?;
+        self.versions(voter, record).into_iter().find(|entry| entry.vote_id == vote_id)
     }
 
     /// One voter's versions, oldest first.
@@ -554,6 +574,8 @@ impl State {
             intent.poll_id
         );
         let receipt = receipt(&state.poll, &record);
+        // The replaced versions' ids stay: they name the same voter.
+        state.vote_ids.insert(record.vote_id.clone(), intent.voter_id.clone());
         state.votes.insert(intent.voter_id.clone(), record);
         touched.polls.insert(intent.poll_id.clone());
         touched.votes.insert((intent.poll_id.clone(), intent.voter_id.clone()));
@@ -586,6 +608,9 @@ impl State {
             let breakdowns = state.recount_breakdowns();
             if breakdowns != state.breakdowns {
                 return Err(format!("poll {poll_id}: breakdowns {:?} but recount {breakdowns:?}", state.breakdowns));
+            }
+            if state.vote_ids != state.index_vote_ids() {
+                return Err(format!("poll {poll_id}: the vote id index does not match its votes"));
             }
             total += state.votes.len() as u64;
         }

@@ -238,9 +238,11 @@ impl StateMachineStore {
             poll.votes.insert(voter, record);
             Ok(())
         })?;
-        // Breakdowns are derived and not stored: rebuilt here, from the votes just read.
+        // Breakdowns and the vote id index are derived and not stored: rebuilt here, from
+        // the votes just read.
         for poll in state.polls.values_mut() {
             poll.breakdowns = poll.recount_breakdowns();
+            poll.vote_ids = poll.index_vote_ids();
         }
         state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
         Ok(state)
@@ -293,7 +295,10 @@ impl StateMachineStore {
     /// durable, and the `installing` mark makes a restart redo this.
     fn install(&mut self, data: &[u8]) -> Result<(), StorageError> {
         self.shared.last_snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
-        let snapshot: SnapshotData = codec::decode(data).map_err(read_err)?;
+        let mut snapshot: SnapshotData = codec::decode(data).map_err(read_err)?;
+        for poll in snapshot.state.polls.values_mut() {
+            poll.vote_ids = poll.index_vote_ids();
+        }
         snapshot.state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
         let mut meta = SmMeta {
             last_applied: snapshot.last_applied,
