@@ -96,6 +96,17 @@ pub enum Via {
     Followers,
 }
 
+impl Via {
+    /// How the report names it: the nodes the load went to.
+    fn describe(self) -> &'static str {
+        match self {
+            Via::All => "to every node",
+            Via::Leader => "to the leader",
+            Via::Followers => "to the followers",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Mix {
     pub vote: u32,
@@ -466,9 +477,12 @@ async fn discover(client: &Client) -> anyhow::Result<Vec<Discovered>> {
 async fn prepare_polls(args: &Args, regions: &[String], client: &Client) -> anyhow::Result<Vec<Target>> {
     let mut polls = Vec::new();
     if args.poll_ids.is_empty() {
+        // The run's start in the title tells one run's polls from another's in a poll list.
+        let started = crate::output::now_utc_millis();
         for n in 0..args.polls {
             let breakdowns: Vec<&str> = if regions.is_empty() { vec![] } else { vec!["region"] };
-            let body = json!({"title": format!("bench {n}"), "options": ["red", "green", "blue", "yellow"],
+            let title = format!("bench {started} #{n}");
+            let body = json!({"title": title, "options": ["red", "green", "blue", "yellow"],
                               "settings": {"breakdowns": breakdowns}});
             polls.push(client.send(&Request::post("/v1/polls", body)).await?);
         }
@@ -806,12 +820,12 @@ fn report(run: &Run, elapsed: Duration, not_sent: u64, check: Option<CheckReport
 
 fn render(report: &Report) -> String {
     let mut out = format!(
-        "{} loop, {:.1}s, {} connections{}, via {:?}: {}\n\n",
+        "{} loop, {:.1}s, {} connections{}, {}: {}\n\n",
         report.mode,
         report.duration_secs,
         report.connections,
         report.rate_target.map(|r| format!(", target {r} req/s")).unwrap_or_default(),
-        report.via,
+        report.via.describe(),
         report.endpoints.join(" "),
     );
     let mut table =

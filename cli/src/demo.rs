@@ -45,6 +45,8 @@ const ADMIN_PASSWORD_FILE: &str = "admin-password";
 const ADMIN_PASSWORD_BYTES: usize = 12;
 const ADMIN_USERNAME: &str = "admin";
 const TLS_DIR: &str = "tls";
+/// The sample poll's id, so that a re-run on the same data shows the same poll.
+const SAMPLE_POLL_FILE: &str = "sample-poll";
 
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -405,7 +407,7 @@ async fn start(
         let token = admin_token(&client, jwt, secret).await?;
         client = client.with_token(Some(token));
     }
-    let poll = seed(&client, &urls, jwt.is_some()).await?;
+    let poll = seed(&client, &urls, jwt.is_some(), data_dir).await?;
     let status = client.only(&urls[0]).send(&Request::get("/v1/cluster/status")).await;
     let leader_id = status.ok().and_then(|status| status["leader_id"].as_u64());
     match format {
@@ -492,17 +494,32 @@ async fn admin_token(client: &Client, jwt: &JwtSetup, secret: &str) -> anyhow::R
     }
 }
 
-/// Creates the sample poll through the first node, then votes through each node in turn,
-/// to show that any node takes writes.
-async fn seed(client: &Client, urls: &[String], jwt: bool) -> anyhow::Result<Value> {
+/// The sample poll a previous run on this data dir made, if the cluster still has it.
+async fn earlier_sample_poll(client: &Client, data_dir: &Path) -> Option<Value> {
+    let poll_id = fs::read_to_string(data_dir.join(SAMPLE_POLL_FILE)).ok()?;
+    let request = Request::get(crate::poll::poll_path(poll_id.trim()));
+    retry_unavailable(|| client.send(&request)).await.ok()
+}
+
+/// Creates the sample poll through the first node (or finds the one an earlier run made),
+/// then votes through each node in turn, to show that any node takes writes. The votes'
+/// keys make a re-run replay them rather than add any.
+async fn seed(client: &Client, urls: &[String], jwt: bool, data_dir: &Path) -> anyhow::Result<Value> {
     let first = client.only(&urls[0]);
-    let body = json!({"title": SAMPLE_TITLE, "options": SAMPLE_OPTIONS});
-    let request = Request::post("/v1/polls", body);
-    let poll = retry_unavailable(|| first.send(&request)).await?;
+    let poll = match earlier_sample_poll(&first, data_dir).await {
+        Some(poll) => poll,
+        None => {
+            let body = json!({"title": SAMPLE_TITLE, "options": SAMPLE_OPTIONS});
+            let request = Request::post("/v1/polls", body);
+            retry_unavailable(|| first.send(&request)).await?
+        }
+    };
     let Some(poll_id) = poll["poll_id"].as_str().map(str::to_string) else {
         let message = "the created sample poll has no poll_id";
         return Err(Failure::failed("INVALID_RESPONSE", message).into());
     };
+    let remembered = data_dir.join(SAMPLE_POLL_FILE);
+    fs::write(&remembered, &poll_id).with_context(|| format!("cannot write {}", remembered.display()))?;
     for (index, (voter, text)) in SAMPLE_VOTES.iter().enumerate() {
         let node = client.only(&urls[index % urls.len()]);
         let option_id = vote::find_option_id(&poll, text)?;
@@ -609,13 +626,15 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSet
     let voting_node = nodes.get(1).unwrap_or(&nodes[0]);
     let urls: Vec<String> = nodes.iter().map(|node| node.plan.url()).collect();
     let urls = urls.join(",");
-    let endpoints = if urls == crate::DEFAULT_ENDPOINTS { String::new() } else { format!(" --endpoints {urls}") };
     let leader_pid = leader.child.id().map_or_else(|| "PID".to_string(), |pid| pid.to_string());
     // As the user invoked us (e.g. ./target/release/tally), so the lines paste as they are.
     let tally = std::env::args().next().unwrap_or_else(|| "tally".to_string());
     let first = nodes[0].plan.url();
     let curl = cacert.map_or_else(|| "curl".to_string(), |ca| format!("curl --cacert {}", ca.display()));
     let mut lines = Vec::new();
+    if urls != crate::DEFAULT_ENDPOINTS {
+        lines.extend(["  # the CLI's nodes".to_string(), format!("  export TALLY_ENDPOINTS={urls}")]);
+    }
     if let Some(ca) = cacert {
         lines.extend([
             "  # the CLI checks the nodes' certificates against the demo's CA".to_string(),
@@ -624,8 +643,8 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSet
     }
     match jwt {
         None => lines.extend([
-            "  # the web page (any node serves it)".to_string(),
-            format!("  open {first}/"),
+            "  # the web page, in a browser (any node serves it)".to_string(),
+            format!("  {first}/"),
             format!("  # vote for Go through node {}", voting_node.plan.id),
             format!(
                 "  {curl} -s -X POST {}/v1/polls/{poll_id}/votes -H 'Content-Type: application/json' \
@@ -634,13 +653,11 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSet
             ),
         ]),
         Some(jwt) => lines.extend([
-            format!("  # the web page (any node serves it): sign in as {ADMIN_USERNAME}, or register"),
-            format!("  open {first}/"),
+            format!("  # the web page, in a browser (any node serves it): sign in as {ADMIN_USERNAME}, or register"),
+            format!("  {first}/"),
             "  # make an account and log in; the token's subject is the voter".to_string(),
-            format!("  echo 'correct horse battery' | {tally}{endpoints} user create you --password-stdin"),
-            format!(
-                "  export TALLY_TOKEN=$(echo 'correct horse battery' | {tally}{endpoints} user login you --password-stdin)"
-            ),
+            format!("  echo 'correct horse battery' | {tally} user create you --password-stdin"),
+            format!("  export TALLY_TOKEN=$(echo 'correct horse battery' | {tally} user login you --password-stdin)"),
             format!("  # vote for Go through node {}", voting_node.plan.id),
             format!(
                 "  {curl} -s -X POST {}/v1/polls/{poll_id}/votes -H \"Authorization: Bearer $TALLY_TOKEN\" \
@@ -649,7 +666,7 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSet
             ),
             "  # the admin's token: audits, batches and simulations (a trusted front end) need it".to_string(),
             format!(
-                "  export TALLY_TOKEN=$({tally}{endpoints} user login {ADMIN_USERNAME} --password-stdin < {})",
+                "  export TALLY_TOKEN=$({tally} user login {ADMIN_USERNAME} --password-stdin < {})",
                 jwt.password_file.display()
             ),
         ]),
@@ -661,15 +678,15 @@ fn try_commands(nodes: &[Node], poll: &Value, leader: &Node, jwt: Option<&JwtSet
     };
     lines.extend([
         "  # watch the results change".to_string(),
-        format!("  {tally}{endpoints} results {poll_id} --watch"),
+        format!("  {tally} results {poll_id} --watch"),
         "  # the same as server-sent events, from any node".to_string(),
         stream,
         "  # a simulated election: turnout by region, live standings (watch the page move)".to_string(),
-        format!("  {tally}{endpoints} simulate --kind election --voters 5000 --duration 60s"),
+        format!("  {tally} simulate --kind election --voters 5000 --duration 60s"),
         "  # audit the sample poll: its hash chain, a recount against the results".to_string(),
-        format!("  {tally}{endpoints} audit verify {poll_id}"),
+        format!("  {tally} audit verify {poll_id}"),
         "  # every node's view of the cluster".to_string(),
-        format!("  {tally}{endpoints} cluster status"),
+        format!("  {tally} cluster status"),
         format!("  # kill the leader (node {}) and watch another take over", leader.plan.id),
         format!("  kill {leader_pid}"),
         "  # Prometheus metrics".to_string(),

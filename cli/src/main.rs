@@ -99,6 +99,13 @@ enum Command {
     /// Verify a poll end to end: its audit chain, voters' receipts, and a recount.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Print a shell completion script: `tally completions bash > /etc/bash_completion.d/tally`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `tally man > tally.1 && man ./tally.1`.
+    Man,
 }
 
 /// What every command needs, built once from the global flags.
@@ -162,8 +169,22 @@ fn main() -> ExitCode {
 fn try_main() -> anyhow::Result<()> {
     let cli = Cli::try_parse()?;
     // Simulations build their own (simulated) runtimes, so they run outside tokio.
-    if let Command::Sim(args) = cli.command {
-        return sim::run_seeds(args);
+    match cli.command {
+        Command::Sim(args) => return sim::run_seeds(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "tally",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout())?;
+            return Ok(());
+        }
+        _ => {}
     }
     // One thread is plenty for a CLI; the demo's nodes are separate processes.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -185,6 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(args, &settings).await,
         // Handled in `try_main`, before the runtime starts.
         Command::Sim(args) => sim::run_seeds(args),
+        Command::Completions { .. } | Command::Man => Ok(()),
     }
 }
 
@@ -196,6 +218,19 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_and_the_manual_cover_the_subcommands() {
+        let mut script = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "tally", &mut script);
+        let script = String::from_utf8(script).expect("utf-8");
+        assert!(script.contains("_tally") && script.contains("demo") && script.contains("--cacert"), "{script}");
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Cli::command()).render(&mut page).expect("roff");
+        let page = String::from_utf8(page).expect("utf-8");
+        assert!(page.starts_with(".ie") || page.contains(".TH tally"), "{page}");
+        assert!(page.contains("certs"), "{page}");
     }
 
     #[test]

@@ -26,19 +26,31 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
+    /// The question, as voters see it.
     #[arg(long)]
     pub title: String,
     /// An option's text, repeatable, in display order.
     #[arg(long = "option", value_name = "TEXT")]
     pub options: Vec<String>,
+    /// Longer text shown under the title.
     #[arg(long)]
     pub description: Option<String>,
+    /// When voting opens (RFC 3339); until then the poll is scheduled. Default: now.
+    #[arg(long, value_parser = parse_rfc3339)]
+    pub start_time: Option<String>,
     /// When voting ends (RFC 3339, e.g. 2026-04-05T12:00:00Z); default: never.
     #[arg(long, value_parser = parse_rfc3339)]
     pub end_time: Option<String>,
     /// Let voters change their vote.
     #[arg(long)]
     pub allow_vote_change: bool,
+    /// Hide the results until the poll closes (voters see only their own vote).
+    #[arg(long)]
+    pub hide_results: bool,
+    /// A vote attribute to count results by (turnout by region, say), repeatable; votes
+    /// then carry it as `tally vote --attr KEY=VALUE`.
+    #[arg(long = "breakdown", value_name = "ATTRIBUTE")]
+    pub breakdowns: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,11 +113,24 @@ pub fn create_body(args: &CreateArgs) -> Value {
     if let Some(description) = &args.description {
         body.insert("description".into(), json!(description));
     }
+    if let Some(start_time) = &args.start_time {
+        body.insert("start_time".into(), json!(start_time));
+    }
     if let Some(end_time) = &args.end_time {
         body.insert("end_time".into(), json!(end_time));
     }
+    let mut settings = Map::new();
     if args.allow_vote_change {
-        body.insert("settings".into(), json!({"allow_vote_change": true}));
+        settings.insert("allow_vote_change".into(), json!(true));
+    }
+    if args.hide_results {
+        settings.insert("show_results_during_voting".into(), json!(false));
+    }
+    if !args.breakdowns.is_empty() {
+        settings.insert("breakdowns".into(), json!(args.breakdowns));
+    }
+    if !settings.is_empty() {
+        body.insert("settings".into(), Value::Object(settings));
     }
     Value::Object(body)
 }
@@ -177,8 +202,11 @@ mod tests {
             title: "Best?".into(),
             options: vec!["Go".into(), "Rust".into()],
             description: None,
+            start_time: None,
             end_time: None,
             allow_vote_change: false,
+            hide_results: false,
+            breakdowns: Vec::new(),
         }
     }
 
@@ -195,6 +223,17 @@ mod tests {
             create_body(&args),
             json!({"title": "Best?", "options": ["Go", "Rust"], "description": "d",
                    "end_time": "2026-04-05T12:00:00Z", "settings": {"allow_vote_change": true}})
+        );
+        let args = CreateArgs {
+            start_time: Some("2026-04-05T10:00:00Z".into()),
+            hide_results: true,
+            breakdowns: vec!["region".into(), "age".into()],
+            ..create_args()
+        };
+        assert_eq!(
+            create_body(&args),
+            json!({"title": "Best?", "options": ["Go", "Rust"], "start_time": "2026-04-05T10:00:00Z",
+                   "settings": {"show_results_during_voting": false, "breakdowns": ["region", "age"]}})
         );
     }
 

@@ -29,6 +29,15 @@ pub enum Kind {
     Viral,
 }
 
+impl Kind {
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Election => "an election",
+            Kind::Viral => "a viral poll",
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[arg(long, value_enum, default_value_t = Kind::Election)]
@@ -181,8 +190,8 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     attempts.sort_by_key(|a| a.due);
     if settings.format == Format::Table {
         println!(
-            "simulating {:?} in poll {poll_id}: {} voters, {voting} will vote, {} requests over {:?} (seed {seed})",
-            args.kind,
+            "simulating {} in poll {poll_id}: {} voters, {voting} will vote, {} requests over {:?} (seed {seed})",
+            args.kind.describe(),
             args.voters,
             attempts.len(),
             args.duration

@@ -1,9 +1,10 @@
 //! `tally user create|login`: built-in accounts of a cluster run with `--auth jwt`.
 //!
-//! The password comes from standard input (`--password-stdin`) or `TALLY_PASSWORD`, never
-//! from a flag, which other users of the machine could read in the process list.
+//! The password comes from standard input (`--password-stdin`), `TALLY_PASSWORD`, or, on a
+//! terminal, a prompt that does not echo (rpassword); never from a flag, which other users
+//! of the machine could read in the process list.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 
 use serde_json::{json, Value};
 
@@ -40,7 +41,7 @@ pub struct PasswordArgs {
 pub struct Args {
     pub username: String,
     /// Read the password from the first line of standard input (else it comes from the
-    /// environment variable TALLY_PASSWORD; never from a flag).
+    /// environment variable TALLY_PASSWORD, or a prompt on a terminal; never from a flag).
     #[arg(long)]
     pub password_stdin: bool,
 }
@@ -60,11 +61,36 @@ fn stdin_line() -> Result<String, Failure> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
-fn password(args: &Args) -> Result<String, Failure> {
+/// Asks on the terminal without echo; `None` when standard input is not a terminal (a
+/// script must say where its password comes from).
+fn prompt(text: &str) -> Result<Option<String>, Failure> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    rpassword::prompt_password(text).map(Some).map_err(|e| Failure::usage(format!("reading the password: {e}")))
+}
+
+/// A new password typed twice, so that a typo does not lock the account.
+fn prompt_new(text: &str) -> Result<Option<String>, Failure> {
+    let Some(first) = prompt(text)? else { return Ok(None) };
+    match prompt("Again: ")? {
+        Some(second) if second == first => Ok(Some(first)),
+        _ => Err(Failure::usage("the two passwords differ")),
+    }
+}
+
+fn password(args: &Args, new_account: bool) -> Result<String, Failure> {
     if args.password_stdin {
         return stdin_line();
     }
-    from_env(PASSWORD_ENV).ok_or_else(|| Failure::usage("give the password with --password-stdin or TALLY_PASSWORD"))
+    if let Some(password) = from_env(PASSWORD_ENV) {
+        return Ok(password);
+    }
+    let asked = match new_account {
+        true => prompt_new(&format!("Password for the new account {}: ", args.username))?,
+        false => prompt(&format!("Password for {}: ", args.username))?,
+    };
+    asked.ok_or_else(|| Failure::usage("give the password with --password-stdin or TALLY_PASSWORD"))
 }
 
 /// The current password (none with `--reset`) and the new one.
@@ -73,16 +99,22 @@ fn password_change(args: &PasswordArgs) -> Result<(Option<String>, String), Fail
         let current = if args.reset { None } else { Some(stdin_line()?) };
         return Ok((current, stdin_line()?));
     }
-    let new = from_env(NEW_PASSWORD_ENV).ok_or_else(|| {
-        Failure::usage(
-            "give the new password with --password-stdin or TALLY_NEW_PASSWORD (and the current one in TALLY_PASSWORD)",
-        )
-    })?;
-    match (args.reset, from_env(PASSWORD_ENV)) {
-        (true, _) => Ok((None, new)),
-        (false, Some(current)) => Ok((Some(current), new)),
-        (false, None) => Err(Failure::usage("give the current password in TALLY_PASSWORD, or --reset as an admin")),
-    }
+    let current = match (args.reset, from_env(PASSWORD_ENV)) {
+        (true, _) => None,
+        (false, Some(current)) => Some(current),
+        (false, None) => Some(prompt(&format!("Current password of {}: ", args.username))?.ok_or_else(|| {
+            Failure::usage("give the current password in TALLY_PASSWORD (or --password-stdin), or --reset as an admin")
+        })?),
+    };
+    let new = match from_env(NEW_PASSWORD_ENV) {
+        Some(new) => new,
+        None => prompt_new(&format!("New password for {}: ", args.username))?.ok_or_else(|| {
+            Failure::usage(
+                "give the new password with --password-stdin or TALLY_NEW_PASSWORD (and the current one in TALLY_PASSWORD)",
+            )
+        })?,
+    };
+    Ok((current, new))
 }
 
 async fn change_password(args: PasswordArgs, settings: &Settings) -> anyhow::Result<()> {
@@ -112,7 +144,7 @@ fn emit_token(settings: &Settings, reply: &Value) -> anyhow::Result<()> {
 pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     match command {
         Command::Create(args) => {
-            let body = json!({"username": args.username, "password": password(&args)?});
+            let body = json!({"username": args.username, "password": password(&args, true)?});
             // With the cluster secret (TALLY_CLUSTER_SECRET or --cluster-secret-file), the
             // operator may create the accounts that `--admin` names.
             let reply = settings.client.send(&settings.as_operator(Request::post("/v1/users", body))).await?;
@@ -122,7 +154,7 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
             })
         }
         Command::Login(args) => {
-            let body = json!({"username": args.username, "password": password(&args)?});
+            let body = json!({"username": args.username, "password": password(&args, false)?});
             let reply = settings.client.send(&Request::post("/v1/auth/token", body)).await?;
             emit_token(settings, &reply)
         }

@@ -41,9 +41,37 @@ fn a_tls_demo_serves_the_cli_and_the_benchmark_over_https() {
     assert_eq!(answered, Some(3), "{status}");
 
     // The benchmark checks its own exact counts on every node at the end.
-    let bench = ["bench", "--duration", "2s", "--connections", "4", "--poll", &poll];
+    let bench = ["bench", "--duration", "2s", "--connections", "4"];
     let (code, report, stderr) = demo.tally(&bench, &with_ca);
     assert_eq!(code, 0, "{stderr}\n{report}");
     assert!(report["votes_acknowledged"].as_u64().is_some_and(|votes| votes > 0), "{report}");
     assert_eq!(report["check"]["ok"], true, "{report}");
+    let (_, listed, _) = demo.tally(&["poll", "list"], &with_ca);
+    let titles: Vec<String> =
+        listed["polls"].as_array().expect("polls").iter().map(|p| p["title"].to_string()).collect();
+    // The bench's poll carries the run's start, to tell runs apart in a poll list.
+    assert!(titles.iter().any(|t| t.starts_with("\"bench 20") && t.ends_with(" #0\"")), "{titles:?}");
+
+    // A second run on the same data shows the same sample poll, not a second one.
+    drop(demo);
+    let restarted = std::time::SystemTime::now();
+    let demo = Demo::start_on(PORT_BASE, data.path(), &["--tls"]);
+    // The demo notes its sample poll's id once it has created or found it.
+    let noted = data.path().join("sample-poll");
+    demo.wait_for("the re-run's sample poll", Duration::from_secs(90), || {
+        let modified = std::fs::metadata(&noted).and_then(|m| m.modified()).ok()?;
+        (modified >= restarted).then_some(())
+    });
+    let samples = demo.wait_for("the demo to be back", Duration::from_secs(30), || {
+        let (code, listed, _) = demo.tally(&["poll", "list"], &with_ca);
+        let polls = listed["polls"].as_array().filter(|_| code == 0)?.clone();
+        let samples: Vec<String> = polls
+            .iter()
+            .filter(|p| p["title"] == "Best systems language?")
+            .map(|p| p["poll_id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let (_, results, _) = demo.tally(&["results", &poll], &with_ca);
+        (results["total_votes"] == 4).then_some(samples)
+    });
+    assert_eq!(samples, std::slice::from_ref(&poll), "the re-run made another sample poll");
 }

@@ -15,8 +15,15 @@ pub struct Demo {
 
 impl Demo {
     pub fn start(port_base: u16, data: &Path, extra: &[&str]) -> Demo {
+        let mut args = vec!["--fresh"];
+        args.extend(extra);
+        Self::start_on(port_base, data, &args)
+    }
+
+    /// Like [`Demo::start`] without `--fresh`: the data of an earlier run is kept.
+    pub fn start_on(port_base: u16, data: &Path, extra: &[&str]) -> Demo {
         let child = Command::new(env!("CARGO_BIN_EXE_tally"))
-            .args(["demo", "--fresh", "--port-base", &port_base.to_string(), "--data-dir"])
+            .args(["demo", "--port-base", &port_base.to_string(), "--data-dir"])
             .arg(data)
             .args(extra)
             .stdout(Stdio::null())
