@@ -1,5 +1,6 @@
 //! `tally results`: a poll's counts as a table with bars, once or watched until Ctrl-C.
 
+use std::io::IsTerminal;
 use std::pin::pin;
 use std::time::Duration;
 
@@ -62,6 +63,9 @@ async fn fetch(client: &Client, args: &Args) -> Result<Value, Failure> {
 async fn watch(args: &Args, settings: &Settings) -> anyhow::Result<()> {
     let mut interrupt = pin!(tokio::signal::ctrl_c());
     let interval = Duration::from_millis(args.interval_ms);
+    // On a terminal each block replaces the last, as watch(1) does; into a file or a pipe
+    // the blocks follow each other, timestamped, so the history stays readable.
+    let redraw = settings.format == Format::Table && std::io::stdout().is_terminal();
     let mut last_shown: Option<Fingerprint> = None;
     loop {
         let fetched = tokio::select! {
@@ -72,7 +76,7 @@ async fn watch(args: &Args, settings: &Settings) -> anyhow::Result<()> {
             Ok(results) => {
                 let fingerprint = fingerprint(&results);
                 if last_shown.as_ref() != Some(&fingerprint) {
-                    emit_block(&results, settings.format)?;
+                    emit_block(&results, settings.format, redraw)?;
                     last_shown = Some(fingerprint);
                 }
             }
@@ -88,12 +92,16 @@ async fn watch(args: &Args, settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-fn emit_block(results: &Value, format: Format) -> anyhow::Result<()> {
+/// Moves the cursor home and clears the screen (ANSI; every terminal emulator has it).
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
+fn emit_block(results: &Value, format: Format, redraw: bool) -> anyhow::Result<()> {
     if format == Format::Json {
         return output::emit_json(results);
     }
     let now = output::now_utc_millis();
-    output::emit(&format!("--- {now}\n{}\n", render_results(results)))?;
+    let clear = if redraw { CLEAR_SCREEN } else { "" };
+    output::emit(&format!("{clear}--- {now}\n{}\n", render_results(results)))?;
     Ok(())
 }
 

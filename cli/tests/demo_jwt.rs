@@ -47,7 +47,8 @@ fn a_jwt_demo_takes_accounts_tokens_and_front_end_ingestion() {
     assert_eq!(code, 0, "{stderr}");
     let dana = token["access_token"].as_str().expect("a token").to_string();
     // On a terminal, with no --password-stdin and no TALLY_PASSWORD, login asks.
-    let (code, typed) = on_a_terminal(&demo.endpoints(), &["user", "login", "dana"], "dana's long secret");
+    let login_dana = ["--endpoints", &demo.endpoints(), "user", "login", "dana"];
+    let (code, typed) = common::on_a_terminal(&login_dana, &[], "Password for", "dana's long secret\n");
     assert_eq!(code, 0, "{typed}");
     assert!(typed.contains("Password for dana"), "{typed}");
     assert!(typed.lines().any(|line| line.trim().starts_with("ey")), "no token printed: {typed}");
@@ -103,40 +104,4 @@ fn a_jwt_demo_takes_accounts_tokens_and_front_end_ingestion() {
     let (code, _, stderr) = as_dana(&["simulate", "--voters", "5", "--duration", "1s", "--seed", "6"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("FORBIDDEN"), "{stderr}");
-}
-
-/// Runs `tally --endpoints E args` on a pseudo-terminal (Python's pty module, on every
-/// machine that has Python 3), types `password` at its prompt, and returns its exit code and
-/// what the terminal showed.
-fn on_a_terminal(endpoints: &str, args: &[&str], password: &str) -> (i32, String) {
-    const DRIVER: &str = r#"
-import os, pty, sys, time
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
-shown, typed, deadline = b"", False, time.time() + 30
-while time.time() < deadline:
-    try:
-        chunk = os.read(fd, 4096)
-    except OSError:
-        break
-    if not chunk:
-        break
-    shown += chunk
-    if not typed and b"Password for" in shown:
-        os.write(fd, os.environ["TYPED"].encode() + b"\n")
-        typed = True
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(shown.decode(errors="replace"))
-sys.exit(os.waitstatus_to_exitcode(status))
-"#;
-    let output = std::process::Command::new("python3")
-        .args(["-c", DRIVER, env!("CARGO_BIN_EXE_tally"), "--endpoints", endpoints])
-        .args(args)
-        .env_remove("TALLY_PASSWORD")
-        .env_remove("TALLY_TOKEN")
-        .env("TYPED", password)
-        .output()
-        .expect("python3 runs");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
 }

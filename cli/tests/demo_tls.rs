@@ -40,6 +40,12 @@ fn a_tls_demo_serves_the_cli_and_the_benchmark_over_https() {
     let answered = status.as_array().map(|nodes| nodes.iter().filter(|n| n["status"]["leader_id"].is_u64()).count());
     assert_eq!(answered, Some(3), "{status}");
 
+    // On a terminal, `results --watch` redraws in place; Ctrl-C (ETX on the terminal) ends it.
+    let watch = ["--endpoints", &node2, "results", &poll, "--watch"];
+    let (code, screen) = common::on_a_terminal(&watch, &with_ca, "total_votes", "\x03");
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("\x1b[H\x1b[2J"), "no redraw: {screen:?}");
+
     // The benchmark checks its own exact counts on every node at the end.
     let bench = ["bench", "--duration", "2s", "--connections", "4"];
     let (code, report, stderr) = demo.tally(&bench, &with_ca);

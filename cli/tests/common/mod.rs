@@ -1,5 +1,8 @@
 //! A real `tally demo` for the CLI's end-to-end tests, and a way to run `tally` against it.
 
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,4 +87,46 @@ impl Drop for Demo {
         }
         let _ = self.child.kill();
     }
+}
+
+/// Runs `tally args` on a pseudo-terminal (Python's pty module, on every machine that has
+/// Python 3) with `env` added; once the terminal shows `expect`, types `send`, then reads
+/// until the program exits (30 s at most). Returns its exit code and what the terminal
+/// showed.
+pub fn on_a_terminal(args: &[&str], env: &[(&str, &str)], expect: &str, send: &str) -> (i32, String) {
+    const DRIVER: &str = r#"
+import os, pty, signal, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+expect, send = os.environ["PTY_EXPECT"].encode(), os.environ["PTY_SEND"].encode()
+shown, sent, deadline = b"", False, time.time() + 30
+while time.time() < deadline:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    shown += chunk
+    if not sent and expect in shown:
+        os.write(fd, send)
+        sent = True
+else:
+    os.kill(pid, signal.SIGKILL)
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(shown.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let output = Command::new("python3")
+        .args(["-c", DRIVER, env!("CARGO_BIN_EXE_tally")])
+        .args(args)
+        .env_remove("TALLY_PASSWORD")
+        .env_remove("TALLY_TOKEN")
+        .envs(env.iter().copied())
+        .env("PTY_EXPECT", expect)
+        .env("PTY_SEND", send)
+        .output()
+        .expect("python3 runs");
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
 }
