@@ -34,12 +34,29 @@ pub struct ServerTls {
 /// A connection's client certificate, when it chains to the peer CA: the connection is a
 /// node's. Every request on the connection carries it as an extension.
 #[derive(Clone, Debug, Default)]
-pub struct PeerCertificate(pub Option<Arc<CertificateDer<'static>>>);
+pub struct PeerCertificate(pub Option<Arc<PeerCert>>);
+
+/// The certificate, and the node it was last found to name: every AppendEntries of a
+/// connection names the same sender, so the DER is parsed once per connection, not per
+/// message.
+#[derive(Debug)]
+pub struct PeerCert {
+    der: CertificateDer<'static>,
+    named: std::sync::OnceLock<NodeId>,
+}
 
 impl PeerCertificate {
     /// Whether the certificate names node `id`.
     pub fn names(&self, id: NodeId) -> bool {
-        self.0.as_deref().is_some_and(|cert| names_node(cert, id))
+        let Some(cert) = self.0.as_deref() else { return false };
+        if cert.named.get() == Some(&id) {
+            return true;
+        }
+        let named = names_node(&cert.der, id);
+        if named {
+            let _ = cert.named.set(id);
+        }
+        named
     }
 }
 
@@ -61,7 +78,7 @@ impl ServerTls {
                 return PeerCertificate(None);
             }
         }
-        PeerCertificate(Some(Arc::new(end_entity.clone())))
+        PeerCertificate(Some(Arc::new(PeerCert { der: end_entity.clone(), named: std::sync::OnceLock::new() })))
     }
 }
 
