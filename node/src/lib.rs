@@ -262,6 +262,9 @@ impl Node {
         if let Err(e) = self.app.node.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+        if let Err(e) = self.app.node.sm.persist_now() {
+            tracing::warn!("final write of the state: {e}");
+        }
         if let Err(e) = self.app.db.flush() {
             tracing::warn!("final flush: {e}");
         }

@@ -1,8 +1,12 @@
-//! openraft's log storage over two keyspaces: `log` (entries keyed by big-endian index)
-//! and `log_meta` (vote, committed, last purged).
+//! openraft's log storage: entries in the `raft-log` journal (append-only segment files,
+//! see `tally_storage::FileJournal`), and the vote, the committed index and the last purge
+//! in the `log_meta` keyspace.
 //!
-//! `append` acknowledges entries only after a flush that reached the disk: that flush is
-//! what makes an acknowledged vote survive a crash.
+//! `append` writes entries and returns; openraft learns they are durable only from the
+//! callback, which fires after a flush that reached the disk: that flush is what makes an
+//! acknowledged vote survive a crash. One flusher makes every append that arrived while
+//! the previous flush ran durable with one flush (group commit at the disk), and openraft
+//! keeps replicating while the disk works.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -14,7 +18,8 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tally_storage::{delete_range, delete_range_from_top, Database, Keyspace, StoreError, WriteBatch};
+use tally_storage::{Database, Journal, Keyspace, StoreError, WriteBatch};
+use tokio::sync::mpsc;
 
 use crate::typ::{Entry, LogId, StorageError, Vote};
 use crate::{codec, io_error, TypeConfig};
@@ -22,8 +27,11 @@ use crate::{codec, io_error, TypeConfig};
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const FORMAT: &[u8] = b"format";
-/// The log entries' format. 2: `Request.entropy` (unguessable vote ids).
-const FORMAT_VERSION: &[u8; 1] = b"2";
+/// The log entries' format. 2: `Request.entropy` (unguessable vote ids). 3: entries in a
+/// journal of their own rather than in sled.
+const FORMAT_VERSION: &[u8; 1] = b"3";
+/// The journal that holds the entries.
+const JOURNAL: &str = "raft-log";
 const PURGED: &[u8] = b"purged";
 
 /// Told the duration of each durable flush; the node points it at a latency histogram.
@@ -43,9 +51,93 @@ pub struct LogStats {
 
 #[derive(Clone)]
 pub struct LogStore {
-    entries: Arc<dyn Keyspace>,
+    entries: Arc<dyn Journal>,
     meta: Arc<dyn Keyspace>,
     stats: Arc<LogStats>,
+    /// The flusher's queue, where a flush blocks; `None` for a store whose flush is
+    /// instant (the simulation's), which `append` flushes itself.
+    unflushed: Option<mpsc::Sender<Unflushed>>,
+}
+
+/// An append waiting for the flush that makes it durable.
+struct Unflushed {
+    entries: u64,
+    callback: LogFlushed<TypeConfig>,
+}
+
+/// Appends that may wait for a flush. openraft keeps few appends in flight, so this
+/// bound should never bind; past it `append` waits rather than queue more.
+const UNFLUSHED_MAX: usize = 1024;
+
+/// Starts the flusher of `entries` on a thread of its own. It stops when every
+/// `LogStore` clone is gone.
+///
+/// Only for a store whose flush blocks. The simulation's store flushes instantly, and
+/// `append` flushes it inline, as a task would gain nothing there: in a throwaway run a
+/// flusher task made one seed's run after the heal differ between replays (cause not
+/// found), while the inline flush replays exactly.
+fn start_flusher(entries: Arc<dyn Journal>, stats: Arc<LogStats>) -> mpsc::Sender<Unflushed> {
+    let (sender, mut receiver) = mpsc::channel::<Unflushed>(UNFLUSHED_MAX);
+    let mut flusher = Flusher { entries, stats, failed: None, group: Vec::new() };
+    let spawned = std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || {
+        while let Some(first) = receiver.blocking_recv() {
+            flusher.flush(first, &mut receiver);
+        }
+    });
+    if let Err(e) = spawned {
+        // Without a flusher every append fails (its queue is closed): the node stops
+        // rather than acknowledge what is not on disk.
+        tracing::error!("cannot start the log's flusher thread: {e}");
+    }
+    sender
+}
+
+struct Flusher {
+    entries: Arc<dyn Journal>,
+    stats: Arc<LogStats>,
+    /// After one failed flush nothing more is reported durable: what reached the disk is
+    /// unknown, and openraft stops on the error.
+    failed: Option<String>,
+    group: Vec<Unflushed>,
+}
+
+impl Flusher {
+    /// Makes `first` and every append queued behind it durable with one flush, then tells
+    /// openraft, in append order.
+    fn flush(&mut self, first: Unflushed, queue: &mut mpsc::Receiver<Unflushed>) {
+        self.group.push(first);
+        while let Ok(next) = queue.try_recv() {
+            self.group.push(next);
+        }
+        let entries = self.group.iter().map(|u| u.entries).sum();
+        if self.failed.is_none() {
+            if let Err(e) = flush_timed(&*self.entries, &self.stats, entries) {
+                self.failed = Some(e.to_string());
+            }
+        }
+        for unflushed in self.group.drain(..) {
+            let result = match &self.failed {
+                None => Ok(()),
+                Some(e) => Err(std::io::Error::other(format!("the log could not be flushed: {e}"))),
+            };
+            unflushed.callback.log_io_completed(result);
+        }
+    }
+}
+
+fn flush_timed(entries: &dyn Journal, stats: &LogStats, count: u64) -> Result<(), StoreError> {
+    let started = Instant::now();
+    entries.sync()?;
+    let elapsed = started.elapsed();
+    let micros = elapsed.as_micros() as u64;
+    if let Some(observe) = stats.flush_observer.get() {
+        observe(elapsed);
+    }
+    stats.flushes.fetch_add(1, Ordering::Relaxed);
+    stats.entries_flushed.fetch_add(count, Ordering::Relaxed);
+    stats.flush_micros_total.fetch_add(micros, Ordering::Relaxed);
+    stats.last_flush_micros.store(micros, Ordering::Relaxed);
+    Ok(())
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -56,16 +148,15 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
     io_error(ErrorSubject::Logs, ErrorVerb::Write, e)
 }
 
-fn key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
 impl LogStore {
     /// Opens the log. A data dir written by a build with another log format (the disk
     /// format is unversioned bincode of our types) is refused here, at once and clearly,
     /// rather than failing on the first old entry read later.
     pub fn open(db: &dyn Database) -> Result<Self, StoreError> {
-        let store = Self { entries: db.keyspace("log")?, meta: db.keyspace("log_meta")?, stats: Arc::default() };
+        let entries = db.journal(JOURNAL)?;
+        let stats = Arc::<LogStats>::default();
+        let unflushed = db.flush_blocks().then(|| start_flusher(entries.clone(), stats.clone()));
+        let store = Self { entries, meta: db.keyspace("log_meta")?, stats, unflushed };
         let format = store.meta.get(FORMAT)?;
         if format.as_deref() != Some(FORMAT_VERSION.as_slice()) {
             let used = format.is_some() || store.entries.last()?.is_some() || store.meta.get(VOTE)?.is_some();
@@ -105,21 +196,6 @@ impl LogStore {
         }
         Ok(())
     }
-
-    fn flush_timed(&self, entries: u64) -> Result<(), StoreError> {
-        let started = Instant::now();
-        self.entries.flush()?;
-        let elapsed = started.elapsed();
-        let micros = elapsed.as_micros() as u64;
-        if let Some(observe) = self.stats.flush_observer.get() {
-            observe(elapsed);
-        }
-        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-        self.stats.entries_flushed.fetch_add(entries, Ordering::Relaxed);
-        self.stats.flush_micros_total.fetch_add(micros, Ordering::Relaxed);
-        self.stats.last_flush_micros.store(micros, Ordering::Relaxed);
-        Ok(())
-    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -133,17 +209,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(i) => i.checked_add(1),
-            Bound::Excluded(i) => Some(*i),
-            Bound::Unbounded => None,
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
         };
-        let end_key = end.map(key);
-        let pairs =
-            // openraft checks that a read covers the whole range it asked for (at most
-            // `max_payload_entries` when replicating; what is committed but not applied
-            // when applying), so no cap here.
-            self.entries.range(&key(start), end_key.as_ref().map(|k| &k[..]), usize::MAX).map_err(read_err)?;
-        pairs.iter().map(|(_, bytes)| codec::decode(bytes).map_err(read_err)).collect()
+        // openraft checks that a read covers the whole range it asked for (at most
+        // `max_payload_entries` when replicating; what is committed but not applied when
+        // applying), so no cap here.
+        let records = self.entries.read(start, end).map_err(read_err)?;
+        records.iter().map(|(_, bytes)| codec::decode(bytes).map_err(read_err)).collect()
     }
 }
 
@@ -209,38 +283,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::new();
+        let mut records = Vec::new();
         for entry in entries {
-            batch.put(key(entry.log_id.index).to_vec(), codec::encode(&entry).map_err(write_err)?);
+            records.push((entry.log_id.index, codec::encode(&entry).map_err(write_err)?));
         }
-        let count = batch.len() as u64;
-        self.entries.write(batch).map_err(write_err)?;
+        let count = records.len() as u64;
+        self.entries.append(records).map_err(write_err)?;
         // Only a durable append may be reported: openraft counts this node towards the
         // quorum that acknowledges the entries as soon as the callback fires.
-        let flushed = self.flush_timed(count).map_err(std::io::Error::other);
-        let result = match &flushed {
-            Ok(()) => Ok(()),
-            Err(e) => Err(std::io::Error::other(e.to_string())),
-        };
-        callback.log_io_completed(result);
-        flushed.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
+        match &self.unflushed {
+            Some(queue) => queue
+                .send(Unflushed { entries: count, callback })
+                .await
+                .map_err(|_| write_err(std::io::Error::other("the log's flusher has stopped"))),
+            None => {
+                let flushed = flush_timed(&*self.entries, &self.stats, count);
+                let reported = flushed.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+                callback.log_io_completed(reported);
+                flushed.map_err(write_err)
+            }
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // From the top down: a crash halfway (sled may flush any prefix of our deletes)
-        // leaves a shorter contiguous log, never one with a hole in it.
-        delete_range_from_top(&*self.entries, &key(log_id.index), None)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        Ok(())
+        self.entries.truncate(log_id.index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Record the purge point durably first: if we crash halfway through the deletes,
-        // the log state still starts after it.
+        // Record the purge point durably first: the journal frees whole segments, and
+        // entries at or below it that come back after a crash are below the log's start.
         self.write_meta(PURGED, &log_id, true)?;
-        let end = log_id.index.checked_add(1).map(key);
-        delete_range(&*self.entries, &key(0), end.as_ref().map(|k| &k[..]))
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        Ok(())
+        self.entries.purge(log_id.index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }

@@ -230,6 +230,21 @@ impl Touched {
         self.votes.clear();
         self.users.clear();
     }
+
+    /// Adds what `other` names.
+    pub fn extend(&mut self, other: &Touched) {
+        self.polls.extend(other.polls.iter().cloned());
+        self.votes.extend(other.votes.iter().cloned());
+        self.users.extend(other.users.iter().cloned());
+    }
+
+    pub fn len(&self) -> usize {
+        self.polls.len() + self.votes.len() + self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// How one vote would be judged against the current state. The state machine acts on it;

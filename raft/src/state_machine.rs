@@ -3,11 +3,13 @@
 //!
 //! Layout of the `sm` keyspace: `m` → [`SmMeta`]; `p/<poll>` → [`PollRecord`];
 //! `v/<poll>\0<voter>` → [`VoteRecord`] (poll ids never contain `\0`); `u/<username>` →
-//! [`UserRecord`]. Each apply call
-//! writes the keys it touched and the meta in one atomic batch, so the persisted state is
-//! always exactly the state after some applied index. It is not flushed on every apply:
-//! after a crash openraft re-applies from the persisted index, using the log. It is flushed
-//! before a snapshot is reported built, because openraft then purges the log behind it.
+//! [`UserRecord`]. The keys that applies touched are written, with the meta, in one atomic
+//! batch at most every [`PERSIST_INTERVAL`] (or [`PERSIST_KEYS_MAX`] keys), so the persisted
+//! state is always exactly the state after some applied index. Neither that write nor a
+//! flush is needed for durability: after a crash openraft re-applies from the persisted
+//! index, using the log. Writing per apply cost more than the apply itself (sled seals and
+//! writes an I/O buffer for every batch). Everything is written and flushed before a
+//! snapshot is reported built, because openraft then purges the log behind it.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -31,6 +33,10 @@ const USER_PREFIX: &[u8] = b"u/";
 /// The last built (or installed) snapshot, in the `snapshot` keyspace.
 const CURRENT_SNAPSHOT: &[u8] = b"current";
 const SCAN_PAGE: usize = 4096;
+/// How long applied changes may wait in memory before they are written to the keyspace.
+pub const PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How many touched keys may wait, whatever the time.
+pub const PERSIST_KEYS_MAX: usize = 20_000;
 
 /// Persisted next to the polls and votes, in the same atomic batch.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -102,6 +108,48 @@ pub struct SmShared {
     /// Serialises writing the current snapshot: openraft builds snapshots in a task of
     /// their own, which may finish after a newer snapshot was installed.
     snapshot_lock: Mutex<()>,
+    /// Applied, not yet written to the keyspace. Taken with the `applied` lock held.
+    unpersisted: Mutex<Unpersisted>,
+    /// The `sm` keyspace, where `persist` writes.
+    space: Arc<dyn Keyspace>,
+}
+
+#[derive(Default)]
+struct Unpersisted {
+    touched: Touched,
+    /// When the oldest unwritten apply happened; `None` when everything is written.
+    since: Option<tokio::time::Instant>,
+}
+
+impl SmShared {
+    /// Writes what applies left unwritten now, rather than at the next due apply (before a
+    /// clean shutdown, so that a restart need not re-apply).
+    pub fn persist_now(&self) -> Result<(), StorageError> {
+        let applied = self.read();
+        self.persist(&applied, None)
+    }
+
+    fn unpersisted(&self) -> std::sync::MutexGuard<'_, Unpersisted> {
+        self.unpersisted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes every unwritten change of `applied` (whose lock the caller holds) in one
+    /// atomic batch, if `now` says it is due (always with `None`).
+    fn persist(&self, applied: &Applied, now: Option<tokio::time::Instant>) -> Result<(), StorageError> {
+        let mut unpersisted = self.unpersisted();
+        let Some(since) = unpersisted.since else { return Ok(()) };
+        let due = match now {
+            None => true,
+            Some(now) => now.duration_since(since) >= PERSIST_INTERVAL || unpersisted.touched.len() >= PERSIST_KEYS_MAX,
+        };
+        if due {
+            let batch = persist_batch(applied, &unpersisted.touched).map_err(write_err)?;
+            self.space.write(batch).map_err(write_err)?;
+            unpersisted.touched.clear();
+            unpersisted.since = None;
+        }
+        Ok(())
+    }
 }
 
 impl SmShared {
@@ -178,6 +226,8 @@ impl StateMachineStore {
                 snapshots_built: AtomicU64::new(0),
                 last_snapshot_bytes: AtomicU64::new(0),
                 snapshot_lock: Mutex::new(()),
+                unpersisted: Mutex::default(),
+                space: space.clone(),
             }),
             space,
             snapshots,
@@ -201,6 +251,10 @@ impl StateMachineStore {
 
     pub fn shared(&self) -> Arc<SmShared> {
         self.shared.clone()
+    }
+
+    pub fn persist_now(&self) -> Result<(), StorageError> {
+        self.shared.persist_now()
     }
 
     fn load_state(&self, meta: &SmMeta) -> Result<State, StorageError> {
@@ -309,6 +363,8 @@ impl StateMachineStore {
             installing: true,
         };
         self.write_meta_flushed(&meta)?;
+        // What applies left unwritten belongs to the state being replaced.
+        *self.shared.unpersisted() = Unpersisted::default();
         for prefix in [POLL_PREFIX, VOTE_PREFIX, USER_PREFIX] {
             delete_range(&*self.space, prefix, Some(&prefix_end(prefix))).map_err(write_err)?;
         }
@@ -401,8 +457,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut responses = Vec::new();
         let last_index;
         {
-            // Held through the sled write so that a snapshot, which clones the state under
-            // this lock, never sees a state that is not yet in the keyspace.
+            // Held through the keyspace write, so that the state written is the state of
+            // one applied index.
             let mut applied = self.shared.applied.write().unwrap_or_else(|p| p.into_inner());
             for entry in entries {
                 let response = match entry.payload {
@@ -419,8 +475,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 responses.push(response);
             }
             last_index = applied.last_applied.map_or(0, |l| l.index);
-            let batch = persist_batch(&applied, &self.touched).map_err(write_err)?;
-            self.space.write(batch).map_err(write_err)?;
+            {
+                let mut unpersisted = self.shared.unpersisted();
+                unpersisted.touched.extend(&self.touched);
+                unpersisted.since.get_or_insert_with(tokio::time::Instant::now);
+            }
+            self.shared.persist(&applied, Some(tokio::time::Instant::now()))?;
         }
         self.shared.applied_index.store(last_index, Ordering::Release);
         if let Some(listener) = self.shared.listener() {
@@ -477,6 +537,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let (data, last_applied, membership) = {
             let applied = self.shared.read();
+            // The keyspace must hold this very state before the flush below.
+            self.shared.persist(&applied, None)?;
             let data = SnapshotData {
                 state: applied.state.clone(),
                 last_applied: applied.last_applied,

@@ -260,7 +260,7 @@ pub fn run(options: &SimOptions) -> Report {
             if incarnation.get() > 1 {
                 // The host was crashed: what it had not flushed is gone.
                 if lose_last_flushed {
-                    db.crash_losing_last_flushed("log");
+                    db.crash_losing_last_synced("raft-log");
                 } else {
                     db.crash();
                 }

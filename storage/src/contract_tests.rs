@@ -150,3 +150,64 @@ fn mem_crash_points_trip_where_armed_and_lose_what_they_should() {
     log.flush().unwrap();
     assert!(!db.tripped());
 }
+
+fn check_journal_contract(db: &dyn Database) {
+    let journal = db.journal("j").unwrap();
+    let indexes = |start, end| journal.read(start, end).unwrap().into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+    assert_eq!(journal.last().unwrap(), None);
+    journal.append((5..10).map(|i| (i, vec![i as u8])).collect()).unwrap();
+    assert!(journal.append(vec![(9, vec![])]).is_err(), "an append never overwrites");
+    assert_eq!(indexes(0, u64::MAX), vec![5, 6, 7, 8, 9]);
+    assert_eq!(indexes(6, 8), vec![6, 7]);
+    journal.truncate(8).unwrap();
+    assert_eq!(journal.last().unwrap(), Some((7, vec![7])));
+    journal.append(vec![(8, b"new".to_vec())]).unwrap();
+    journal.sync().unwrap();
+    journal.purge(6).unwrap();
+    assert_eq!(indexes(0, u64::MAX), vec![7, 8], "reads start after the purge");
+    assert_eq!(journal.read(8, 9).unwrap(), vec![(8, b"new".to_vec())]);
+    // A second handle sees the same journal.
+    assert_eq!(db.journal("j").unwrap().last().unwrap(), Some((8, b"new".to_vec())));
+}
+
+#[test]
+fn sled_journals_meet_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    check_journal_contract(&SledDb::open(dir.path(), SledOptions::default()).unwrap());
+}
+
+#[test]
+fn mem_journals_meet_the_contract() {
+    check_journal_contract(&MemDb::new());
+}
+
+#[test]
+fn mem_crash_keeps_exactly_the_synced_records() {
+    let db = MemDb::new();
+    let journal = db.journal("j").unwrap();
+    journal.append(vec![(1, vec![1]), (2, vec![2])]).unwrap();
+    journal.sync().unwrap();
+    journal.append(vec![(3, vec![3])]).unwrap();
+    db.crash();
+    assert_eq!(journal.last().unwrap(), Some((2, vec![2])));
+    // A crash armed inside the next flush or sync: the sync fails and keeps nothing new.
+    journal.append(vec![(3, vec![3])]).unwrap();
+    db.arm(CrashPoint::InFlush);
+    assert!(journal.sync().is_err());
+    assert!(db.tripped());
+    db.crash();
+    assert_eq!(journal.last().unwrap(), Some((2, vec![2])));
+    // A journal's sync does not make keyspace writes durable, nor a flush the journal.
+    let space = db.keyspace("k").unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(b"a".to_vec(), b"1".to_vec());
+    space.write(batch).unwrap();
+    journal.append(vec![(3, vec![3])]).unwrap();
+    journal.sync().unwrap();
+    db.crash();
+    assert_eq!(space.get(b"a").unwrap(), None);
+    journal.append(vec![(4, vec![4])]).unwrap();
+    space.flush().unwrap();
+    db.crash();
+    assert_eq!(journal.last().unwrap(), Some((3, vec![3])));
+}

@@ -9,12 +9,17 @@
 //!   was written and what was flushed. [`MemDb::crash`] throws away everything not flushed,
 //!   so a simulated crash tests our use of `flush`, not sled's.
 //!
+//! Besides keyspaces, a database holds [`Journal`]s: append-only numbered records (the Raft
+//! log), in segment files on disk ([`FileJournal`]) and in memory in [`MemDb`].
+//!
 //! Keys are raw bytes compared lexicographically; callers that store numbers use
 //! big-endian encodings so that range scans come out in numeric order.
 
+mod journal;
 mod mem;
 mod sled_store;
 
+pub use journal::{FileJournal, Journal, Record, RECORD_BYTES_MAX, SEGMENT_BYTES};
 pub use mem::{CrashPoint, MemDb};
 pub use sled_store::{SledDb, SledOptions};
 
@@ -95,15 +100,27 @@ pub trait Keyspace: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
-/// A database that hands out named keyspaces and can say how large it is on disk.
+/// A database that hands out named keyspaces and journals and can say how large it is on
+/// disk.
 pub trait Database: Send + Sync + 'static {
     fn keyspace(&self, name: &str) -> Result<Arc<dyn Keyspace>, StoreError>;
+
+    /// The journal `name`, opened once and shared by every caller. Its durability is its
+    /// own: [`Journal::sync`] covers the journal only, and a keyspace flush does not
+    /// cover it.
+    fn journal(&self, name: &str) -> Result<Arc<dyn Journal>, StoreError>;
 
     /// Bytes used on disk (for metrics); 0 where nothing is on disk.
     fn size_on_disk(&self) -> u64;
 
     /// Makes everything written so far durable, in every keyspace.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Whether a flush or a journal sync waits on the disk. Such a store is synced from a
+    /// thread of its own, never from an async task; a store whose sync is instant
+    /// ([`MemDb`]) is synced where it is written, so that a simulation stays on its one
+    /// deterministic thread.
+    fn flush_blocks(&self) -> bool;
 }
 
 /// Deletes every key in `[start, end)`, a page at a time so that memory stays bounded

@@ -1,8 +1,8 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::{Database, Keyspace, Op, Pair, StoreError, WriteBatch};
+use crate::{Database, Journal, Keyspace, Op, Pair, Record, StoreError, WriteBatch};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -21,18 +21,27 @@ struct MemInner {
     durable: BTreeMap<String, Map>,
     /// Writes since the last flush, in order, replayed onto `durable` by a flush.
     unflushed: Vec<(String, Op)>,
+    journals: BTreeMap<String, MemJournalState>,
     armed: Option<CrashPoint>,
     /// The armed point was reached: the process is as good as dead, and its flushes fail
     /// until [`MemDb::crash`].
     tripped: bool,
 }
 
+/// A journal in memory: its records, of which the first `synced` are durable (a journal's
+/// durable part is always a prefix of what it holds, as truncation is synced at once).
+#[derive(Default)]
+struct MemJournalState {
+    records: VecDeque<Record>,
+    synced: usize,
+}
+
 /// Where a simulated crash strikes, armed with [`MemDb::arm`]. The store only marks the
 /// moment ([`MemDb::tripped`]); the simulation then crashes the host before it runs again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashPoint {
-    /// In the next flush (a log append, a saved vote, a snapshot): the power goes before
-    /// it ends. It makes nothing durable and fails, so nothing it covered is acknowledged.
+    /// In the next flush or journal sync (a log append, a saved vote, a snapshot): the
+    /// power goes before it ends. It makes nothing durable and fails, so nothing it covered is acknowledged.
     InFlush,
     /// Right after the next write to this keyspace, which stays in memory only: for `sm`,
     /// an apply whose results were never persisted.
@@ -49,6 +58,9 @@ impl MemDb {
         let mut inner = self.lock();
         inner.live = inner.durable.clone();
         inner.unflushed.clear();
+        for journal in inner.journals.values_mut() {
+            journal.records.truncate(journal.synced);
+        }
         inner.armed = None;
         inner.tripped = false;
     }
@@ -70,18 +82,15 @@ impl MemDb {
         self.lock().tripped
     }
 
-    /// A crash that also loses the last flushed entry of `keyspace`, as a store whose
-    /// flush lies would: only for showing that the simulation's checker notices.
-    pub fn crash_losing_last_flushed(&self, keyspace: &str) {
+    /// A crash that also loses the last synced record of `journal`, as a store whose sync
+    /// lies would: only for showing that the simulation's checker notices.
+    pub fn crash_losing_last_synced(&self, journal: &str) {
+        self.crash();
         let mut inner = self.lock();
-        if let Some(map) = inner.durable.get_mut(keyspace) {
-            let last = map.keys().next_back().cloned();
-            if let Some(last) = last {
-                map.remove(&last);
-            }
+        if let Some(journal) = inner.journals.get_mut(journal) {
+            journal.records.pop_back();
+            journal.synced = journal.records.len();
         }
-        inner.live = inner.durable.clone();
-        inner.unflushed.clear();
     }
 
     /// How many writes a crash now would lose.
@@ -102,24 +111,118 @@ impl Database for MemDb {
         Ok(Arc::new(MemKeyspace { db: self.clone(), name: name.to_string() }))
     }
 
+    fn journal(&self, name: &str) -> Result<Arc<dyn Journal>, StoreError> {
+        self.lock().journals.entry(name.to_string()).or_default();
+        Ok(Arc::new(MemJournal { db: self.clone(), name: name.to_string() }))
+    }
+
     fn size_on_disk(&self) -> u64 {
         0
+    }
+
+    fn flush_blocks(&self) -> bool {
+        false
     }
 
     fn flush(&self) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        if inner.armed == Some(CrashPoint::InFlush) {
-            inner.armed = None;
-            inner.tripped = true;
-        }
-        if inner.tripped {
-            return Err(StoreError::Closed);
-        }
+        inner.reach_sync()?;
         for (name, op) in inner.unflushed.drain(..) {
             apply(inner.durable.entry(name).or_default(), &op);
         }
         Ok(())
+    }
+}
+
+impl MemInner {
+    /// A flush or sync begins: the armed crash strikes here, and after it nothing more
+    /// becomes durable.
+    fn reach_sync(&mut self) -> Result<(), StoreError> {
+        if self.armed == Some(CrashPoint::InFlush) {
+            self.armed = None;
+            self.tripped = true;
+        }
+        if self.tripped {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+}
+
+struct MemJournal {
+    db: MemDb,
+    name: String,
+}
+
+impl MemJournal {
+    fn with<T>(&self, f: impl FnOnce(&mut MemJournalState) -> T) -> T {
+        let mut inner = self.db.lock();
+        f(inner.journals.entry(self.name.clone()).or_default())
+    }
+}
+
+impl Journal for MemJournal {
+    fn append(&self, records: Vec<Record>) -> Result<(), StoreError> {
+        let Some((first, _)) = records.first() else { return Ok(()) };
+        let first = *first;
+        self.with(|journal| {
+            let consecutive = records.iter().enumerate().all(|(i, (index, _))| *index == first + i as u64);
+            // Forward only, as on disk (where a skip starts a new segment).
+            let follows = journal.records.back().is_none_or(|(last, _)| *last < first);
+            if !consecutive || !follows {
+                return Err(StoreError::Io(std::io::Error::other(format!("journal append at {first} out of order"))));
+            }
+            journal.records.extend(records);
+            Ok(())
+        })?;
+        let mut inner = self.db.lock();
+        if matches!(inner.armed, Some(CrashPoint::AfterWrite(name)) if name == self.name) {
+            inner.armed = None;
+            inner.tripped = true;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let mut inner = self.db.lock();
+        inner.reach_sync()?;
+        let journal = inner.journals.entry(self.name.clone()).or_default();
+        journal.synced = journal.records.len();
+        Ok(())
+    }
+
+    fn read(&self, start: u64, end: u64) -> Result<Vec<Record>, StoreError> {
+        Ok(self.with(|journal| {
+            journal.records.iter().filter(|(index, _)| *index >= start && *index < end).cloned().collect()
+        }))
+    }
+
+    fn last(&self) -> Result<Option<Record>, StoreError> {
+        Ok(self.with(|journal| journal.records.back().cloned()))
+    }
+
+    fn truncate(&self, index: u64) -> Result<(), StoreError> {
+        let mut inner = self.db.lock();
+        inner.reach_sync()?;
+        let journal = inner.journals.entry(self.name.clone()).or_default();
+        journal.records.retain(|(i, _)| *i < index);
+        journal.synced = journal.records.len();
+        Ok(())
+    }
+
+    fn purge(&self, index: u64) -> Result<(), StoreError> {
+        self.with(|journal| {
+            while journal.records.front().is_some_and(|(i, _)| *i <= index) {
+                journal.records.pop_front();
+                journal.synced = journal.synced.saturating_sub(1);
+            }
+        });
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        0
     }
 }
 

@@ -84,6 +84,7 @@ async fn state_survives_reopen_without_replay() {
         let db = SledDb::open(dir.path(), SledOptions::default()).unwrap();
         let mut sm = StateMachineStore::open(&db).await.unwrap();
         sm.apply(sample_log()).await.unwrap();
+        sm.persist_now().unwrap();
         sm.space.flush().unwrap();
         snapshot_of(&sm.shared)
     };
@@ -93,6 +94,22 @@ async fn state_survives_reopen_without_replay() {
     assert_eq!(after, before);
     assert_eq!(after.1.unwrap().index, 3);
     assert_eq!(after.0.polls[&PollId("p1".into())].counts, vec![1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn applies_are_written_together_once_due() {
+    let db = MemDb::new();
+    let mut sm = StateMachineStore::open(&db).await.unwrap();
+    let log = sample_log();
+    sm.apply(log[..2].to_vec()).await.unwrap();
+    let meta = |db: &MemDb| db.keyspace("sm").unwrap().get(META).unwrap();
+    assert_eq!(meta(&db), None, "not written before it is due");
+    tokio::time::advance(PERSIST_INTERVAL).await;
+    sm.apply(log[2..].to_vec()).await.unwrap();
+    let written: SmMeta = codec::decode(&meta(&db).expect("written once due")).unwrap();
+    assert_eq!(written.last_applied.map(|l| l.index), Some(3), "with everything applied so far");
+    let reopened = StateMachineStore::open(&db).await.unwrap();
+    assert_eq!(snapshot_of(&reopened.shared), snapshot_of(&sm.shared));
 }
 
 #[tokio::test]
@@ -131,16 +148,25 @@ async fn an_interrupted_install_is_redone_on_open() {
     assert_eq!(snapshot_of(&reopened.shared), expected);
 }
 
-#[test]
-fn a_log_of_another_format_is_refused_at_open_and_a_new_one_is_stamped() {
+#[tokio::test]
+async fn a_log_of_another_format_is_refused_at_open_and_a_new_one_is_stamped() {
     let db = MemDb::new();
     LogStore::open(&db).expect("a new data dir opens");
     LogStore::open(&db).expect("and reopens");
-    // A data dir of an earlier build: entries, and no format mark.
+    // A data dir of an earlier build: entries in sled's `log` keyspace, format 2.
     let old = MemDb::new();
     let mut batch = WriteBatch::new();
     batch.put(1u64.to_be_bytes().to_vec(), b"an entry of the old format".to_vec());
     old.keyspace("log").unwrap().write(batch).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(b"format".to_vec(), b"2".to_vec());
+    old.keyspace("log_meta").unwrap().write(batch).unwrap();
     let error = LogStore::open(&old).err().expect("refused");
     assert!(error.to_string().contains("another format"), "{error}");
+    // Before the format mark, every data dir that held a log also held a vote.
+    let older = MemDb::new();
+    let mut batch = WriteBatch::new();
+    batch.put(b"vote".to_vec(), b"a vote".to_vec());
+    older.keyspace("log_meta").unwrap().write(batch).unwrap();
+    assert!(LogStore::open(&older).is_err());
 }
