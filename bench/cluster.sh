@@ -1,7 +1,7 @@
 # Sourced by the bench scripts: three release nodes on 127.0.0.1:7201-7203 (data in a
 # temporary directory, real fsyncs), and helpers to read their metrics. NODE_ARGS adds
 # flags to every node.
-BIN=target/release
+BIN=${BIN:-target/release}
 DATA=$(mktemp -d)
 P=1=127.0.0.1:7201,2=127.0.0.1:7202,3=127.0.0.1:7203
 export TALLY_ENDPOINTS=http://127.0.0.1:7201,http://127.0.0.1:7202,http://127.0.0.1:7203

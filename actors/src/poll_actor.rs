@@ -24,10 +24,6 @@ pub struct LiveResults {
 pub type VoteReply = Result<Decided, VoteError>;
 
 pub(crate) enum PollMsg {
-    Vote {
-        intent: VoteIntent,
-        reply: oneshot::Sender<VoteReply>,
-    },
     /// The applied state of this poll changed; re-read it.
     Refresh,
     Results {
@@ -72,6 +68,8 @@ pub struct PollHandle {
     pub(crate) shared: Arc<Shared>,
     pub(crate) mailbox_max: usize,
     pub(crate) clock: crate::registry::Clock,
+    pub(crate) source: Arc<dyn PollSource>,
+    pub(crate) proposer: Proposer,
 }
 
 impl PollHandle {
@@ -87,12 +85,21 @@ impl PollHandle {
         })
     }
 
-    /// Hands a vote to the poll's actor and waits for the state machine's decision (or
-    /// for an early answer that no later entry can change).
+    /// Waits for the state machine's decision on a vote (or gives an early answer that
+    /// no later entry can change).
+    ///
+    /// The vote goes from the caller's task straight to the proposer's queue, not through
+    /// the actor: a mailbox hop and a relay task per vote cost more than the actor could
+    /// decide. It is queued when the future is first polled, so futures polled in order
+    /// (a batch) keep their order, and of two votes by one voter the log sees the first
+    /// one first.
     pub async fn vote(&self, intent: VoteIntent) -> VoteReply {
-        let (reply, decided) = oneshot::channel();
-        self.send(PollMsg::Vote { intent, reply })?;
-        decided.await.unwrap_or(Err(VoteError::Propose(ProposeError::ShuttingDown)))
+        self.shared.last_used_ms.store(self.clock.now_ms(), Ordering::Relaxed);
+        if let Some(outcome) = self.source.final_outcome(&intent) {
+            let log_index = self.shared.live.borrow().as_ref().map_or(0, |live| live.applied_index);
+            return Ok(Decided { log_index, outcome });
+        }
+        Ok(self.proposer.enqueue(intent)?.decided().await?)
     }
 
     /// The live counts this node has applied; `None` if the poll is unknown here.
@@ -124,7 +131,6 @@ pub(crate) struct PollActor;
 pub(crate) struct PollArgs {
     pub poll_id: PollId,
     pub source: Arc<dyn PollSource>,
-    pub proposer: Proposer,
     pub shared: Arc<Shared>,
 }
 
@@ -152,26 +158,6 @@ impl Actor for PollActor {
     ) -> Result<(), ActorProcessingErr> {
         state.args.shared.mailbox.fetch_sub(1, Ordering::AcqRel);
         match message {
-            PollMsg::Vote { intent, reply } => {
-                if let Some(outcome) = state.args.source.final_outcome(&intent) {
-                    let log_index = state.live.as_ref().map_or(0, |l| l.applied_index);
-                    let _ = reply.send(Ok(Decided { log_index, outcome }));
-                    return Ok(());
-                }
-                // Queued here, in mailbox order, so that of two votes by one voter the one
-                // sent first is the one the log sees first. The actor does not wait for the
-                // commit: later votes keep flowing while earlier ones are in flight.
-                match state.args.proposer.enqueue(intent) {
-                    Ok(pending) => {
-                        tokio::spawn(async move {
-                            let _ = reply.send(pending.decided().await.map_err(VoteError::from));
-                        });
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(error.into()));
-                    }
-                }
-            }
             PollMsg::Refresh => {
                 // Cleared before reading, so an apply that lands during the read queues
                 // another refresh rather than being missed.

@@ -73,16 +73,18 @@ impl PollRegistry {
         }
         let shared = Arc::new(Shared::default());
         shared.last_used_ms.store(self.clock.now_ms(), Ordering::Relaxed);
-        let args = PollArgs {
-            poll_id: poll_id.clone(),
-            source: self.source.clone(),
-            proposer: self.proposer.clone(),
-            shared: shared.clone(),
-        };
+        let args = PollArgs { poll_id: poll_id.clone(), source: self.source.clone(), shared: shared.clone() };
         let (actor, _) = Actor::spawn(None, PollActor, args)
             .await
             .map_err(|_| VoteError::Propose(tally_raft::rpc::ProposeError::ShuttingDown))?;
-        let handle = PollHandle { actor, shared, mailbox_max: self.config.mailbox_max, clock: self.clock };
+        let handle = PollHandle {
+            actor,
+            shared,
+            mailbox_max: self.config.mailbox_max,
+            clock: self.clock,
+            source: self.source.clone(),
+            proposer: self.proposer.clone(),
+        };
         let mut actors = self.lock();
         // Two callers may have raced to start the same poll: keep the first, stop ours.
         if let Some(existing) = actors.get(poll_id) {
