@@ -231,11 +231,12 @@ impl Touched {
         self.users.clear();
     }
 
-    /// Adds what `other` names.
-    pub fn extend(&mut self, other: &Touched) {
+    /// Takes over what `other` names, leaving it only its polls: the votes move rather
+    /// than being cloned, one fewer allocation per vote on apply.
+    pub fn absorb(&mut self, other: &mut Touched) {
         self.polls.extend(other.polls.iter().cloned());
-        self.votes.extend(other.votes.iter().cloned());
-        self.users.extend(other.users.iter().cloned());
+        self.votes.append(&mut other.votes);
+        self.users.append(&mut other.users);
     }
 
     pub fn len(&self) -> usize {

@@ -253,10 +253,6 @@ impl StateMachineStore {
         self.shared.clone()
     }
 
-    pub fn persist_now(&self) -> Result<(), StorageError> {
-        self.shared.persist_now()
-    }
-
     fn load_state(&self, meta: &SmMeta) -> Result<State, StorageError> {
         let mut state = State {
             polls: BTreeMap::new(),
@@ -477,7 +473,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             last_index = applied.last_applied.map_or(0, |l| l.index);
             {
                 let mut unpersisted = self.shared.unpersisted();
-                unpersisted.touched.extend(&self.touched);
+                // The listener below needs only the polls.
+                unpersisted.touched.absorb(&mut self.touched);
                 unpersisted.since.get_or_insert_with(tokio::time::Instant::now);
             }
             self.shared.persist(&applied, Some(tokio::time::Instant::now()))?;

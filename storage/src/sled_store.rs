@@ -179,6 +179,15 @@ struct SledKeyspace {
     db: SledDb,
 }
 
+impl SledKeyspace {
+    /// Tells the next flush to look for blob files if `value` could be in one.
+    fn note_value(&self, value: &[u8]) {
+        if value.len() >= BLOB_POSSIBLE_BYTES {
+            self.db.inner.blob_possible.store(true, Ordering::Release);
+        }
+    }
+}
+
 impl Keyspace for SledKeyspace {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
@@ -216,9 +225,7 @@ impl Keyspace for SledKeyspace {
             // the Raft metadata written on each commit would pay that for nothing.
             match batch.ops.pop().expect("one op") {
                 crate::Op::Put(k, v) => {
-                    if v.len() >= BLOB_POSSIBLE_BYTES {
-                        self.db.inner.blob_possible.store(true, Ordering::Release);
-                    }
+                    self.note_value(&v);
                     self.tree.insert(k, v)?;
                 }
                 crate::Op::Delete(k) => {
@@ -231,9 +238,7 @@ impl Keyspace for SledKeyspace {
         for op in batch.ops {
             match op {
                 crate::Op::Put(k, v) => {
-                    if v.len() >= BLOB_POSSIBLE_BYTES {
-                        self.db.inner.blob_possible.store(true, Ordering::Release);
-                    }
+                    self.note_value(&v);
                     sled_batch.insert(k, v)
                 }
                 crate::Op::Delete(k) => sled_batch.remove(k),

@@ -84,7 +84,7 @@ async fn state_survives_reopen_without_replay() {
         let db = SledDb::open(dir.path(), SledOptions::default()).unwrap();
         let mut sm = StateMachineStore::open(&db).await.unwrap();
         sm.apply(sample_log()).await.unwrap();
-        sm.persist_now().unwrap();
+        sm.shared.persist_now().unwrap();
         sm.space.flush().unwrap();
         snapshot_of(&sm.shared)
     };
