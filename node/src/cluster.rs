@@ -68,6 +68,13 @@ impl RaftNode {
         Some((leader, node.addr.clone()))
     }
 
+    /// A member's address, as this node's membership knows it.
+    pub fn member_addr(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.membership_config.membership().get_node(&id).map(|node| node.addr.clone())
+    }
+
     /// The greatest index this node knows committed, as openraft last told the log store.
     pub fn committed_index(&self) -> u64 {
         self.log_stats.committed_index.load(Ordering::Relaxed)

@@ -29,6 +29,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route(PATH_FORWARD, post(forward))
         .route(PATH_READ_INDEX, post(read_index))
         .route(PATH_ADMIN, post(admin))
+        .route(PATH_REQUEST_STATUS, post(request_status))
         .layer(DefaultBodyLimit::max(PEER_FRAME_BYTES_MAX))
         .route_layer(middleware::from_fn_with_state(app, check_peer))
 }
@@ -153,6 +154,11 @@ async fn admin(State(app): State<Arc<App>>, Frame(request): Frame<AdminRequest>)
     } else {
         Err(AdminError::Failed("leadership moved while the change was forwarded; retry".into()))
     };
+    encode(&reply)
+}
+
+async fn request_status(State(app): State<Arc<App>>, Frame(query): Frame<RequestStatusQuery>) -> Response {
+    let reply: RequestStatusReply = app.requests.get(&query.request_id).and_then(|s| serde_json::to_string(&s).ok());
     encode(&reply)
 }
 

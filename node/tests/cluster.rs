@@ -486,28 +486,47 @@ async fn request_reaches(cluster: &Cluster, node: usize, poll: &str, accepted: &
     reached.unwrap_or_else(|| panic!("request {request_id} never became {state}"))
 }
 
-/// `Prefer: respond-async`: 202 at once, the outcome at the request-status route of the
-/// node that took it, and the same vote again by its idempotency key through any node.
+/// `Prefer: respond-async`: 202 at once, the outcome at the request-status route of every
+/// node (API.md: any node serves the whole API), even once the accepting node is gone, and
+/// the same vote again by its idempotency key through any node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn async_votes_are_accepted_then_completed() {
     let _serial = SERIAL.lock().await;
-    let cluster = Cluster::start(3).await;
+    let mut cluster = Cluster::start(3).await;
     let (poll, options) = cluster.create_poll(0, &["x", "y"]).await;
     let accepted = vote_async(&cluster, 1, &poll, "later", &options[1]).await;
     let completed = request_reaches(&cluster, 1, &poll, &accepted, "completed").await;
     let vote_id = completed["vote_id"].as_str().expect("a vote id");
     assert_eq!(completed["result"]["status"], "recorded", "{completed}");
-    // Another node does not know the request, but the key tells the same outcome.
-    let request_id = accepted["request_id"].as_str().unwrap();
-    let elsewhere = format!("{}/v1/polls/{poll}/votes/requests/{request_id}", cluster.url(2));
-    assert_eq!(cluster.http.get(elsewhere).send().await.unwrap().status(), 404);
+    for node in [0, 2] {
+        let elsewhere = request_reaches(&cluster, node, &poll, &accepted, "completed").await;
+        assert_eq!(elsewhere["result"]["vote_id"], completed["result"]["vote_id"], "node {node}: {elsewhere}");
+        assert_eq!(elsewhere["result"]["receipt"], completed["result"]["receipt"], "node {node}: {elsewhere}");
+    }
     let key = accepted["idempotency_key"].as_str().expect("a key");
     let (status, again) = cluster.vote(2, &poll, "later", &options[1], key).await.expect("an answer");
     assert_eq!((status, again["vote_id"].as_str()), (200, Some(vote_id)), "{again}");
-    // A vote refused in the background is reported as failed, with the API's error.
-    let accepted = vote_async(&cluster, 1, &poll, "later", &options[0]).await;
-    let failed = request_reaches(&cluster, 1, &poll, &accepted, "failed").await;
-    assert_eq!(failed["error"]["code"], "ALREADY_VOTED", "{failed}");
+    // A vote refused in the background is reported as failed, with the API's error, by the
+    // accepting node and, asked on their behalf, by the others.
+    let refused = vote_async(&cluster, 1, &poll, "later", &options[0]).await;
+    for node in [1, 2, 0] {
+        let failed = request_reaches(&cluster, node, &poll, &refused, "failed").await;
+        assert_eq!(failed["error"]["code"], "ALREADY_VOTED", "node {node}: {failed}");
+    }
+    // An id that names no request, on a poll that exists, is a 404 everywhere.
+    let made_up = format!("{}/v1/polls/{poll}/votes/requests/r.2.x.bm9ib2R5.a2V5", cluster.url(0));
+    assert_eq!(cluster.http.get(made_up).send().await.unwrap().status(), 404);
+    // With the accepting node gone, the recorded vote is still told from the replicated
+    // state; the refused one cannot be, and the answer says so instead of guessing.
+    cluster.kill(1);
+    let survivor = request_reaches(&cluster, 2, &poll, &accepted, "completed").await;
+    assert_eq!(survivor["result"]["vote_id"], completed["result"]["vote_id"], "{survivor}");
+    let request_id = refused["request_id"].as_str().unwrap();
+    let url = format!("{}/v1/polls/{poll}/votes/requests/{request_id}", cluster.url(2));
+    let response = cluster.http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,5 +1,6 @@
-//! openraft's network over [`PeerTransport`], plus the two Tally-specific peer calls
-//! (forwarding a command to the leader, asking it for a read index).
+//! openraft's network over [`PeerTransport`], plus Tally's own peer calls
+//! (forwarding a command to the leader, asking it for a read index, membership changes,
+//! and asking another node about an async vote it accepted).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +74,15 @@ impl Network {
 
     pub async fn read_index(&self, addr: &str, timeout: Duration) -> Result<ReadIndexReply, TransportError> {
         self.call(addr, PATH_READ_INDEX, &(), timeout).await
+    }
+
+    pub async fn request_status(
+        &self,
+        addr: &str,
+        request_id: &str,
+        timeout: Duration,
+    ) -> Result<RequestStatusReply, TransportError> {
+        self.call(addr, PATH_REQUEST_STATUS, &RequestStatusQuery { request_id: request_id.to_string() }, timeout).await
     }
 }
 

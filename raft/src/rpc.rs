@@ -13,6 +13,9 @@ pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 pub const PATH_FORWARD: &str = "/raft/forward";
 /// A follower asks the leader for a read index (linearizable reads on followers).
 pub const PATH_READ_INDEX: &str = "/raft/read-index";
+/// A node asks the node that accepted an async vote how it ended (`RequestStatusQuery`,
+/// answered with the status as JSON, or `None` if that node does not know the request).
+pub const PATH_REQUEST_STATUS: &str = "/raft/request-status";
 /// The header that carries the cluster secret on every peer request.
 pub const SECRET_HEADER: &str = "x-tally-cluster-secret";
 
@@ -20,6 +23,14 @@ pub const SECRET_HEADER: &str = "x-tally-cluster-secret";
 pub struct ForwardRequest {
     pub command: Command,
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestStatusQuery {
+    pub request_id: String,
+}
+
+/// The accepting node's status of a request, as the JSON its API would answer.
+pub type RequestStatusReply = Option<String>;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Committed {

@@ -317,6 +317,18 @@ impl PollState {
             record.idempotency_key == key || record.history.iter().any(|past| past.idempotency_key == key)
         })
     }
+
+    /// The receipt of the vote (current or replaced) that `voter`'s request with `key`
+    /// made, and whether that vote was a change: what any node can tell of a request from
+    /// its own applied state.
+    pub fn request_receipt(&self, voter: &VoterId, key: &str) -> Option<(VoteReceipt, bool)> {
+        let record = self.votes.get(voter)?;
+        if record.idempotency_key == key {
+            return Some((receipt(&self.poll, record), record.changed));
+        }
+        let past = record.history.iter().find(|p| p.idempotency_key == key)?;
+        Some((past_receipt(&self.poll, past), past.changed))
+    }
 }
 
 /// The original answer to the request with `intent`'s key, if that key made the current
@@ -340,15 +352,18 @@ fn replay(poll: &Poll, record: &VoteRecord, intent: &VoteIntent) -> Option<VoteO
     if !same(past.option_index, &past.attributes) {
         return reused(&past.vote_id);
     }
-    let receipt = VoteReceipt {
+    Some(VoteOutcome::Replayed { receipt: past_receipt(poll, past), changed: past.changed })
+}
+
+fn past_receipt(poll: &Poll, past: &PastVote) -> VoteReceipt {
+    VoteReceipt {
         vote_id: past.vote_id.clone(),
         poll_id: poll.poll_id.clone(),
         option_id: poll.options[past.option_index as usize].option_id.clone(),
         recorded_at_ms: past.recorded_at_ms,
         log_index: past.log_index,
         chain: past.chain,
-    };
-    Some(VoteOutcome::Replayed { receipt, changed: past.changed })
+    }
 }
 
 pub fn receipt(poll: &Poll, record: &VoteRecord) -> VoteReceipt {

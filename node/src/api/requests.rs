@@ -1,26 +1,66 @@
 //! Async acceptance of votes: `Prefer: respond-async` answers `202` at once, and
-//! `GET /v1/polls/{poll_id}/votes/requests/{request_id}` tells how the vote ended.
+//! `GET /v1/polls/{poll_id}/votes/requests/{request_id}` tells how the vote ended, on any
+//! node.
 //!
-//! The table is this node's memory, not replicated: ask the node that accepted the vote.
-//! If that node restarted, a retry of the vote with the `idempotency_key` of the 202 reply
-//! tells the outcome from the replicated state, as for any vote.
-
+//! The table of pending and finished requests is the accepting node's memory, not
+//! replicated. The request id carries what every other node needs: the accepting node's id,
+//! and the voter and idempotency key. Another node answers `completed` from its own applied
+//! state when that key made a vote, else asks the accepting node, else says it cannot tell.
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
+use axum::Extension;
 use axum::Json;
-use serde::Serialize;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tally_raft::model::VoterId;
+use tally_raft::NodeId;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
+use crate::auth::Identity;
 use crate::App;
 
 /// Requests remembered per node; the oldest finished ones are forgotten first.
 pub const REQUESTS_MAX: usize = 100_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+/// How long another node waits for the accepting node's answer.
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What a request id names: `r.<node>.<random>.<voter>.<key>`, voter and key in unpadded
+/// base64url (the random part keeps ids of requests with the same key apart).
+#[derive(Debug, PartialEq, Eq)]
+pub struct RequestName {
+    pub node: NodeId,
+    pub voter: VoterId,
+    pub key: String,
+}
+
+impl RequestName {
+    pub fn format(&self, random: &str) -> String {
+        let voter = URL_SAFE_NO_PAD.encode(self.voter.as_str());
+        let key = URL_SAFE_NO_PAD.encode(&self.key);
+        format!("r.{}.{random}.{voter}.{key}", self.node)
+    }
+
+    pub fn parse(request_id: &str) -> Option<Self> {
+        let mut parts = request_id.split('.');
+        let text =
+            |part: Option<&str>| URL_SAFE_NO_PAD.decode(part?).ok().and_then(|bytes| String::from_utf8(bytes).ok());
+        if parts.next()? != "r" {
+            return None;
+        }
+        let node = parts.next()?.parse().ok()?;
+        let _random = parts.next()?;
+        let (voter, key) = (text(parts.next())?, text(parts.next())?);
+        parts.next().is_none().then_some(Self { node, voter: VoterId(voter), key })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RequestState {
     Pending,
@@ -28,7 +68,7 @@ pub enum RequestState {
     Failed,
 }
 
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RequestStatus {
     pub state: RequestState,
     pub poll_id: String,
@@ -100,24 +140,78 @@ impl Requests {
         }
     }
 
-    fn get(&self, request_id: &str) -> Option<RequestStatus> {
+    pub fn get(&self, request_id: &str) -> Option<RequestStatus> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.get(request_id).cloned()
     }
 }
 
 #[utoipa::path(get, path = "/v1/polls/{poll_id}/votes/requests/{request_id}",
     params(("poll_id" = String, Path), ("request_id" = String, Path)),
-    responses((status = 200, body = RequestStatus), (status = 404, description = "NOT_FOUND: unknown here")))]
+    responses((status = 200, body = RequestStatus),
+        (status = 404, description = "NOT_FOUND: no such request, or the accepting node has forgotten it"),
+        (status = 503, description = "UNAVAILABLE: the accepting node is unreachable and the vote is not recorded here")))]
 pub async fn status(
     State(app): State<Arc<App>>,
     Path((poll_id, request_id)): Path<(String, String)>,
+    Extension(identity): Extension<Identity>,
 ) -> ApiResult<Json<RequestStatus>> {
-    app.requests.get(&request_id).filter(|status| status.poll_id == poll_id).map(Json).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no request {request_id:?} for this poll on this node; ask the node that accepted it, \
-                 or retry the vote with its idempotency key"
-        ))
+    if let Some(status) = app.requests.get(&request_id) {
+        return if status.poll_id == poll_id { Ok(Json(status)) } else { Err(unknown(&request_id)) };
+    }
+    let name = RequestName::parse(&request_id).ok_or_else(|| unknown(&request_id))?;
+    // Another node's request: the id names its voter, so it is that voter's (or an admin's)
+    // to ask about, as `/votes/me` is.
+    let someone_else = identity.subject().is_some_and(|subject| subject != name.voter.as_str());
+    if someone_else && identity.require_admin().is_err() {
+        return Err(unknown(&request_id));
+    }
+    let poll = app.known_poll(&poll_id).await?;
+    if let Some(status) = recorded(&app, &poll, &name) {
+        return Ok(Json(status));
+    }
+    if name.node == app.node.id {
+        return Err(unknown(&request_id));
+    }
+    let addr = app.node.member_addr(name.node).ok_or_else(|| unknown(&request_id))?;
+    match app.node.network.request_status(&addr, &request_id, ASK_TIMEOUT).await {
+        Ok(Some(json)) => serde_json::from_str::<RequestStatus>(&json)
+            .ok()
+            .filter(|status| status.poll_id == poll_id)
+            .map(Json)
+            .ok_or_else(|| unknown(&request_id)),
+        // The accepting node may have voted meanwhile; look once more before saying so.
+        Ok(None) => recorded(&app, &poll, &name).map(Json).ok_or_else(|| unknown(&request_id)),
+        Err(error) => recorded(&app, &poll, &name).map(Json).ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "node {} accepted this request and cannot be asked ({error}); the vote is not recorded \
+                 as of this node's applied index {}: retry it with its idempotency key",
+                name.node,
+                app.node.sm.applied_index()
+            ))
+        }),
+    }
+}
+
+/// The request's outcome from this node's applied state, if its key made a vote.
+fn recorded(app: &App, poll: &tally_raft::model::Poll, name: &RequestName) -> Option<RequestStatus> {
+    let (receipt, changed) = {
+        let applied = app.node.sm.read();
+        applied.state.polls.get(&poll.poll_id)?.request_receipt(&name.voter, &name.key)?
+    };
+    let body = super::votes::VoteBody::new(if changed { "changed" } else { "recorded" }, &receipt, false);
+    Some(RequestStatus {
+        state: RequestState::Completed,
+        poll_id: poll.poll_id.0.clone(),
+        vote_id: Some(receipt.vote_id.clone()),
+        result: Some(serde_json::to_value(body).unwrap_or(Value::Null)),
+        error: None,
     })
+}
+
+fn unknown(request_id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no request {request_id:?} for this poll is known; retry the vote with its idempotency key to learn its outcome"
+    ))
 }
 
 #[cfg(test)]
@@ -135,5 +229,18 @@ mod tests {
         requests.accept("one-more", "p").unwrap();
         assert!(requests.get("r5").is_none(), "the finished one made room");
         assert_eq!(requests.get("r4").unwrap().state, RequestState::Pending);
+    }
+
+    #[test]
+    fn request_ids_carry_node_voter_and_key_whatever_their_bytes() {
+        for (voter, key) in [("alice", "k-1"), ("a.b.c", "x.y"), ("Zoë ∑", "~!@#$%^&*()")] {
+            let name = RequestName { node: 7, voter: VoterId(voter.to_string()), key: key.to_string() };
+            let id = name.format("Rand0m");
+            assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)), "{id}");
+            assert_eq!(RequestName::parse(&id), Some(name));
+        }
+        for bad in ["", "r", "r.x.a.YQ.YQ", "q.1.a.YQ.YQ", "r.1.a.YQ", "r.1.a.YQ.YQ.YQ", "r.1.a.!!.YQ"] {
+            assert_eq!(RequestName::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -58,7 +58,7 @@ pub struct ReceiptBody {
 }
 
 impl VoteBody {
-    fn new(status: &'static str, receipt: &VoteReceipt, replayed: bool) -> Self {
+    pub(crate) fn new(status: &'static str, receipt: &VoteReceipt, replayed: bool) -> Self {
         Self {
             status,
             vote_id: receipt.vote_id.clone(),
@@ -206,7 +206,12 @@ fn prefers_async(headers: &HeaderMap) -> bool {
 /// Answers 202 now and casts the vote in the background; the outcome goes to the request
 /// table (`/votes/requests/{request_id}`).
 fn accept_async(app: Arc<App>, intent: VoteIntent) -> ApiResult<Response> {
-    let request_id = format!("r-{}", app.new_request_key());
+    let name = super::requests::RequestName {
+        node: app.node.id,
+        voter: intent.voter_id.clone(),
+        key: intent.idempotency_key.clone(),
+    };
+    let request_id = name.format(&app.new_request_key());
     app.requests.accept(&request_id, intent.poll_id.as_str())?;
     let body = serde_json::json!({
         "status": "accepted",
