@@ -529,6 +529,41 @@ async fn async_votes_are_accepted_then_completed() {
     assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
 }
 
+/// `applied_index` in results is the answering node's applied index at the read, not the
+/// index of the poll's last change: a quiet poll on a busy node is fresh, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn results_report_the_nodes_applied_index_not_the_polls_last_change() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let (quiet, quiet_options) = cluster.create_poll(0, &["a", "b"]).await;
+    let (status, _) = cluster.vote(0, &quiet, "q", &quiet_options[0], "q-1").await.expect("an answer");
+    assert_eq!(status, 200);
+    let (busy, busy_options) = cluster.create_poll(0, &["a", "b"]).await;
+    let mut last = 0;
+    for i in 0..20 {
+        let (status, body) =
+            cluster.vote(i % 3, &busy, &format!("v{i}"), &busy_options[0], &format!("k{i}")).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        last = last.max(body["log_index"].as_u64().unwrap());
+    }
+    for node in 0..3 {
+        // Every node applies the busy poll's last vote, then answers for the quiet poll.
+        let caught_up = eventually(CONVERGE, || async {
+            let status = cluster.status(node).await?;
+            (status["applied_index"].as_u64()? >= last).then_some(())
+        })
+        .await;
+        assert!(caught_up.is_some(), "node {node} never applied {last}");
+        for consistency in ["eventual", "linearizable"] {
+            let url = format!("{}/v1/polls/{quiet}/results?consistency={consistency}", cluster.url(node));
+            let body: Value = cluster.http.get(url).send().await.unwrap().json().await.unwrap();
+            assert_eq!(body["total_votes"], 1, "{body}");
+            let index = body["applied_index"].as_u64().expect("applied_index");
+            assert!(index >= last, "node {node}, {consistency}: applied_index {index} < {last}, the node's: {body}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fresh_node_exports_every_rejection_reason_at_zero_and_logs_plain_text() {
     let _serial = SERIAL.lock().await;

@@ -51,6 +51,8 @@ pub struct ResultsBody {
     pub options: Vec<OptionResult>,
     /// The leader's timestamp of the last entry this node applied.
     pub as_of: String,
+    /// This node's applied index when it read the counts (for a stream event: when the
+    /// counts last changed).
     pub applied_index: u64,
     pub served_by: u64,
     pub consistency: String,
@@ -132,9 +134,10 @@ pub async fn get(
         }
     }
     let (live, breakdown) = match (consistency, &query.breakdown) {
-        // The common case: the poll actor's live counts, no lock on the state machine.
-        ("eventual", None) => app.registry.handle(&poll.poll_id).await?.results().await?.map(|live| (live, None)),
-        ("eventual", Some(name)) => from_state(&app, &poll.poll_id, Some(name)),
+        // Read from the state machine, not from the poll actor's copy: that copy is as of
+        // the poll's last change, while `applied_index` tells how fresh this node is, and
+        // a read lock costs less than the actor's round trip.
+        ("eventual", name) => from_state(&app, &poll.poll_id, name.as_deref()),
         ("linearizable", name) => {
             app.node.linearizable_barrier().await?;
             // Straight from the state machine: the actor may be a refresh behind.
