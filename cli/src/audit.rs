@@ -1,10 +1,12 @@
-//! `tally audit verify`: an auditor's end-to-end check of one poll.
+//! `tally audit verify`: an auditor's end-to-end check of one poll; `tally audit tail`: a
+//! poll's votes as they are recorded, for a downstream consumer.
 //!
 //! It recomputes the poll's hash chain from the audit stream alone, checks every link and
 //! the head the cluster reports, checks voters' receipts against it, recounts the current
 //! votes and compares the recount with the cluster's results.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -19,6 +21,21 @@ use crate::Settings;
 pub enum Command {
     /// Recompute a poll's audit chain, check receipts, recount and compare with the results.
     Verify(VerifyArgs),
+    /// Print a poll's votes (and changes) as they are recorded, one line each, from the
+    /// start or after a chain position; follows through node failures by moving on to the
+    /// next endpoint, resuming after the last line printed.
+    Tail(TailArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    pub poll_id: String,
+    /// Start after this chain position: the last one a previous run printed.
+    #[arg(long, value_name = "POSITION")]
+    pub after: Option<u64>,
+    /// Print what is recorded now and exit, instead of following.
+    #[arg(long)]
+    pub no_follow: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,7 +149,13 @@ async fn linearizable_results(client: &Client, poll: &str) -> Result<Value, Fail
 }
 
 pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
-    let Command::Verify(args) = command;
+    match command {
+        Command::Verify(args) => verify(args, settings).await,
+        Command::Tail(args) => tail(args, settings).await,
+    }
+}
+
+async fn verify(args: VerifyArgs, settings: &Settings) -> anyhow::Result<()> {
     let client = &settings.client;
     let poll = segment(&args.poll_id);
     for _ in 0..args.attempts {
@@ -200,6 +223,125 @@ fn render_report(report: &Value) -> String {
         ("total votes", text("total_votes")),
         ("receipts checked", text("receipts_checked")),
     ])
+}
+
+/// A followed stream sends a line at least every 15 s (a heartbeat when nothing happens):
+/// silence for this long means the node is gone.
+const TAIL_SILENCE_MAX: Duration = Duration::from_secs(45);
+/// Consecutive failed connections (to any endpoint) before `tail` gives up.
+const TAIL_FAILURES_MAX: u32 = 30;
+/// A line longer than this is not an audit line.
+const TAIL_LINE_BYTES_MAX: usize = 64 * 1024;
+
+/// How one connection of `tail` ended.
+enum StreamEnd {
+    /// The node closed the stream: the end of the chain without `follow`, else a node
+    /// going away.
+    Finished,
+    /// The connection failed or stalled: try the next endpoint.
+    Lost(String),
+}
+
+async fn tail(args: TailArgs, settings: &Settings) -> anyhow::Result<()> {
+    let client = &settings.client;
+    let http = client.http_builder().connect_timeout(Duration::from_secs(5)).read_timeout(TAIL_SILENCE_MAX).build()?;
+    let poll = segment(&args.poll_id);
+    let mut after = args.after;
+    let mut failures = 0u32;
+    for endpoint in client.endpoints().iter().cycle() {
+        let mut request = http.get(format!("{endpoint}/v1/polls/{poll}/audit"));
+        request = request.query(&[("follow", (!args.no_follow).to_string())]);
+        if let Some(after) = after {
+            request = request.query(&[("after", after)]);
+        }
+        let reason = match client.authorize(request).send().await {
+            Ok(response) if response.status().is_success() => {
+                failures = 0;
+                match read_lines(response, &mut after, settings.format).await? {
+                    StreamEnd::Finished if args.no_follow => return Ok(()),
+                    StreamEnd::Finished => "the node closed the stream".to_string(),
+                    StreamEnd::Lost(reason) => reason,
+                }
+            }
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap_or_default();
+                let failure = crate::client::failure_from_response(status, &body, None);
+                // Only an unavailable node is worth trying the next one for.
+                if !matches!(status, 429 | 502..=504) {
+                    return Err(failure.into());
+                }
+                failure.to_string()
+            }
+            Err(error) => crate::client::root_cause(&error),
+        };
+        failures += 1;
+        if failures >= TAIL_FAILURES_MAX {
+            let message = format!("{failures} connections in a row failed, the last to {endpoint}: {reason}");
+            return Err(Failure::unavailable("UNAVAILABLE", message).into());
+        }
+        let resume = after.map_or("the start".to_string(), |a| format!("after position {a}"));
+        eprintln!("{endpoint}: {reason}; resuming from {resume} on the next endpoint");
+        tokio::time::sleep(Duration::from_millis(200) * failures.min(10)).await;
+    }
+    Err(Failure::usage("no endpoints").into())
+}
+
+/// Prints the stream's audit lines, each the one due after `after`, and moves `after` on.
+async fn read_lines(
+    mut response: reqwest::Response,
+    after: &mut Option<u64>,
+    format: output::Format,
+) -> anyhow::Result<StreamEnd> {
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(StreamEnd::Finished),
+            Err(error) => return Ok(StreamEnd::Lost(crate::client::root_cause(&error))),
+        };
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            print_line(&line[..end], after, format)?;
+        }
+        if pending.len() > TAIL_LINE_BYTES_MAX {
+            return Err(Failure::failed("INVALID_RESPONSE", "an audit line longer than 64 KiB").into());
+        }
+    }
+}
+
+fn print_line(text: &[u8], after: &mut Option<u64>, format: output::Format) -> anyhow::Result<()> {
+    let value: Value = serde_json::from_slice(text)
+        .map_err(|e| Failure::failed("INVALID_RESPONSE", format!("an audit line is not JSON: {e}")))?;
+    if value.get("heartbeat").is_some() {
+        return Ok(());
+    }
+    let line: Line = serde_json::from_value(value.clone())
+        .map_err(|e| Failure::failed("INVALID_RESPONSE", format!("not an audit line: {e}")))?;
+    // The stream resumes after the last position printed: anything else is a gap or a
+    // repeat, which a consumer must hear about rather than skip.
+    let due = after.map_or(0, |a| a + 1);
+    if line.position != due {
+        return Err(mismatch(format!("the stream sent position {} where {due} was due", line.position)).into());
+    }
+    let text = match format {
+        output::Format::Json => serde_json::to_string(&value)?,
+        output::Format::Table => {
+            let replaces = line.replaces.as_ref().map_or(String::new(), |r| format!("  (replaces {r})"));
+            let recorded_at = value.get("recorded_at").map_or(String::new(), output::cell);
+            format!(
+                "{:>8}  {recorded_at}  {}  voter {}  option {}{replaces}",
+                line.position, line.vote_id, line.voter_id, line.option_id
+            )
+        }
+    };
+    if output::emit(&text).is_err() {
+        // A closed pipe (`| head`): the reader has what it wanted.
+        std::process::exit(0);
+    }
+    *after = Some(line.position);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -225,6 +225,15 @@ impl Client {
         Client { token, ..self }
     }
 
+    /// `builder` with this client's bearer token, if any: for callers that make their own
+    /// requests (long-lived streams).
+    pub fn authorize(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
     /// Whether requests carry a bearer token (the cluster runs with `--auth jwt`).
     pub fn has_token(&self) -> bool {
         self.token.is_some()
@@ -324,7 +333,7 @@ fn may_try_next(error: &reqwest::Error, method: &Method) -> bool {
 
 /// reqwest's top-level message ("error sending request for url") hides the useful part
 /// ("Connection refused") in its source chain.
-fn root_cause(error: &reqwest::Error) -> String {
+pub fn root_cause(error: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = error;
     while let Some(source) = cause.source() {
         cause = source;

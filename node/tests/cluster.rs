@@ -564,6 +564,64 @@ async fn results_report_the_nodes_applied_index_not_the_polls_last_change() {
     }
 }
 
+/// Reads NDJSON lines from a streamed response until `done` holds for the lines so far.
+async fn read_until(response: &mut reqwest::Response, lines: &mut Vec<Value>, done: impl Fn(&[Value]) -> bool) {
+    let mut pending = String::new();
+    let reached = tokio::time::timeout(CONVERGE, async {
+        while !done(lines) {
+            let chunk = response.chunk().await.expect("the stream stays open").expect("the stream does not end");
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                lines.push(serde_json::from_str(&line).expect("an NDJSON line"));
+            }
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "the stream never got there: {lines:?}");
+}
+
+/// The audit feed of API.md: `after` resumes where a consumer stopped, `follow` streams
+/// each new vote as it is applied, on any node, and heartbeats while nothing happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_feed_resumes_after_a_position_and_follows_new_votes() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    let (poll, options) = cluster.create_poll(0, &["a", "b"]).await;
+    for i in 0..5 {
+        let (status, body) =
+            cluster.vote(i % 3, &poll, &format!("v{i}"), &options[i % 2], &format!("k{i}")).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let audit = |node: usize, query: &str| format!("{}/v1/polls/{poll}/audit?{query}", cluster.url(node));
+    let text = cluster.http.get(audit(1, "after=2")).send().await.unwrap().text().await.unwrap();
+    let positions: Vec<u64> =
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["position"].as_u64().unwrap()).collect();
+    assert_eq!(positions, [3, 4], "after=2 starts at 3: {text}");
+    let text = cluster.http.get(audit(1, "after=4")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(text, "", "nothing after the last position");
+
+    // A follower of node 3 sees votes cast through node 1, in order, each once.
+    let client = reqwest::Client::new();
+    let mut followed = client.get(audit(2, "after=1&follow=true")).send().await.unwrap();
+    assert_eq!(followed.status(), 200);
+    let mut lines = Vec::new();
+    read_until(&mut followed, &mut lines, |lines| lines.len() == 3).await;
+    for i in 5..8 {
+        let (status, body) = cluster.vote(0, &poll, &format!("v{i}"), &options[0], &format!("k{i}")).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    read_until(&mut followed, &mut lines, |lines| lines.iter().filter(|l| l.get("position").is_some()).count() == 6)
+        .await;
+    let positions: Vec<u64> = lines.iter().filter_map(|l| l["position"].as_u64()).collect();
+    assert_eq!(positions, [2, 3, 4, 5, 6, 7], "{lines:?}");
+    assert_eq!(lines[5]["voter_id"], "v7");
+    // Quiet: a heartbeat within 15 s (and a little), saying how far the chain is.
+    read_until(&mut followed, &mut lines, |lines| lines.iter().any(|l| l["heartbeat"] == true)).await;
+    let heartbeat = lines.iter().find(|l| l["heartbeat"] == true).unwrap();
+    assert_eq!(heartbeat["chain_length"], 8, "{heartbeat}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fresh_node_exports_every_rejection_reason_at_zero_and_logs_plain_text() {
     let _serial = SERIAL.lock().await;

@@ -49,9 +49,14 @@ pub struct PollState {
     /// Every vote id the poll recorded (current and replaced versions) → its voter, so that
     /// a receipt is found by key, not by a scan of the votes under the state lock. Derived
     /// from `votes` like `breakdowns`, but left out of snapshots too: whoever builds a
-    /// `PollState` from stored votes calls [`PollState::index_vote_ids`].
+    /// `PollState` from stored votes calls [`PollState::reindex`].
     #[serde(skip)]
     pub vote_ids: BTreeMap<String, VoterId>,
+    /// Chain position → the voter whose vote (current or replaced) holds it, so that the
+    /// audit stream reads a range of positions without scanning the poll. Derived and
+    /// left out of snapshots like `vote_ids`.
+    #[serde(skip)]
+    pub positions: Vec<VoterId>,
 }
 
 /// One recorded vote or change, as the audit stream shows it.
@@ -95,7 +100,39 @@ impl PollState {
             chain_len: 0,
             chain_head,
             vote_ids: BTreeMap::new(),
+            positions: Vec::new(),
         }
+    }
+
+    /// Rebuilds the derived indexes (`vote_ids`, `positions`) from the votes, for a state
+    /// read from storage or a snapshot.
+    pub fn reindex(&mut self) {
+        self.vote_ids = self.index_vote_ids();
+        self.positions = self.index_positions();
+    }
+
+    /// `positions` as the votes give it (a gap or a clash shows up in `check_invariants`).
+    pub fn index_positions(&self) -> Vec<VoterId> {
+        let mut held: Vec<(u64, &VoterId)> = Vec::with_capacity(self.chain_len as usize);
+        for (voter, record) in &self.votes {
+            held.extend(record.history.iter().map(|past| (past.chain.position, voter)));
+            held.push((record.chain.position, voter));
+        }
+        held.sort_by_key(|(position, _)| *position);
+        held.into_iter().map(|(_, voter)| voter.clone()).collect()
+    }
+
+    /// Up to `max` versions from chain position `from` on, in chain order: one page of the
+    /// audit stream, found by position.
+    pub fn audit_page(&self, from: u64, max: usize) -> Vec<AuditEntry> {
+        let end = (from.saturating_add(max as u64)).min(self.positions.len() as u64);
+        let mut page = Vec::with_capacity(end.saturating_sub(from) as usize);
+        for position in from..end {
+            let voter = &self.positions[position as usize];
+            let Some(record) = self.votes.get(voter) else { continue };
+            page.extend(self.versions(voter, record).into_iter().filter(|entry| entry.chain.position == position));
+        }
+        page
     }
 
     /// `vote_ids` as the votes give it.
@@ -607,6 +644,8 @@ impl State {
         let receipt = receipt(&state.poll, &record);
         // The replaced versions' ids stay: they name the same voter.
         state.vote_ids.insert(record.vote_id.clone(), intent.voter_id.clone());
+        debug_assert_eq!(state.positions.len() as u64, position);
+        state.positions.push(intent.voter_id.clone());
         state.votes.insert(intent.voter_id.clone(), record);
         touched.polls.insert(intent.poll_id.clone());
         touched.votes.insert((intent.poll_id.clone(), intent.voter_id.clone()));
@@ -642,6 +681,9 @@ impl State {
             }
             if state.vote_ids != state.index_vote_ids() {
                 return Err(format!("poll {poll_id}: the vote id index does not match its votes"));
+            }
+            if state.positions.len() as u64 != state.chain_len || state.positions != state.index_positions() {
+                return Err(format!("poll {poll_id}: the position index does not match its votes"));
             }
             total += state.votes.len() as u64;
         }

@@ -292,7 +292,7 @@ impl StateMachineStore {
         // the votes just read.
         for poll in state.polls.values_mut() {
             poll.breakdowns = poll.recount_breakdowns();
-            poll.vote_ids = poll.index_vote_ids();
+            poll.reindex();
         }
         state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
         Ok(state)
@@ -347,7 +347,7 @@ impl StateMachineStore {
         self.shared.last_snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
         let mut snapshot: SnapshotData = codec::decode(data).map_err(read_err)?;
         for poll in snapshot.state.polls.values_mut() {
-            poll.vote_ids = poll.index_vote_ids();
+            poll.reindex();
         }
         snapshot.state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
         let mut meta = SmMeta {

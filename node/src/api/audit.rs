@@ -1,8 +1,10 @@
-//! `/v1/polls/{poll_id}/audit` (every version of every vote, in log order, as NDJSON) and
+//! `/v1/polls/{poll_id}/audit` (every version of every vote, in log order, as NDJSON,
+//! resumable with `after` and followable with `follow`) and
 //! `/v1/polls/{poll_id}/receipts/{vote_id}` (one vote's place in the poll's hash chain).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -10,17 +12,22 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tally_actors::LiveFeed;
 use tally_raft::audit::to_hex;
+use tally_raft::model::PollId;
 use tally_raft::sm::AuditEntry;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
+use super::extract::ApiQuery;
+use super::results::StreamSlot;
 use crate::auth::Identity;
 use crate::clock::format_ms;
 use crate::App;
 
-/// Lines per chunk of the audit body: the stream is written a chunk at a time.
+/// Lines per chunk of the audit body: the stream is read (under the state's read lock) and
+/// written a chunk at a time.
 const LINES_PER_CHUNK: usize = 1024;
 
 /// One line of the audit stream.
@@ -60,14 +67,41 @@ impl From<AuditEntry> for AuditLine {
     }
 }
 
-#[utoipa::path(get, path = "/v1/polls/{poll_id}/audit", params(("poll_id" = String, Path)),
-    responses((status = 200, description = "application/x-ndjson: one `AuditLine` per recorded vote or change, in log order. \
-        Headers `Tally-Chain-Length`, `Tally-Chain-Head` and `Tally-Applied-Index` describe the state it was read from."),
-        (status = 404, description = "POLL_NOT_FOUND")))]
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// Start after this chain position (the last one a consumer saw), as from an offset.
+    pub after: Option<u64>,
+    /// Keep the response open and stream each new line as it is applied, with a heartbeat
+    /// line (`{"heartbeat": true, …}`) at least every 15 s.
+    pub follow: Option<bool>,
+}
+
+/// The longest a followed stream stays silent: then it sends a heartbeat line.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// How often a followed stream looks for new lines when no change was signalled: a change
+/// that leaves the counts as they were (a vote moved away and back) signals nothing.
+const FOLLOW_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A followed stream's line when there is nothing new: how far the node has come.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Heartbeat {
+    pub heartbeat: bool,
+    pub chain_length: u64,
+    pub applied_index: u64,
+}
+
+#[utoipa::path(get, path = "/v1/polls/{poll_id}/audit", params(("poll_id" = String, Path), AuditQuery),
+    responses((status = 200, description = "application/x-ndjson: one `AuditLine` per recorded vote or change, in log order \
+        (with `follow`, `Heartbeat` lines in between). Headers `Tally-Chain-Length`, `Tally-Chain-Head` and \
+        `Tally-Applied-Index` describe the state at the start."),
+        (status = 403, description = "FORBIDDEN: for the poll's owner and admins"),
+        (status = 404, description = "POLL_NOT_FOUND"),
+        (status = 503, description = "UNAVAILABLE: too many streams on this node, or no leader to confirm the read")))]
 pub async fn audit(
     State(app): State<Arc<App>>,
     Path(poll_id): Path<String>,
     Extension(identity): Extension<Identity>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> ApiResult<Response> {
     let poll = app.known_poll(&poll_id).await?;
     if !identity.may_manage(poll.owner.as_deref()) {
@@ -75,23 +109,30 @@ pub async fn audit(
     }
     // Everything recorded before the request began, as for linearizable results.
     app.node.linearizable_barrier().await?;
-    let (trail, head, length, applied_index) = {
+    let (head, length, applied_index) = {
         let applied = app.node.sm.read();
         let state = applied.state.polls.get(&poll.poll_id).ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
-        (state.audit_trail(), state.chain_head, state.chain_len, applied.last_applied.map_or(0, |l| l.index))
+        (state.chain_head, state.chain_len, applied.last_applied.map_or(0, |l| l.index))
     };
-    let mut lines = trail.into_iter().map(AuditLine::from).peekable();
-    let chunks = std::iter::from_fn(move || {
-        lines.peek()?;
-        let mut chunk = Vec::new();
-        for line in lines.by_ref().take(LINES_PER_CHUNK) {
-            // Plain strings, numbers and maps: serialising cannot fail.
-            serde_json::to_writer(&mut chunk, &line).unwrap_or_default();
-            chunk.push(b'\n');
-        }
-        Some(Ok::<_, std::convert::Infallible>(chunk))
+    let follow = if query.follow.unwrap_or(false) {
+        let slot = StreamSlot::take(&app)?;
+        let feed = app.registry.handle(&poll.poll_id).await?.subscribe();
+        Some(Following { _slot: slot, feed, last_line: tokio::time::Instant::now() })
+    } else {
+        None
+    };
+    let reader = Reader {
+        app: app.clone(),
+        poll_id: poll.poll_id,
+        next: query.after.map_or(0, |after| after.saturating_add(1)),
+        end: length,
+        follow,
+    };
+    let chunks = futures::stream::unfold(reader, |mut reader| async move {
+        let chunk = reader.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), reader))
     });
-    let mut response = Body::from_stream(futures::stream::iter(chunks)).into_response();
+    let mut response = Body::from_stream(chunks).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     headers.insert("tally-chain-length", HeaderValue::from(length));
@@ -100,6 +141,73 @@ pub async fn audit(
         headers.insert("tally-chain-head", head);
     }
     Ok(response)
+}
+
+/// Reads the audit stream a page at a time, each page under a short read lock: the chain
+/// only grows, so pages read at different times still join up.
+struct Reader {
+    app: Arc<App>,
+    poll_id: PollId,
+    /// The next chain position to send.
+    next: u64,
+    /// Without `follow`, the chain length at the start: the stream ends there.
+    end: u64,
+    follow: Option<Following>,
+}
+
+struct Following {
+    /// Counted among the node's streams until the consumer goes.
+    _slot: StreamSlot,
+    /// Changes with the poll's counts: a hint to look for new lines.
+    feed: LiveFeed,
+    last_line: tokio::time::Instant,
+}
+
+impl Reader {
+    /// The next chunk of lines; `None` ends the stream.
+    async fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let (page, chain_length, applied_index) = self.page();
+            if !page.is_empty() {
+                self.next = page.last().map_or(self.next, |line| line.position + 1);
+                if let Some(follow) = &mut self.follow {
+                    follow.last_line = tokio::time::Instant::now();
+                }
+                return Some(ndjson(&page));
+            }
+            let follow = self.follow.as_mut()?;
+            if follow.last_line.elapsed() >= HEARTBEAT_INTERVAL {
+                follow.last_line = tokio::time::Instant::now();
+                return Some(ndjson(&[Heartbeat { heartbeat: true, chain_length, applied_index }]));
+            }
+            let wait = FOLLOW_POLL_INTERVAL.min(HEARTBEAT_INTERVAL.saturating_sub(follow.last_line.elapsed()));
+            // An error means the poll's actor is gone: the node is shutting down.
+            if let Ok(Err(_)) = tokio::time::timeout(wait, follow.feed.changed()).await {
+                return None;
+            }
+        }
+    }
+
+    /// Up to a chunk of lines from `next` on, and where the chain and the node stand.
+    fn page(&self) -> (Vec<AuditLine>, u64, u64) {
+        let applied = self.app.node.sm.read();
+        let applied_index = applied.last_applied.map_or(0, |l| l.index);
+        let Some(state) = applied.state.polls.get(&self.poll_id) else { return (Vec::new(), 0, applied_index) };
+        let end = if self.follow.is_some() { state.chain_len } else { self.end };
+        let room = end.saturating_sub(self.next).min(LINES_PER_CHUNK as u64) as usize;
+        let page = state.audit_page(self.next, room).into_iter().map(AuditLine::from).collect();
+        (page, state.chain_len, applied_index)
+    }
+}
+
+fn ndjson<T: Serialize>(lines: &[T]) -> Vec<u8> {
+    let mut chunk = Vec::new();
+    for line in lines {
+        // Plain strings, numbers and maps: serialising cannot fail.
+        serde_json::to_writer(&mut chunk, line).unwrap_or_default();
+        chunk.push(b'\n');
+    }
+    chunk
 }
 
 #[derive(Debug, Serialize, ToSchema)]

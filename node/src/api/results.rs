@@ -202,10 +202,10 @@ fn stream_interval(streams: usize, budget: u64) -> Duration {
 pub struct StreamSlot(Arc<App>);
 
 impl StreamSlot {
-    fn take(app: &Arc<App>) -> ApiResult<Self> {
+    pub fn take(app: &Arc<App>) -> ApiResult<Self> {
         if app.streams.fetch_add(1, Ordering::AcqRel) >= STREAMS_MAX {
             app.streams.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::unavailable(format!("this node already serves {STREAMS_MAX} result streams")));
+            return Err(ApiError::unavailable(format!("this node already serves {STREAMS_MAX} streams")));
         }
         Ok(Self(app.clone()))
     }

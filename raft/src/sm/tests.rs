@@ -361,6 +361,24 @@ proptest! {
     }
 
     #[test]
+    fn audit_pages_of_any_size_join_up_to_the_whole_trail(log in arb_log(), size in 1usize..5) {
+        let (state, _) = apply_all(&log);
+        prop_assert_eq!(state.check_invariants(), Ok(()));
+        for poll in state.polls.values() {
+            let mut joined = Vec::new();
+            loop {
+                let page = poll.audit_page(joined.len() as u64, size);
+                if page.is_empty() {
+                    break;
+                }
+                prop_assert!(page.len() <= size);
+                joined.extend(page);
+            }
+            prop_assert_eq!(&joined, &poll.audit_trail());
+        }
+    }
+
+    #[test]
     fn applying_the_same_log_twice_gives_the_same_hash(log in arb_log()) {
         let (first, first_responses) = apply_all(&log);
         let (second, second_responses) = apply_all(&log);
