@@ -190,14 +190,22 @@ fn members_view(answers: &[Answer]) -> Option<&Value> {
     (!view["members"].is_null()).then_some(view)
 }
 
-/// Members are a list of `{node_id, addr, role, matched_index, lag}`; a map keyed by node
+/// Members are a list of `{node_id, addr, role, matched_index, lag, reachable, last_heard_ms}`; a map keyed by node
 /// id (with an object or just an address) is accepted too, so extensions do not break us.
 pub fn render_members(members: &Value) -> String {
-    let mut table = Table::new(&["NODE", "ADDR", "ROLE", "MATCHED", "LAG"]).right_align(3).right_align(4);
+    let mut table = Table::new(&["NODE", "ADDR", "ROLE", "MATCHED", "LAG", "REACHABLE", "LAST HEARD"])
+        .right_align(3)
+        .right_align(4);
     let mut push = |id: String, member: &Value| {
         let addr = member.as_str().map_or_else(|| cell(&member["addr"]), str::to_string);
         let row = [&member["role"], &member["matched_index"], &member["lag"]].map(cell);
-        table.push([vec![id, addr], row.to_vec()].concat());
+        let reachable = match member["reachable"].as_bool() {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        let heard = member["last_heard_ms"].as_u64().map_or("-".to_string(), heard_ago);
+        table.push([vec![id, addr], row.to_vec(), vec![reachable.to_string(), heard]].concat());
     };
     match members {
         Value::Array(list) => list.iter().for_each(|m| push(cell(&m["node_id"]), m)),
@@ -205,6 +213,16 @@ pub fn render_members(members: &Value) -> String {
         _ => {}
     }
     table.render()
+}
+
+/// `last_heard_ms` for people: "now" for the node itself, then ms, s, min.
+fn heard_ago(ms: u64) -> String {
+    match ms {
+        0 => "now".to_string(),
+        1..=999 => format!("{ms} ms ago"),
+        1_000..=119_999 => format!("{:.1} s ago", ms as f64 / 1_000.0),
+        _ => format!("{} min ago", ms / 60_000),
+    }
 }
 
 #[cfg(test)]
@@ -239,8 +257,10 @@ mod tests {
     fn status_table_shows_nodes_and_the_leaders_member_view() {
         let leader = json!({"node_id": 1, "role": "leader", "leader_id": 1, "term": 2,
             "commit_index": 9, "applied_index": 9, "state_hash": "0123456789abcdef0123",
-            "members": [{"node_id": 1, "addr": "h:1", "role": "voter", "matched_index": 9, "lag": 0},
-                        {"node_id": 2, "addr": "h:2", "role": "voter", "matched_index": 7, "lag": 2}]});
+            "members": [{"node_id": 1, "addr": "h:1", "role": "voter", "matched_index": 9, "lag": 0,
+                         "reachable": true, "last_heard_ms": 0},
+                        {"node_id": 2, "addr": "h:2", "role": "voter", "matched_index": 7, "lag": 2,
+                         "reachable": false, "last_heard_ms": 4200}]});
         let down = Failure::unavailable("UNAVAILABLE", "refused");
         let text = render_status(&[("http://h:1".into(), Ok(leader)), ("http://h:2".into(), Err(down))]);
         let expected = "\
@@ -249,9 +269,9 @@ http://h:1  1     leader       1       2     9       9        0123456789abcdef
 http://h:2  -     unreachable  -       -     -       -        -
 
 members (as seen by node 1):
-NODE  ADDR  ROLE   MATCHED  LAG
-1     h:1   voter        9    0
-2     h:2   voter        7    2";
+NODE  ADDR  ROLE   MATCHED  LAG  REACHABLE  LAST HEARD
+1     h:1   voter        9    0  yes        now
+2     h:2   voter        7    2  NO         4.2 s ago";
         assert_eq!(text, expected);
     }
 
@@ -260,7 +280,9 @@ NODE  ADDR  ROLE   MATCHED  LAG
         let text = render_members(&json!({"1": "h:1", "2": {"addr": "h:2", "lag": 3}}));
         assert_eq!(
             text,
-            "NODE  ADDR  ROLE  MATCHED  LAG\n1     h:1   -           -    -\n2     h:2   -           -    3"
+            "NODE  ADDR  ROLE  MATCHED  LAG  REACHABLE  LAST HEARD\n\
+             1     h:1   -           -    -  -          -\n\
+             2     h:2   -           -    3  -          -"
         );
     }
 }

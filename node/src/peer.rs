@@ -87,6 +87,7 @@ fn refuse_impostor(app: &App, peer: &PeerCertificate, vote: &typ::Vote) -> Optio
     };
     if app.tls.is_some() {
         if peer.names(sender) {
+            app.node.network.contacts.heard(sender);
             return None;
         }
         app.metrics.peer_rejected.inc();
@@ -97,6 +98,7 @@ fn refuse_impostor(app: &App, peer: &PeerCertificate, vote: &typ::Vote) -> Optio
     let metrics = metrics.borrow();
     let membership = metrics.membership_config.membership();
     if membership.nodes().next().is_none() || membership.get_node(&sender).is_some() {
+        app.node.network.contacts.heard(sender);
         return None;
     }
     app.metrics.peer_rejected.inc();

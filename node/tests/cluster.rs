@@ -622,6 +622,42 @@ async fn the_audit_feed_resumes_after_a_position_and_follows_new_votes() {
     assert_eq!(heartbeat["chain_length"], 8, "{heartbeat}");
 }
 
+/// A killed member is reported unreachable on the leader, with how long it has been
+/// silent, instead of staying "voter, lag 0"; the survivors stay reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_member_is_reported_unreachable_by_the_leader() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let member = |status: &Value, id: usize| -> Value {
+        let members = status["members"].as_array().expect("members");
+        members.iter().find(|m| m["node_id"] == id as u64 + 1).cloned().expect("the member")
+    };
+    let all_reachable = eventually(CONVERGE, || async {
+        let status = cluster.status(leader).await?;
+        (0..3).all(|i| member(&status, i)["reachable"] == true).then_some(status)
+    })
+    .await;
+    let status = all_reachable.expect("every member reachable on the leader");
+    assert_eq!(member(&status, leader)["last_heard_ms"], 0, "{status}");
+    let victim = (leader + 1) % 3;
+    let survivor = (leader + 2) % 3;
+    cluster.kill(victim);
+    let reported = eventually(CONVERGE, || async {
+        let status = cluster.status(leader).await?;
+        (member(&status, victim)["reachable"] == false).then_some(status)
+    })
+    .await;
+    let status = reported.unwrap_or_else(|| panic!("node {} never reported down", victim + 1));
+    let silent = member(&status, victim)["last_heard_ms"].as_u64().expect("heard once, before the kill");
+    assert!(silent > 0, "{status}");
+    assert_eq!(member(&status, survivor)["reachable"], true, "{status}");
+    // A follower tells only of itself and the leader.
+    let seen = cluster.status(survivor).await.expect("the survivor answers");
+    assert_eq!(member(&seen, leader)["reachable"], true, "{seen}");
+    assert!(member(&seen, victim)["reachable"].is_null(), "{seen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fresh_node_exports_every_rejection_reason_at_zero_and_logs_plain_text() {
     let _serial = SERIAL.lock().await;

@@ -23,11 +23,33 @@ const APPEND_BYTES_BUDGET: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct Network {
     transport: Arc<dyn PeerTransport>,
+    /// When each peer was last heard from, by its answers to this node's Raft calls.
+    pub contacts: Arc<Contacts>,
+}
+
+/// When this node last heard from each peer: an answer to one of its Raft calls, or a Raft
+/// message from that peer. On the leader that covers every member (heartbeats go to all);
+/// on a follower, the leader. openraft 0.9's metrics do not say when a follower last
+/// answered, so a dead member would otherwise look as alive as its last matched index.
+#[derive(Debug, Default)]
+pub struct Contacts(std::sync::Mutex<std::collections::BTreeMap<NodeId, tokio::time::Instant>>);
+
+impl Contacts {
+    pub fn heard(&self, peer: NodeId) {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        last.insert(peer, tokio::time::Instant::now());
+    }
+
+    /// How long ago `peer` was last heard from; `None` if never since this node started.
+    pub fn silence(&self, peer: NodeId) -> Option<Duration> {
+        let last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        last.get(&peer).map(|at| at.elapsed())
+    }
 }
 
 impl Network {
     pub fn new(transport: Arc<dyn PeerTransport>) -> Self {
-        Self { transport }
+        Self { transport, contacts: Arc::default() }
     }
 
     /// Sends `request` to `addr` and decodes the reply.
@@ -111,17 +133,20 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let reply: Result<Resp, RaftError<E>> =
-            self.network.call_encoded(&self.addr, path, body, option.hard_ttl()).await.map_err(|e| match e {
-                // Unreachable makes openraft back off (see `backoff`) instead of retrying
-                // at once, which under a partition would only burn connections. A refusal
-                // (wrong secret, not a Tally node) will not go away by retrying either.
-                TransportError::Unreachable { .. }
-                | TransportError::Timeout { .. }
-                | TransportError::Broken { .. }
-                | TransportError::Status { .. } => openraft::error::RPCError::Unreachable(Unreachable::new(&e)),
-                TransportError::BadFrame { .. } => openraft::error::RPCError::Network(NetworkError::new(&e)),
-            })?;
+        let reply = self.network.call_encoded(&self.addr, path, body, option.hard_ttl()).await;
+        if reply.is_ok() {
+            self.network.contacts.heard(self.target);
+        }
+        let reply: Result<Resp, RaftError<E>> = reply.map_err(|e| match e {
+            // Unreachable makes openraft back off (see `backoff`) instead of retrying
+            // at once, which under a partition would only burn connections. A refusal
+            // (wrong secret, not a Tally node) will not go away by retrying either.
+            TransportError::Unreachable { .. }
+            | TransportError::Timeout { .. }
+            | TransportError::Broken { .. }
+            | TransportError::Status { .. } => openraft::error::RPCError::Unreachable(Unreachable::new(&e)),
+            TransportError::BadFrame { .. } => openraft::error::RPCError::Network(NetworkError::new(&e)),
+        })?;
         reply.map_err(|e| openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 

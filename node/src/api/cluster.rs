@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -27,6 +28,12 @@ pub struct MemberBody {
     /// Known on the leader only.
     pub matched_index: Option<u64>,
     pub lag: Option<u64>,
+    /// Milliseconds since this node last heard from the member (an answer to its Raft
+    /// calls, or a Raft message from it); 0 for itself, null if never since it started.
+    pub last_heard_ms: Option<u64>,
+    /// Heard from within the election timeout. The leader knows it for every member, a
+    /// follower for itself and the leader; null where this node cannot tell.
+    pub reachable: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,9 +75,16 @@ pub async fn status(State(app): State<Arc<App>>) -> ApiResult<Json<StatusBody>> 
     let membership = metrics.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     let last_log = metrics.last_log_index.unwrap_or(0);
+    let leading = metrics.state == ServerState::Leader;
+    let within = Duration::from_millis(app.node.raft.config().election_timeout_max);
     let members = membership
         .nodes()
         .map(|(id, node)| {
+            let silence =
+                if *id == app.node.id { Some(Duration::ZERO) } else { app.node.network.contacts.silence(*id) };
+            // The leader calls every member; a follower hears only from the leader.
+            let tells = *id == app.node.id || leading || metrics.current_leader == Some(*id);
+            let reachable = tells.then(|| silence.is_some_and(|s| s <= within));
             let matched_index = metrics.replication.as_ref().map(|r| match r.get(id) {
                 Some(Some(log_id)) => log_id.index,
                 _ if *id == app.node.id => last_log,
@@ -82,6 +96,8 @@ pub async fn status(State(app): State<Arc<App>>) -> ApiResult<Json<StatusBody>> 
                 role: if voters.contains(id) { "voter" } else { "learner" }.to_string(),
                 matched_index,
                 lag: matched_index.map(|m| last_log.saturating_sub(m)),
+                last_heard_ms: silence.map(|s| s.as_millis() as u64),
+                reachable,
             }
         })
         .collect();
