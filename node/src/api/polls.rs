@@ -9,6 +9,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use tally_raft::limits::*;
 use tally_raft::model::{Command, Poll, PollId, PollPatch, PollRejection, PollSettings, PollSpec, Response};
+use tally_raft::sm::PollState;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
@@ -63,6 +64,10 @@ pub struct PollBody {
     pub settings: SettingsBody,
     pub created_at: String,
     pub owner: Option<String>,
+    /// In poll lists: the votes recorded on the answering node, unless the results are
+    /// hidden now (a count of votes is a result too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_votes: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,7 +106,15 @@ impl PollBody {
             },
             created_at: format_ms(poll.created_at_ms),
             owner: poll.owner.clone(),
+            total_votes: None,
         }
+    }
+
+    fn with_total(mut self, state: &PollState, now_ms: i64) -> Self {
+        if !state.poll.results_hidden_at(now_ms) {
+            self.total_votes = Some(state.total_votes());
+        }
+        self
     }
 }
 
@@ -258,17 +271,16 @@ pub async fn list(
     };
     let now_ms = app.node.clock.now_ms();
     let applied = app.node.sm.read();
-    let mut polls: Vec<&Poll> = applied
+    let mut polls: Vec<&PollState> = applied
         .state
         .polls
         .values()
-        .map(|p| &p.poll)
-        .filter(|p| p.created_index > after)
-        .filter(|p| query.status.as_deref().is_none_or(|s| p.status_at(now_ms).as_str() == s))
+        .filter(|p| p.poll.created_index > after)
+        .filter(|p| query.status.as_deref().is_none_or(|s| p.poll.status_at(now_ms).as_str() == s))
         .collect();
-    polls.sort_by_key(|p| p.created_index);
-    let next_cursor = (polls.len() > limit).then(|| polls[limit - 1].created_index.to_string());
-    let polls = polls.into_iter().take(limit).map(|p| PollBody::new(p, now_ms)).collect();
+    polls.sort_by_key(|p| p.poll.created_index);
+    let next_cursor = (polls.len() > limit).then(|| polls[limit - 1].poll.created_index.to_string());
+    let polls = polls.into_iter().take(limit).map(|p| PollBody::new(&p.poll, now_ms).with_total(p, now_ms)).collect();
     Ok(Json(PollList { polls, next_cursor }))
 }
 

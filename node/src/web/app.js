@@ -98,6 +98,12 @@ function showError(container, error) {
   container.replaceChildren(el('p', { class: 'error', role: 'alert' }, error.message || String(error)));
 }
 
+// An attribute key as a label: "age_group" → "Age group".
+function humanize(key) {
+  const words = String(key).replace(/[_-]+/g, ' ').trim();
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
 function formatTime(iso) {
   if (!iso) return '—';
   const date = new Date(iso);
@@ -171,9 +177,13 @@ async function showHome() {
     list.replaceChildren();
     if (page.polls.length === 0) list.append(el('li', { class: 'muted' }, 'No polls yet: create the first one below.'));
     for (const poll of page.polls) {
-      list.append(el('li', {},
+      const votes = poll.total_votes === undefined ? 'results hidden'
+        : `${poll.total_votes} vote${poll.total_votes === 1 ? '' : 's'}`;
+      list.append(el('li', { 'data-poll-id': poll.poll_id },
         el('a', { href: `#/poll/${poll.poll_id}` }, poll.title),
-        ' ', el('span', { class: `status ${poll.status}` }, poll.status)));
+        ' ', el('span', { class: `status ${poll.status}` }, poll.status),
+        el('div', { class: 'muted poll-meta' }, el('span', { class: 'poll-votes' }, votes),
+          ` · created ${formatTime(poll.created_at)}`)));
     }
   } catch (error) {
     showError(list, error);
@@ -231,6 +241,7 @@ async function showPoll(pollId) {
     el('div', { id: 'bars' }), el('p', { id: 'results-meta', class: 'muted' }));
   const breakdowns = poll.settings.breakdowns || [];
   const turnout = breakdowns.length ? turnoutCard(poll, breakdowns) : null;
+  const rate = rateCard();
   // replaceChildren would print a null as the text "null": leave absent parts out.
   view.replaceChildren(...[
     el('p', {}, el('a', { href: '#/' }, '← all polls')),
@@ -241,10 +252,12 @@ async function showPoll(pollId) {
     poll.description ? el('p', {}, poll.description) : null,
     voteForm(poll),
     results,
+    rate.card,
     turnout ? turnout.card : null].filter(Boolean));
   renderBars(poll, null);
   followResults(poll, (body) => {
     renderBars(poll, body);
+    rate.add(body.total_votes);
     if (turnout) turnout.refresh();
   });
 }
@@ -258,7 +271,7 @@ function voteForm(poll) {
   const options = poll.options.map((option) => el('label', { class: 'option' },
     el('input', { type: 'radio', name: 'option_id', value: option.option_id, required: true }), ' ', option.text));
   const attributes = (poll.settings.breakdowns || []).map((name) =>
-    el('label', {}, name, el('input', { name: `attr-${name}`, 'data-attribute': name, maxlength: 64 })));
+    el('label', {}, humanize(name), el('input', { name: `attr-${name}`, 'data-attribute': name, maxlength: 64 })));
   const form = el('form', { id: 'vote-form', class: 'card' },
     el('h2', {}, 'Vote'),
     subject ? el('p', {}, 'Voting as ', el('b', {}, subject)) : el('label', {}, 'Voter id', voter),
@@ -340,8 +353,69 @@ function followResults(poll, onResults) {
   cleanups.push(() => source.close());
 }
 
+const SVG = 'http://www.w3.org/2000/svg';
+// Seconds of turnout the curve shows, and its drawing size.
+const RATE_WINDOW_S = 300;
+const RATE_WIDTH = 300;
+const RATE_HEIGHT = 80;
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  node.append(...children);
+  return node;
+}
+
+// Turnout over time: votes per second from the totals the results stream sends, over the
+// last five minutes this page has watched (the stream says totals, not history).
+function rateCard() {
+  const samples = [];
+  const line = svg('polyline', { class: 'rate-line', points: '' });
+  const area = svg('polygon', { class: 'rate-area', points: '' });
+  const chart = svg('svg', { id: 'rate-chart', viewBox: `0 0 ${RATE_WIDTH} ${RATE_HEIGHT}`,
+    preserveAspectRatio: 'none', role: 'img', 'aria-label': 'votes per second over time' }, area, line);
+  const now = el('b', { id: 'votes-rate' }, '—');
+  const peak = el('span', { id: 'votes-rate-peak' }, '—');
+  const card = el('div', { class: 'card', id: 'rate' },
+    el('h2', {}, 'Turnout over time'),
+    el('p', { class: 'muted' }, 'votes/s now: ', now, ' · peak ', peak, ` · last ${RATE_WINDOW_S / 60} minutes watched`),
+    chart);
+  let latest = null;
+  function sample() {
+    if (latest === null) return;
+    const at = Date.now() / 1000;
+    const last = samples[samples.length - 1];
+    const perSecond = last ? Math.max(0, (latest - last.total) / (at - last.at)) : 0;
+    samples.push({ at, total: latest, perSecond });
+    while (samples.length && samples[0].at < at - RATE_WINDOW_S) samples.shift();
+    const rates = samples.slice(1).map((s) => s.perSecond);
+    const top = Math.max(1, ...rates);
+    const x = (s) => (RATE_WIDTH * (s.at - (at - RATE_WINDOW_S))) / RATE_WINDOW_S;
+    const y = (s) => RATE_HEIGHT - (RATE_HEIGHT - 4) * (s.perSecond / top);
+    const points = samples.slice(1).map((s) => `${x(s).toFixed(1)},${y(s).toFixed(1)}`);
+    line.setAttribute('points', points.join(' '));
+    if (points.length) {
+      const first = samples[1];
+      area.setAttribute('points', `${x(first).toFixed(1)},${RATE_HEIGHT} ${points.join(' ')} ${RATE_WIDTH},${RATE_HEIGHT}`);
+    }
+    now.textContent = rates.length ? rates[rates.length - 1].toFixed(1) : '—';
+    peak.textContent = rates.length ? Math.max(...rates).toFixed(1) : '—';
+  }
+  // Results events come up to ten times a second, and none while a poll is quiet: the
+  // curve takes the latest total once a second, so quiet seconds show as zero.
+  function add(total) {
+    const first = latest === null;
+    latest = total;
+    if (first) sample();
+  }
+  const timer = setInterval(sample, 1000);
+  cleanups.push(() => clearInterval(timer));
+  return { card, add };
+}
+
 function turnoutCard(poll, breakdowns) {
-  const select = el('select', { id: 'breakdown' }, breakdowns.map((b) => el('option', { value: b }, b)));
+  const select = el('select', { id: 'breakdown', class: 'compact' },
+    breakdowns.map((b) => el('option', { value: b }, humanize(b))));
   const table = el('table', { id: 'turnout' });
   const card = el('div', { class: 'card' }, el('h2', {}, 'Turnout by ', select), table);
   let pending = null;
@@ -357,7 +431,7 @@ function turnoutCard(poll, breakdowns) {
         .sort((a, b) => b[1] - a[1]);
       const most = values.length ? values[0][1] : 1;
       const labels = Object.fromEntries(poll.options.map((o) => [o.option_id, o.text]));
-      table.replaceChildren(el('thead', {}, el('tr', {}, el('th', {}, name), el('th', {}, 'votes'), el('th', {}, 'leading'))),
+      table.replaceChildren(el('thead', {}, el('tr', {}, el('th', {}, humanize(name)), el('th', {}, 'votes'), el('th', {}, 'leading'))),
         el('tbody', {}, values.length === 0 ? el('tr', {}, el('td', { colspan: 3, class: 'muted' }, 'no votes with this attribute yet')) : null,
           values.map(([value, total, byOption]) => {
             const leading = Object.entries(byOption).sort((a, b) => b[1] - a[1])[0];
@@ -383,6 +457,28 @@ function turnoutCard(poll, breakdowns) {
 
 // ---- the cluster panel ----------------------------------------------------------------
 
+// `reachable` is known on the leader for every member, on a follower for itself and the
+// leader; elsewhere the node cannot tell.
+function reachability(member) {
+  if (member.reachable === true) return 'up';
+  if (member.reachable === false) return 'down';
+  return 'unknown';
+}
+
+function reachabilityText(member) {
+  return { up: 'reachable', down: 'unreachable', unknown: 'not known from this node' }[reachability(member)];
+}
+
+function heardText(member) {
+  const ms = member.last_heard_ms;
+  // A follower hears from the leader only: another follower's silence says nothing.
+  if (member.reachable === null || member.reachable === undefined) return '—';
+  if (ms === null || ms === undefined) return 'never';
+  if (ms === 0) return 'self';
+  // Short, so that the panel's table fits its column; the red dot and colour say "down".
+  return ms < 1000 ? `${ms} ms` : ms < 120000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.floor(ms / 60000)} min`;
+}
+
 let previousStatus = null;
 
 async function refreshCluster() {
@@ -405,11 +501,13 @@ async function refreshCluster() {
         : el('div', { class: 'muted' }, `followers' lag is known to the leader (node ${status.leader_id ?? '?'}); open its page to see it`),
       el('div', {}, 'votes/s: ', el('b', { id: 'votes-per-second' }, rate), ` · ${status.votes_recorded} recorded`),
     ].filter(Boolean));
-    body.replaceChildren(...status.members.map((m) => el('tr', {},
-      el('td', {}, `${m.node_id} `, el('span', { class: 'muted' }, m.addr)),
+    body.replaceChildren(...status.members.map((m) => el('tr', { 'data-node-id': m.node_id },
+      el('td', {}, el('span', { class: `dot ${reachability(m)}`, title: reachabilityText(m) }), ` ${m.node_id}`,
+        el('div', { class: 'addr muted' }, m.addr)),
       el('td', {}, m.role),
       el('td', {}, m.matched_index ?? '—'),
-      el('td', {}, m.lag ?? '—'))));
+      el('td', {}, m.lag ?? '—'),
+      el('td', { class: `heard ${reachability(m)}` }, heardText(m)))));
   } catch (error) {
     const text = error.status === 401 ? 'Sign in to see the cluster.' : error.message;
     summary.replaceChildren(el('span', { class: error.status === 401 ? 'muted' : 'error' }, text));

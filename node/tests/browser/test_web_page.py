@@ -2,9 +2,10 @@
 """The web page in a real headless Chromium, against a real `tally demo` cluster.
 
 A poll creator makes a poll through the form, a voter votes through the page, a vote cast
-through another node moves the bars live (server-sent events, no reload), turnout by region
-and the cluster panel fill in, a second vote by the same voter shows ALREADY_VOTED, and a
-screenshot is saved.
+through another node moves the bars live (server-sent events, no reload), turnout by region,
+turnout over time and the cluster panel fill in, a second vote by the same voter shows
+ALREADY_VOTED, the poll list tells polls apart by votes and creation time, a killed node is
+shown as down on the leader's page, and a screenshot is saved.
 
 Usage: python3 node/tests/browser/test_web_page.py [TARGET_DIR] [SCREENSHOT]
 Needs Debian's chromium, chromium-driver and python3-selenium (.ci/run installs them).
@@ -66,6 +67,7 @@ def start_demo(target, work_dir, name, port_base, extra=()):
     tally = os.path.join(target, "tally")
     data_dir = os.path.join(work_dir, name)
     log_path = os.path.join(work_dir, f"{name}.out")
+    DEMO_LOGS[port_base] = log_path
     with open(log_path, "w") as log:
         demo = subprocess.Popen(
             [tally, "demo", "--port-base", str(port_base), "--data-dir", data_dir, *extra],
@@ -89,6 +91,20 @@ def start_demo(target, work_dir, name, port_base, extra=()):
         return status == 200 and body["polls"]
 
     wait_for(f"the {name} demo's sample poll", sample_poll)
+
+
+DEMO_LOGS = {}  # port base → the demo's output file
+
+
+def demo_pid(node_id, port_base=PORT_BASE):
+    """The pid of one of a demo's nodes, from the table in its banner (NODE URL PID LOG)."""
+    url = f"http://127.0.0.1:{port_base + node_id - 1}"
+    with open(DEMO_LOGS[port_base]) as log:
+        for line in log:
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] == str(node_id) and fields[1] == url and fields[2].isdigit():
+                return int(fields[2])
+    raise SystemExit(f"FAIL: no pid for node {node_id} in the demo's banner")
 
 
 def stop_demo(demo):
@@ -143,12 +159,15 @@ def run(driver, screenshot):
     form = wait(driver, "the create form", lambda d: d.find_element(By.ID, "create-form"))
     form.find_element(By.NAME, "title").send_keys("Browser election")
     form.find_element(By.NAME, "options").send_keys("Red\nBlue")
-    form.find_element(By.NAME, "breakdowns").send_keys("region")
+    form.find_element(By.NAME, "breakdowns").send_keys("region, age_group")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait(driver, "the new poll's page", lambda d: "#/poll/" in d.current_url)
     poll_id = driver.current_url.split("#/poll/")[1]
     wait(driver, "empty bars", lambda d: bar_width(d, "o1") == "width: 0%;")
     assert "null" not in driver.find_element(By.ID, "view").text, "a null leaked into the page"
+    # Attribute keys are labelled for people, not shown raw.
+    labels = [label.text for label in driver.find_elements(By.CSS_SELECTOR, "#vote-form label")]
+    assert "Age group" in labels and "age_group" not in labels, labels
 
     print(f"created poll {poll_id} through the form")
 
@@ -173,7 +192,11 @@ def run(driver, screenshot):
     wait(driver, "turnout by region", lambda d: len(d.find_elements(By.CSS_SELECTOR, "#turnout tr[data-value]")) == 2)
     wait(driver, "the leader in the cluster panel", lambda d: text_of(d, "#leader").isdigit())
     wait(driver, "a votes/s figure", lambda d: text_of(d, "#votes-per-second") not in ("", "—"))
-    print(f"turnout rows: 2; leader: node {text_of(driver, '#leader')}")
+    # Turnout over time: a curve of votes per second, with a peak above zero.
+    wait(driver, "a turnout curve", lambda d: d.find_element(By.CSS_SELECTOR, "#rate-chart polyline")
+         .get_attribute("points").count(",") >= 1)
+    wait(driver, "a peak rate above zero", lambda d: float(text_of(d, "#votes-rate-peak").replace("—", "0")) > 0)
+    print(f"turnout rows: 2; leader: node {text_of(driver, '#leader')}; peak {text_of(driver, '#votes-rate-peak')} votes/s")
 
     # The leader's page shows each member's matched index and lag.
     leader = int(text_of(driver, "#leader"))
@@ -192,6 +215,27 @@ def run(driver, screenshot):
     wait(driver, "ALREADY_VOTED", lambda d: "ALREADY_VOTED" in text_of(d, "#vote-message"))
     _, results = http("GET", f"{NODES[1]}/v1/polls/{poll_id}/results?consistency=linearizable")
     assert results["total_votes"] == 2, results
+
+    driver.set_window_size(1280, 2000)
+    driver.save_screenshot(screenshot.replace(".png", "-poll.png"))
+    driver.set_window_size(1280, 1000)
+
+    # The poll list tells polls apart: votes and creation time next to each title.
+    driver.get(f"{NODES[leader - 1]}/#/")
+    entry = f'#poll-list li[data-poll-id="{poll_id}"]'
+    wait(driver, "the poll's votes in the list", lambda d: text_of(d, f"{entry} .poll-votes") == "2 votes")
+    assert "created" in text_of(driver, f"{entry} .poll-meta"), text_of(driver, entry)
+
+    # Every member heard from just now on the leader's page; then a follower is killed and
+    # the leader's page says it is down, instead of showing it as a healthy voter.
+    wait(driver, "every member reachable", lambda d: len(d.find_elements(By.CSS_SELECTOR, "#members .dot.up")) == 3)
+    follower = next(i for i in (1, 2, 3) if i != leader)
+    os.kill(demo_pid(follower), signal.SIGKILL)
+    row = f'#members tr[data-node-id="{follower}"]'
+    wait(driver, f"node {follower} down on the leader's page",
+         lambda d: d.find_elements(By.CSS_SELECTOR, f"{row} .heard.down") and text_of(d, f"{row} .heard") != "")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#members .dot.up")) == 2
+    print(f"killed node {follower}; the leader's page shows it down")
 
     driver.save_screenshot(screenshot)
     print(f"screenshot: {screenshot}")
