@@ -68,6 +68,7 @@ impl From<AuditEntry> for AuditLine {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Start after this chain position (the last one a consumer saw), as from an offset.
     pub after: Option<u64>,
@@ -90,7 +91,11 @@ pub struct Heartbeat {
     pub applied_index: u64,
 }
 
-#[utoipa::path(get, path = "/v1/polls/{poll_id}/audit", params(("poll_id" = String, Path), AuditQuery),
+/// Read or follow a poll's audit stream (NDJSON).
+///
+/// Every recorded vote and change in log order, each with its chain position and hash;
+/// `after` resumes, `follow` keeps streaming.
+#[utoipa::path(get, path = "/v1/polls/{poll_id}/audit", operation_id = "getAudit", tag = "audit", params(("poll_id" = String, Path), AuditQuery),
     responses((status = 200, description = "application/x-ndjson: one `AuditLine` per recorded vote or change, in log order \
         (with `follow`, `Heartbeat` lines in between). Headers `Tally-Chain-Length`, `Tally-Chain-Head` and \
         `Tally-Applied-Index` describe the state at the start."),
@@ -229,7 +234,8 @@ pub struct ReceiptCheck {
     pub chain_head: String,
 }
 
-#[utoipa::path(get, path = "/v1/polls/{poll_id}/receipts/{vote_id}",
+/// Check a vote's receipt.
+#[utoipa::path(get, path = "/v1/polls/{poll_id}/receipts/{vote_id}", operation_id = "getReceipt", tag = "audit",
     params(("poll_id" = String, Path), ("vote_id" = String, Path)),
     responses((status = 200, body = ReceiptCheck), (status = 404, description = "POLL_NOT_FOUND or NOT_FOUND")))]
 pub async fn receipt(

@@ -21,6 +21,7 @@ use crate::App;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MemberBody {
+    #[schema(value_type = u64)]
     pub node_id: NodeId,
     pub addr: String,
     /// `voter` or `learner`.
@@ -38,9 +39,11 @@ pub struct MemberBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusBody {
+    #[schema(value_type = u64)]
     pub node_id: NodeId,
     /// `leader`, `follower`, `candidate` or `learner`.
     pub role: String,
+    #[schema(value_type = Option<u64>)]
     pub leader_id: Option<NodeId>,
     pub term: u64,
     pub commit_index: Option<u64>,
@@ -64,7 +67,11 @@ pub fn role_name(state: ServerState) -> &'static str {
     }
 }
 
-#[utoipa::path(get, path = "/v1/cluster/status", responses((status = 200, body = StatusBody)))]
+/// This node's view of the cluster.
+///
+/// Role, leader, term, indexes, and each member's lag and reachability (known on the
+/// leader).
+#[utoipa::path(get, path = "/v1/cluster/status", operation_id = "getClusterStatus", tag = "cluster", responses((status = 200, body = StatusBody)))]
 pub async fn status(State(app): State<Arc<App>>) -> ApiResult<Json<StatusBody>> {
     let metrics = app.node.metrics();
     let commit_index = app.node.raft.with_raft_state(|st| st.committed.map(|c| c.index)).await.ok().flatten();
@@ -122,7 +129,10 @@ pub struct InitRequest {
     pub members: Option<BTreeMap<String, String>>,
 }
 
-#[utoipa::path(post, path = "/v1/cluster/init", request_body = InitRequest, responses((status = 200)))]
+/// Form a cluster (first node only).
+///
+/// Needs the cluster secret or an admin token.
+#[utoipa::path(post, path = "/v1/cluster/init", operation_id = "initCluster", tag = "cluster", request_body = InitRequest, responses((status = 200)))]
 pub async fn init(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
@@ -163,6 +173,7 @@ pub async fn init(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddMemberRequest {
+    #[schema(value_type = u64)]
     pub node_id: NodeId,
     pub addr: String,
     /// Default true: promoted to voter once caught up.
@@ -177,7 +188,11 @@ fn admin_error(error: AdminError) -> ApiError {
     }
 }
 
-#[utoipa::path(post, path = "/v1/cluster/members", request_body = AddMemberRequest, responses((status = 200)))]
+/// Add a node.
+///
+/// It joins as a learner and is promoted once caught up, unless `voter` is false. Needs the
+/// cluster secret or an admin token.
+#[utoipa::path(post, path = "/v1/cluster/members", operation_id = "addMember", tag = "cluster", request_body = AddMemberRequest, responses((status = 200)))]
 pub async fn add_member(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
@@ -194,7 +209,10 @@ pub async fn add_member(
     Ok(Json(serde_json::json!({"node_id": request.node_id, "voter": voter})))
 }
 
-#[utoipa::path(delete, path = "/v1/cluster/members/{node_id}", params(("node_id" = u64, Path)), responses((status = 200)))]
+/// Remove a node.
+///
+/// Needs the cluster secret or an admin token.
+#[utoipa::path(delete, path = "/v1/cluster/members/{node_id}", operation_id = "removeMember", tag = "cluster", params(("node_id" = u64, Path)), responses((status = 200)))]
 pub async fn remove_member(
     State(app): State<Arc<App>>,
     Path(node_id): Path<String>,

@@ -9,6 +9,20 @@ use tally_actors::VoteError;
 use tally_raft::model::VoteRejection;
 use tally_raft::rpc::ProposeError;
 
+/// Every error's body (API.md, "Errors"), as the OpenAPI document describes it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// `code` is stable (API.md's table); some codes add context fields next to it, such as
+/// the recorded `vote_id` and `option_id` of `ALREADY_VOTED`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,

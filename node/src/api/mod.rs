@@ -30,7 +30,15 @@ const BATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tally", description = "A Raft-replicated voting cluster. Any node serves the whole API."),
+    info(title = "Tally", description = "A Raft-replicated voting cluster. Any node serves the whole API. \
+        Errors are `{\"error\": {\"code\", \"message\"}}` with the codes of API.md."),
+    modifiers(&DocConventions),
+    tags((name = "polls", description = "Create, list and edit polls"),
+        (name = "votes", description = "Cast votes, one or a batch, and ask how they ended"),
+        (name = "results", description = "Counts, eventual or linearizable, and their stream"),
+        (name = "audit", description = "The audit chain: the stream of recorded votes, and receipts"),
+        (name = "users", description = "Built-in accounts and tokens (--auth jwt)"),
+        (name = "cluster", description = "Membership and this node's view of the cluster")),
     paths(
         polls::create,
         polls::get,
@@ -54,6 +62,44 @@ const BATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
     )
 )]
 pub struct ApiDoc;
+
+/// What every operation shares, added once rather than on each: the bearer scheme (optional,
+/// since `--auth none` takes no token), and the error body on every error response.
+struct DocConventions;
+
+impl utoipa::Modify for DocConventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let bearer = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").description(Some(
+            "With `--auth jwt`: a token from `POST /v1/auth/token`. With `--auth none`, no token is needed.",
+        ));
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer.build()));
+        doc.security =
+            Some(vec![SecurityRequirement::default(), SecurityRequirement::new("bearer", Vec::<String>::new())]);
+        let error = || ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+        for item in doc.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                let public = matches!(operation.operation_id.as_deref(), Some("createUser" | "createToken"));
+                let responses = &mut operation.responses.responses;
+                if !public && !responses.contains_key("401") {
+                    let unauthenticated = ResponseBuilder::new()
+                        .description("UNAUTHENTICATED: with --auth jwt, no valid bearer token")
+                        .content("application/json", error());
+                    responses.insert("401".to_string(), unauthenticated.build().into());
+                }
+                for (status, response) in responses.iter_mut() {
+                    let utoipa::openapi::RefOr::T(response) = response else { continue };
+                    if status.as_str() >= "400" && response.content.is_empty() {
+                        response.content.insert("application/json".to_string(), error());
+                    }
+                }
+            }
+        }
+    }
+}
 
 pub fn router(app: Arc<App>) -> Router {
     let batch = Router::new()

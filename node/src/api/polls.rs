@@ -212,7 +212,11 @@ fn poll_reply(response: Response, poll_id: &PollId) -> ApiResult<Poll> {
     }
 }
 
-#[utoipa::path(post, path = "/v1/polls", request_body = CreatePollRequest,
+/// Create a poll.
+///
+/// Options get ids `o1`, `o2`, … in the order given. With `--auth jwt` the caller owns the
+/// poll.
+#[utoipa::path(post, path = "/v1/polls", operation_id = "createPoll", tag = "polls", request_body = CreatePollRequest,
     responses((status = 201, body = PollBody), (status = 400, description = "INVALID_REQUEST")))]
 pub async fn create(
     State(app): State<std::sync::Arc<App>>,
@@ -228,7 +232,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(PollBody::new(&poll, app.node.clock.now_ms()))))
 }
 
-#[utoipa::path(get, path = "/v1/polls/{poll_id}", params(("poll_id" = String, Path)),
+/// Get a poll.
+#[utoipa::path(get, path = "/v1/polls/{poll_id}", operation_id = "getPoll", tag = "polls", params(("poll_id" = String, Path)),
     responses((status = 200, body = PollBody), (status = 404, description = "POLL_NOT_FOUND")))]
 pub async fn get(State(app): State<std::sync::Arc<App>>, Path(poll_id): Path<String>) -> ApiResult<Json<PollBody>> {
     let poll = app.known_poll(&poll_id).await?;
@@ -236,6 +241,7 @@ pub async fn get(State(app): State<std::sync::Arc<App>>, Path(poll_id): Path<Str
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `scheduled`, `active` or `closed`.
     pub status: Option<String>,
@@ -251,7 +257,11 @@ pub struct PollList {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/polls", params(ListQuery), responses((status = 200, body = PollList)))]
+/// List polls.
+///
+/// Oldest first, a page at a time (`limit`, `cursor`), optionally by status. Each entry
+/// carries `total_votes` unless its results are hidden.
+#[utoipa::path(get, path = "/v1/polls", operation_id = "listPolls", tag = "polls", params(ListQuery), responses((status = 200, body = PollList)))]
 pub async fn list(
     State(app): State<std::sync::Arc<App>>,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -294,7 +304,11 @@ pub struct PatchPollRequest {
     pub status: Option<String>,
 }
 
-#[utoipa::path(patch, path = "/v1/polls/{poll_id}", params(("poll_id" = String, Path)),
+/// Edit or close a poll.
+///
+/// The owner or an admin may change the title, description or end time, or close the poll
+/// for good.
+#[utoipa::path(patch, path = "/v1/polls/{poll_id}", operation_id = "updatePoll", tag = "polls", params(("poll_id" = String, Path)),
     request_body = PatchPollRequest, responses((status = 200, body = PollBody)))]
 pub async fn patch(
     State(app): State<std::sync::Arc<App>>,

@@ -145,7 +145,10 @@ impl Requests {
     }
 }
 
-#[utoipa::path(get, path = "/v1/polls/{poll_id}/votes/requests/{request_id}",
+/// How an async vote ended.
+///
+/// On any node: `pending`, `completed` (with the vote reply) or `failed` (with the error).
+#[utoipa::path(get, path = "/v1/polls/{poll_id}/votes/requests/{request_id}", operation_id = "getVoteRequest", tag = "votes",
     params(("poll_id" = String, Path), ("request_id" = String, Path)),
     responses((status = 200, body = RequestStatus),
         (status = 404, description = "NOT_FOUND: no such request, or the accepting node has forgotten it"),

@@ -24,6 +24,7 @@ use crate::clock::format_ms;
 use crate::App;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ResultsQuery {
     /// `eventual` (default) or `linearizable`.
     pub consistency: Option<String>,
@@ -56,8 +57,9 @@ pub struct ResultsBody {
     pub applied_index: u64,
     pub served_by: u64,
     pub consistency: String,
-    /// breakdown name → its counts, for the requested breakdown.
+    /// breakdown name → attribute value → option id → votes, for the requested breakdown.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<HashMap<String, HashMap<String, HashMap<String, u64>>>>)]
     pub breakdown: Option<BTreeMap<String, Breakdown>>,
 }
 
@@ -118,7 +120,11 @@ fn from_state(app: &App, poll_id: &PollId, breakdown: Option<&str>) -> Option<(L
     Some((live, counts))
 }
 
-#[utoipa::path(get, path = "/v1/polls/{poll_id}/results", params(("poll_id" = String, Path), ResultsQuery),
+/// Get a poll's results.
+///
+/// `eventual` (default) reads this node's applied state; `linearizable` reflects every vote
+/// recorded before the request began.
+#[utoipa::path(get, path = "/v1/polls/{poll_id}/results", operation_id = "getResults", tag = "results", params(("poll_id" = String, Path), ResultsQuery),
     responses((status = 200, body = ResultsBody), (status = 403, description = "results hidden while voting")))]
 pub async fn get(
     State(app): State<Arc<App>>,
@@ -258,7 +264,8 @@ impl EventCache {
     }
 }
 
-#[utoipa::path(get, path = "/v1/polls/{poll_id}/results/stream", params(("poll_id" = String, Path)),
+/// Stream a poll's results (server-sent events).
+#[utoipa::path(get, path = "/v1/polls/{poll_id}/results/stream", operation_id = "streamResults", tag = "results", params(("poll_id" = String, Path)),
     responses((status = 200, description = "text/event-stream: a `results` event (the results object) at once, then on every change, at most every 100 ms"),
               (status = 403, description = "results hidden while voting")))]
 pub async fn stream(

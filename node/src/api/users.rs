@@ -154,7 +154,8 @@ async fn password_work<T: Send + 'static>(app: &App, work: impl FnOnce() -> T + 
     result
 }
 
-#[utoipa::path(post, path = "/v1/users", request_body = Credentials,
+/// Register an account (with --auth jwt).
+#[utoipa::path(post, path = "/v1/users", operation_id = "createUser", tag = "users", request_body = Credentials,
     responses((status = 201, body = UserBody), (status = 409, description = "USERNAME_TAKEN"),
               (status = 404, description = "auth is off (--auth none)")))]
 pub async fn register(
@@ -186,7 +187,8 @@ pub async fn register(
     }
 }
 
-#[utoipa::path(post, path = "/v1/auth/token", request_body = Credentials,
+/// Log in: a bearer token for an account.
+#[utoipa::path(post, path = "/v1/auth/token", operation_id = "createToken", tag = "users", request_body = Credentials,
     responses((status = 200, body = TokenBody), (status = 401, description = "UNAUTHENTICATED: wrong username or password")))]
 pub async fn token(
     State(app): State<Arc<App>>,
@@ -228,7 +230,10 @@ pub async fn token(
     Ok(Json(TokenBody { access_token, token_type: "Bearer", expires_in: jwt.token_ttl.as_secs() }))
 }
 
-#[utoipa::path(put, path = "/v1/users/{username}/password", request_body = PasswordChange,
+/// Change or reset a password.
+///
+/// Revokes the account's earlier tokens.
+#[utoipa::path(put, path = "/v1/users/{username}/password", operation_id = "changePassword", tag = "users", request_body = PasswordChange,
     params(("username" = String, Path)),
     responses((status = 200, body = PasswordChanged),
               (status = 401, description = "UNAUTHENTICATED: no token, or a wrong current password"),

@@ -15,7 +15,7 @@ use tally_raft::limits::*;
 use tally_raft::model::{Poll, VoteIntent, VoteOutcome, VoteReceipt, VoterId};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{has_unsafe_chars, ApiJson, ApiQuery};
 use super::polls::check_name;
 use crate::auth::Identity;
@@ -155,12 +155,26 @@ fn reply(decided: &Decided, voter_id: &str) -> Result<VoteBody, ApiError> {
     }
 }
 
-#[utoipa::path(post, path = "/v1/polls/{poll_id}/votes", request_body = VoteRequest,
-    params(("poll_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = VoteBody), (status = 409, description = "ALREADY_VOTED, POLL_CLOSED or POLL_NOT_OPEN"),
-              (status = 202, description = "with `Prefer: respond-async`: `{status: accepted, request_id, idempotency_key}`"),
-              (status = 422, description = "INVALID_OPTION"), (status = 503, description = "UNAVAILABLE"),
-              (status = 504, description = "TIMEOUT")))]
+/// Cast a vote.
+///
+/// Answers 200 once the vote is committed on a majority and applied. `Idempotency-Key`
+/// makes retries safe; `Prefer: respond-async` answers 202 at once with a request id.
+#[utoipa::path(post, path = "/v1/polls/{poll_id}/votes", operation_id = "castVote", tag = "votes", request_body = VoteRequest,
+    params(("poll_id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters naming this request: \
+            a retry with the same key and body gets the original reply"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once (RFC 7240)")),
+    responses((status = 200, description = "recorded (or changed), committed on a majority and applied", body = VoteBody),
+        (status = 202, description = "with `Prefer: respond-async`: accepted; ask `/votes/requests/{request_id}`", body = AcceptedBody),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHENTICATED: with --auth jwt, no valid bearer token", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token is someone else's than the body's voter_id", body = ErrorBody),
+        (status = 404, description = "POLL_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "ALREADY_VOTED, POLL_CLOSED, POLL_NOT_OPEN or TOO_MANY_CHANGES", body = ErrorBody),
+        (status = 422, description = "INVALID_OPTION, INVALID_ATTRIBUTES or IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: not recorded; retry", body = ErrorBody),
+        (status = 504, description = "TIMEOUT: the outcome is unknown; retry with the same Idempotency-Key", body = ErrorBody)))]
 pub async fn cast(
     State(app): State<Arc<App>>,
     Path(poll_id): Path<String>,
@@ -197,6 +211,18 @@ pub async fn cast(
     Ok(Json(reply(&decided, &voter)?).into_response())
 }
 
+/// The 202 answer to `Prefer: respond-async`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedBody {
+    /// Always `accepted`.
+    pub status: &'static str,
+    pub request_id: String,
+    pub poll_id: String,
+    /// A retry of the vote with this key tells its outcome on any node, even if the
+    /// accepting node forgets the request.
+    pub idempotency_key: String,
+}
+
 /// `Prefer: respond-async` (RFC 7240), possibly among other preferences.
 fn prefers_async(headers: &HeaderMap) -> bool {
     let values = headers.get_all("prefer").into_iter().filter_map(|v| v.to_str().ok());
@@ -213,14 +239,12 @@ fn accept_async(app: Arc<App>, intent: VoteIntent) -> ApiResult<Response> {
     };
     let request_id = name.format(&app.new_request_key());
     app.requests.accept(&request_id, intent.poll_id.as_str())?;
-    let body = serde_json::json!({
-        "status": "accepted",
-        "request_id": request_id,
-        "poll_id": intent.poll_id.0,
-        // A retry of the vote with this key tells its outcome on any node, even if this
-        // node forgets the request.
-        "idempotency_key": intent.idempotency_key,
-    });
+    let body = AcceptedBody {
+        status: "accepted",
+        request_id: request_id.clone(),
+        poll_id: intent.poll_id.0.clone(),
+        idempotency_key: intent.idempotency_key.clone(),
+    };
     let task_app = app.clone();
     let task_id = request_id.clone();
     tokio::spawn(async move {
@@ -258,7 +282,11 @@ pub struct BatchBody {
     pub results: Vec<Value>,
 }
 
-#[utoipa::path(post, path = "/v1/polls/{poll_id}/votes:batch", request_body = BatchRequest,
+/// Cast up to 1,000 votes in one request.
+///
+/// For trusted front ends (admins, with auth on): every vote is judged alone and gets its
+/// own result, in order.
+#[utoipa::path(post, path = "/v1/polls/{poll_id}/votes:batch", operation_id = "castVotes", tag = "votes", request_body = BatchRequest,
     params(("poll_id" = String, Path)), responses((status = 200, body = BatchBody)))]
 pub async fn batch(
     State(app): State<Arc<App>>,
@@ -304,6 +332,7 @@ pub async fn batch(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MeQuery {
     pub voter_id: Option<String>,
 }
@@ -319,7 +348,8 @@ pub struct MeBody {
     pub voted_at: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/polls/{poll_id}/votes/me", params(("poll_id" = String, Path), MeQuery),
+/// Whether a voter has voted, and how.
+#[utoipa::path(get, path = "/v1/polls/{poll_id}/votes/me", operation_id = "getMyVote", tag = "votes", params(("poll_id" = String, Path), MeQuery),
     responses((status = 200, body = MeBody)))]
 pub async fn me(
     State(app): State<Arc<App>>,
