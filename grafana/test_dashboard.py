@@ -45,6 +45,11 @@ PROVIDER = os.path.join(ROOT, "grafana", "provisioning", "dashboards", "tally.ym
 COMPOSE_PROMETHEUS = os.path.join(ROOT, "prometheus", "prometheus.yml")
 DASHBOARDS_PATH = "/var/lib/grafana/dashboards"  # where docker-compose.yml mounts grafana/dashboards
 PANEL_TYPES = {"timeseries", "stat", "bargauge"}
+ROWS = ["Votes", "Latency", "Raft", "Storage", "Polls"]
+# The poll variable: every recent poll by title (Grafana applies the regex to the series it
+# lists for query_result, written `name{k="v",k="v"} value timestamp`).
+POLL_VARIABLE_EXPR = "max by (poll_id, title) (tally_poll_info)"
+BREAKDOWN_VARIABLE = 'label_values(tally_poll_turnout{poll_id="$poll"}, attribute)'
 
 LOAD_SECONDS = 20
 RATE_INTERVAL = "15s"  # what Grafana makes of $__rate_interval at a 1s scrape is less; 15s is safe
@@ -140,8 +145,20 @@ def check_files():
         check("dashboard: tally.json parses", False, repr(error))
         return None
     check("dashboard: tally.json parses", True)
-    panels = dashboard.get("panels", [])
-    ids = [p.get("id") for p in panels]
+    everything = dashboard.get("panels", [])
+    ids = [p.get("id") for p in everything]
+    rows = [p for p in everything if p.get("type") == "row"]
+    panels = [p for p in everything if p.get("type") != "row"]
+    check("dashboard: panels grouped in rows " + ", ".join(ROWS),
+          [r.get("title") for r in rows] == ROWS and everything[:1] == rows[:1]
+          and all(not r.get("collapsed") and r.get("gridPos", {}).get("w") == 24 for r in rows),
+          str([r.get("title") for r in rows]))
+    row_ys = [r["gridPos"]["y"] for r in rows]
+    check("dashboard: rows and panels laid out top to bottom, each panel below its row",
+          row_ys == sorted(row_ys) and all(
+              max((y for y in row_ys if y <= p["gridPos"]["y"]), default=None) is not None for p in panels)
+          and [p.get("gridPos", {}).get("y") for p in everything] == sorted(p.get("gridPos", {}).get("y") for p in everything),
+          str(row_ys))
     check("dashboard: panels have unique ids", panels and None not in ids and len(ids) == len(set(ids)), str(ids))
     check("dashboard: uid, title, schemaVersion >= 36",
           bool(dashboard.get("uid")) and bool(dashboard.get("title")) and dashboard.get("schemaVersion", 0) >= 36)
@@ -159,8 +176,17 @@ def check_files():
     poll = variables.get("poll", {})
     query = poll.get("query")
     query = query.get("query") if isinstance(query, dict) else query
-    check("dashboard: variable `poll` = label_values(tally_poll_option_votes, poll_id)",
-          poll.get("type") == "query" and query == "label_values(tally_poll_option_votes, poll_id)", str(poll)[:200])
+    check(f"dashboard: variable `poll` = query_result({POLL_VARIABLE_EXPR}), labelled by title",
+          poll.get("type") == "query" and query == f"query_result({POLL_VARIABLE_EXPR})"
+          and "(?<value>" in poll.get("regex", "") and "(?<text>" in poll.get("regex", ""), str(poll)[:300])
+    breakdown = variables.get("breakdown", {})
+    query = breakdown.get("query")
+    query = query.get("query") if isinstance(query, dict) else query
+    check(f"dashboard: variable `breakdown` = {BREAKDOWN_VARIABLE}",
+          breakdown.get("type") == "query" and query == BREAKDOWN_VARIABLE, str(breakdown)[:200])
+    turnout = [p for p in panels if "tally_poll_turnout" in json.dumps(p.get("targets"))]
+    check("dashboard: the turnout panel follows $breakdown",
+          turnout and all('attribute="$breakdown"' in t["expr"] for p in turnout for t in p["targets"]), str(turnout)[:200])
 
     exprs = [t["expr"] for p in panels for t in p.get("targets", []) if isinstance(t.get("expr"), str)]
     used = {v for e in exprs for v in re.findall(r"\$(\w+)", e)}
@@ -254,9 +280,12 @@ def finite(value):
 def evaluate_panels(prometheus, dashboard, poll_id, at):
     """One line per panel; every target must return at least one finite sample at `at`."""
     for panel in dashboard["panels"]:
+        if panel.get("type") == "row":
+            continue
         failures, exprs = [], []
         for target in panel["targets"]:
             expr = target["expr"].replace("$__rate_interval", RATE_INTERVAL).replace("$poll", poll_id)
+            expr = expr.replace("$breakdown", "region")
             exprs.append(f"{target.get('refId')}: {expr}")
             # The samples at `at` are in by now (checked before), so a retry only covers a slow
             # answer; bounded all the same.
@@ -277,6 +306,29 @@ def evaluate_panels(prometheus, dashboard, poll_id, at):
             if problem:
                 failures.append(f"{target.get('refId')} {problem}")
         check(f"panel {panel['id']} {panel['title']!r}: " + "  |  ".join(exprs), not failures, "; ".join(failures))
+
+
+def check_variables(prometheus, dashboard, poll_id, at):
+    """The poll variable as Grafana makes it: the series of its query_result, written as
+    Grafana writes them, through its regex (JavaScript's named groups are Python's (?P<)),
+    must give the bench's poll as value with its title as text; the breakdown variable must
+    list the bench's attribute."""
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    reply = prometheus.query(POLL_VARIABLE_EXPR, at)
+    series = reply.get("data", {}).get("result", [])
+    regex = re.compile(variables["poll"]["regex"].strip("/").replace("(?<", "(?P<"))
+    choices = {}
+    for s in series:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s["metric"].items()))
+        match = regex.search(f"{{{labels}}} {s['value'][1]} {int(float(s['value'][0]) * 1000)}")
+        if match:
+            choices[match.group("value")] = match.group("text")
+    title = choices.get(poll_id, "")
+    check(f"variable poll: lists the bench's poll {poll_id} by its title", title.startswith("bench "), str(choices)[:300])
+    query = BREAKDOWN_VARIABLE.replace("label_values(", "").rsplit(",", 1)[0].replace("$poll", poll_id)
+    values = prometheus.api("label/attribute/values", **{"match[]": query, "start": f"{at - 60:.3f}", "end": f"{at:.3f}"})
+    check(f"variable breakdown: lists the bench's attribute region for poll {poll_id}",
+          "region" in values.get("data", []), str(values)[:200])
 
 
 def check_poll_consistency(prometheus, poll_id, expected_total, at_least_after):
@@ -413,8 +465,9 @@ def run(dashboard, bin_dir, prometheus_bin, work, processes):
     wait_until(f"{needed} samples per node in the {RATE_INTERVAL} before the query instant", enough_samples, 20)
     values = prometheus.api("label/poll_id/values", **{"match[]": "tally_poll_option_votes",
                                                       "start": f"{load_start:.3f}", "end": f"{time.time():.3f}"})
-    check(f"variable poll: label_values(tally_poll_option_votes, poll_id) lists the bench's poll {poll_id}",
+    check(f"label_values(tally_poll_option_votes, poll_id) lists the bench's poll {poll_id}",
           poll_id in values.get("data", []), str(values)[:200])
+    check_variables(prometheus, dashboard, poll_id, at)
     evaluate_panels(prometheus, dashboard, poll_id, at)
     phase("panel queries", since)
     since = time.monotonic()

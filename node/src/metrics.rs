@@ -92,6 +92,7 @@ struct Mirrored {
     storage_bytes: IntGauge,
     poll_option_votes: IntGaugeVec,
     poll_turnout: IntGaugeVec,
+    poll_info: IntGaugeVec,
 }
 
 fn must<T>(result: prometheus::Result<T>) -> T {
@@ -169,6 +170,11 @@ impl Metrics {
                 "tally_poll_turnout",
                 "Recorded votes per breakdown attribute value, for the most recently active polls",
                 &["poll_id", "attribute", "value"],
+            ),
+            poll_info: gauge_vec(
+                "tally_poll_info",
+                "1 for each of the most recently active polls, with its title (dashboards label polls by it)",
+                &["poll_id", "title"],
             ),
         };
         Self {
@@ -302,11 +308,14 @@ impl Metrics {
         let m = &self.mirrored;
         m.poll_option_votes.reset();
         m.poll_turnout.reset();
+        m.poll_info.reset();
         let polls = self.recent_polls.list();
         let now_ms = app.node.clock.now_ms();
         let applied = app.node.sm.read();
         for poll_id in &polls {
             let Some(state) = applied.state.polls.get(poll_id) else { continue };
+            // Titles are public (the poll list shows them), whatever the results' setting.
+            m.poll_info.with_label_values(&[&poll_id.0, &state.poll.title]).set(1);
             // `/metrics` is open to anyone: hidden results stay out until the poll closes.
             if state.poll.results_hidden_at(now_ms) {
                 continue;
