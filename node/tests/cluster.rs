@@ -561,6 +561,24 @@ async fn results_report_the_nodes_applied_index_not_the_polls_last_change() {
             let index = body["applied_index"].as_u64().expect("applied_index");
             assert!(index >= last, "node {node}, {consistency}: applied_index {index} < {last}, the node's: {body}");
         }
+        // The stream's first event is a read too.
+        let url = format!("{}/v1/polls/{quiet}/results/stream", cluster.url(node));
+        let mut stream = cluster.http.get(url).send().await.unwrap();
+        let mut text = String::new();
+        let first = tokio::time::timeout(CONVERGE, async {
+            loop {
+                text.push_str(&String::from_utf8_lossy(&stream.chunk().await.unwrap().expect("an event")));
+                if let Some(data) = text.lines().find_map(|l| l.strip_prefix("data:")) {
+                    if text.contains("\n\n") {
+                        return serde_json::from_str::<Value>(data.trim()).expect("JSON data");
+                    }
+                }
+            }
+        })
+        .await
+        .expect("a first event");
+        let index = first["applied_index"].as_u64().expect("applied_index");
+        assert!(index >= last, "node {node}, first stream event: applied_index {index} < {last}: {first}");
     }
 }
 

@@ -278,7 +278,10 @@ pub async fn stream(
     let handle = app.registry.handle(&poll.poll_id).await?;
     // Subscribed before the first read, so no change can fall between the two.
     let feed = handle.subscribe();
-    let first = handle.results().await?.ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
+    // The first event from the state machine, as `get` reads: stamped with this node's
+    // applied index now, not with the poll's last change.
+    let first = from_state(&app, &poll.poll_id, None).map(|(live, _)| live);
+    let first = first.ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
     check_visible(&app, &first, &identity)?;
     let start = Streaming { slot, feed, first: Some(first), last_sent: tokio::time::Instant::now() };
     let events = futures::stream::unfold(start, |mut s| async move {
