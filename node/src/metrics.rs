@@ -314,12 +314,12 @@ impl Metrics {
         let applied = app.node.sm.read();
         for poll_id in &polls {
             let Some(state) = applied.state.polls.get(poll_id) else { continue };
-            // Titles are public (the poll list shows them), whatever the results' setting.
-            m.poll_info.with_label_values(&[&poll_id.0, &state.poll.title]).set(1);
-            // `/metrics` is open to anyone: hidden results stay out until the poll closes.
+            // `/metrics` is open to anyone: hidden results stay out until the poll closes,
+            // and so does the poll itself (the dashboard could show nothing of it).
             if state.poll.results_hidden_at(now_ms) {
                 continue;
             }
+            m.poll_info.with_label_values(&[&poll_id.0, &state.poll.title]).set(1);
             for (option, votes) in state.poll.options.iter().zip(&state.counts) {
                 m.poll_option_votes
                     .with_label_values(&[&poll_id.0, &option.option_id, &option.text])
