@@ -3,6 +3,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use tally_node::config::Config;
 
+/// glibc's malloc and free were a sixth of a node's CPU under votes (perf, BENCHMARKS.md):
+/// many small, short-lived allocations across worker threads, which mimalloc serves from
+/// thread-local pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
