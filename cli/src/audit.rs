@@ -256,9 +256,9 @@ async fn tail(args: TailArgs, settings: &Settings) -> anyhow::Result<()> {
         }
         let reason = match client.authorize(request).send().await {
             Ok(response) if response.status().is_success() => {
-                failures = 0;
-                match read_lines(response, &mut after, settings.format).await? {
-                    StreamEnd::Finished if args.no_follow => return Ok(()),
+                let length = response.headers().get("tally-chain-length").and_then(|v| v.to_str().ok()?.parse().ok());
+                match read_lines(response, &mut after, &mut failures, settings.format).await? {
+                    StreamEnd::Finished if args.no_follow => return check_complete(after, length),
                     StreamEnd::Finished => "the node closed the stream".to_string(),
                     StreamEnd::Lost(reason) => reason,
                 }
@@ -288,15 +288,31 @@ async fn tail(args: TailArgs, settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// Prints the stream's audit lines, each the one due after `after`, and moves `after` on.
+/// Without `follow`, the stream must end at the chain length the node announced.
+fn check_complete(after: Option<u64>, length: Option<u64>) -> anyhow::Result<()> {
+    match length {
+        Some(length) if after.map_or(0, |a| a + 1) < length => {
+            let got = after.map_or("nothing".to_string(), |a| format!("up to position {a}"));
+            Err(Failure::unavailable("INCOMPLETE", format!("the stream ended at {got} of a chain of {length}")).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Prints the stream's lines; every line received (a heartbeat too) shows the node is
+/// serving, so it clears `failures`.
 async fn read_lines(
     mut response: reqwest::Response,
     after: &mut Option<u64>,
+    failures: &mut u32,
     format: output::Format,
 ) -> anyhow::Result<StreamEnd> {
     let mut pending: Vec<u8> = Vec::new();
     loop {
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
+            // Half a line at the end is a cut connection, not the end of the chain.
+            Ok(None) if !pending.is_empty() => return Ok(StreamEnd::Lost("the stream ended inside a line".into())),
             Ok(None) => return Ok(StreamEnd::Finished),
             Err(error) => return Ok(StreamEnd::Lost(crate::client::root_cause(&error))),
         };
@@ -304,6 +320,7 @@ async fn read_lines(
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             print_line(&line[..end], after, format)?;
+            *failures = 0;
         }
         if pending.len() > TAIL_LINE_BYTES_MAX {
             return Err(Failure::failed("INVALID_RESPONSE", "an audit line longer than 64 KiB").into());

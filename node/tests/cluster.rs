@@ -513,9 +513,18 @@ async fn async_votes_are_accepted_then_completed() {
         let failed = request_reaches(&cluster, node, &poll, &refused, "failed").await;
         assert_eq!(failed["error"]["code"], "ALREADY_VOTED", "node {node}: {failed}");
     }
-    // An id that names no request, on a poll that exists, is a 404 everywhere.
-    let made_up = format!("{}/v1/polls/{poll}/votes/requests/r.2.x.bm9ib2R5.a2V5", cluster.url(0));
+    // An id that names no request, on a poll that exists, is a 404 everywhere; so is a
+    // real request's id asked under another poll, even one where the voter used the key.
+    let made_up = format!("{}/v1/polls/{poll}/votes/requests/r.2.x.cA.bm9ib2R5.a2V5", cluster.url(0));
     assert_eq!(cluster.http.get(made_up).send().await.unwrap().status(), 404);
+    let (other, other_options) = cluster.create_poll(0, &["x", "y"]).await;
+    let (status, _) = cluster.vote(0, &other, "later", &other_options[0], key).await.expect("an answer");
+    assert_eq!(status, 200);
+    let request_id = accepted["request_id"].as_str().unwrap();
+    for node in 0..3 {
+        let elsewhere = format!("{}/v1/polls/{other}/votes/requests/{request_id}", cluster.url(node));
+        assert_eq!(cluster.http.get(elsewhere).send().await.unwrap().status(), 404, "node {node}");
+    }
     // With the accepting node gone, the recorded vote is still told from the replicated
     // state; the refused one cannot be, and the answer says so instead of guessing.
     cluster.kill(1);

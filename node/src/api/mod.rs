@@ -69,25 +69,43 @@ struct DocConventions;
 
 impl utoipa::Modify for DocConventions {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
         use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let bearer = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").description(Some(
             "With `--auth jwt`: a token from `POST /v1/auth/token`. With `--auth none`, no token is needed.",
         ));
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer.build()));
-        doc.security =
-            Some(vec![SecurityRequirement::default(), SecurityRequirement::new("bearer", Vec::<String>::new())]);
+        let secret = ApiKeyValue::with_description(
+            tally_raft::rpc::SECRET_HEADER,
+            "The cluster secret (--cluster-secret), for membership changes in every auth mode",
+        );
+        components.add_security_scheme("clusterSecret", SecurityScheme::ApiKey(ApiKey::Header(secret)));
+        let none = Vec::<String>::new;
+        doc.security = Some(vec![SecurityRequirement::default(), SecurityRequirement::new("bearer", none())]);
         let error = || ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
         for item in doc.paths.paths.values_mut() {
             let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
             for operation in operations.into_iter().flatten() {
-                let public = matches!(operation.operation_id.as_deref(), Some("createUser" | "createToken"));
+                let id = operation.operation_id.as_deref();
+                let public = matches!(id, Some("createUser" | "createToken"));
+                // Cluster management needs the secret or an admin token even with --auth none.
+                let operator = matches!(id, Some("initCluster" | "addMember" | "removeMember"));
+                if operator {
+                    operation.security = Some(vec![
+                        SecurityRequirement::new("clusterSecret", none()),
+                        SecurityRequirement::new("bearer", none()),
+                    ]);
+                }
+                let why = match operator {
+                    true => "UNAUTHENTICATED: neither the cluster secret nor an admin token",
+                    false => "UNAUTHENTICATED: with --auth jwt, no valid bearer token",
+                };
                 let responses = &mut operation.responses.responses;
                 if !public && !responses.contains_key("401") {
-                    let unauthenticated = ResponseBuilder::new()
-                        .description("UNAUTHENTICATED: with --auth jwt, no valid bearer token")
-                        .content("application/json", error());
+                    let unauthenticated = ResponseBuilder::new().description(why).content("application/json", error());
                     responses.insert("401".to_string(), unauthenticated.build().into());
                 }
                 for (status, response) in responses.iter_mut() {

@@ -30,33 +30,37 @@ pub const REQUESTS_MAX: usize = 100_000;
 /// How long another node waits for the accepting node's answer.
 const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// What a request id names: `r.<node>.<random>.<voter>.<key>`, voter and key in unpadded
-/// base64url (the random part keeps ids of requests with the same key apart).
+/// Lookups of other nodes' requests in flight at once on this node; past it, 503. Each
+/// may cost a peer call of up to `ASK_TIMEOUT`.
+const ASKS_MAX: usize = 64;
+
+/// What a request id names: `r.<node>.<random>.<poll>.<voter>.<key>`, poll, voter and key
+/// in unpadded base64url (the random part keeps ids of requests with the same key apart).
 #[derive(Debug, PartialEq, Eq)]
 pub struct RequestName {
     pub node: NodeId,
+    pub poll: String,
     pub voter: VoterId,
     pub key: String,
 }
 
 impl RequestName {
     pub fn format(&self, random: &str) -> String {
-        let voter = URL_SAFE_NO_PAD.encode(self.voter.as_str());
-        let key = URL_SAFE_NO_PAD.encode(&self.key);
-        format!("r.{}.{random}.{voter}.{key}", self.node)
+        let [poll, voter, key] =
+            [self.poll.as_str(), self.voter.as_str(), &self.key].map(|t| URL_SAFE_NO_PAD.encode(t));
+        format!("r.{}.{random}.{poll}.{voter}.{key}", self.node)
     }
 
     pub fn parse(request_id: &str) -> Option<Self> {
         let mut parts = request_id.split('.');
-        let text =
-            |part: Option<&str>| URL_SAFE_NO_PAD.decode(part?).ok().and_then(|bytes| String::from_utf8(bytes).ok());
         if parts.next()? != "r" {
             return None;
         }
         let node = parts.next()?.parse().ok()?;
         let _random = parts.next()?;
-        let (voter, key) = (text(parts.next())?, text(parts.next())?);
-        parts.next().is_none().then_some(Self { node, voter: VoterId(voter), key })
+        let mut text = || URL_SAFE_NO_PAD.decode(parts.next()?).ok().and_then(|bytes| String::from_utf8(bytes).ok());
+        let (poll, voter, key) = (text()?, text()?, text()?);
+        parts.next().is_none().then_some(Self { node, poll, voter: VoterId(voter), key })
     }
 }
 
@@ -84,9 +88,16 @@ pub struct RequestStatus {
     pub error: Option<Value>,
 }
 
-#[derive(Default)]
 pub struct Requests {
     inner: Mutex<Table>,
+    /// Bounds the peer calls that lookups of other nodes' requests make.
+    asks: tokio::sync::Semaphore,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Self { inner: Mutex::default(), asks: tokio::sync::Semaphore::new(ASKS_MAX) }
+    }
 }
 
 #[derive(Default)]
@@ -158,24 +169,31 @@ pub async fn status(
     Path((poll_id, request_id)): Path<(String, String)>,
     Extension(identity): Extension<Identity>,
 ) -> ApiResult<Json<RequestStatus>> {
-    if let Some(status) = app.requests.get(&request_id) {
-        return if status.poll_id == poll_id { Ok(Json(status)) } else { Err(unknown(&request_id)) };
-    }
-    let name = RequestName::parse(&request_id).ok_or_else(|| unknown(&request_id))?;
-    // Another node's request: the id names its voter, so it is that voter's (or an admin's)
-    // to ask about, as `/votes/me` is.
+    let name =
+        RequestName::parse(&request_id).filter(|name| name.poll == poll_id).ok_or_else(|| unknown(&request_id))?;
+    // The id names its voter, so it is that voter's (or an admin's) to ask about, as
+    // `/votes/me` is, on every node alike.
     let someone_else = identity.subject().is_some_and(|subject| subject != name.voter.as_str());
     if someone_else && identity.require_admin().is_err() {
         return Err(unknown(&request_id));
     }
     let poll = app.known_poll(&poll_id).await?;
+    // The replicated state first, on every node: once the key made a vote, that is the
+    // request's outcome, whatever this node's table says (a timeout whose vote committed,
+    // a failure a retry with the same key then recorded).
     if let Some(status) = recorded(&app, &poll, &name) {
+        return Ok(Json(status));
+    }
+    if let Some(status) = app.requests.get(&request_id) {
         return Ok(Json(status));
     }
     if name.node == app.node.id {
         return Err(unknown(&request_id));
     }
     let addr = app.node.member_addr(name.node).ok_or_else(|| unknown(&request_id))?;
+    let Ok(_asking) = app.requests.asks.try_acquire() else {
+        return Err(ApiError::unavailable(format!("{ASKS_MAX} lookups of other nodes' requests are in flight here")));
+    };
     match app.node.network.request_status(&addr, &request_id, ASK_TIMEOUT).await {
         Ok(Some(json)) => serde_json::from_str::<RequestStatus>(&json)
             .ok()
@@ -237,12 +255,13 @@ mod tests {
     #[test]
     fn request_ids_carry_node_voter_and_key_whatever_their_bytes() {
         for (voter, key) in [("alice", "k-1"), ("a.b.c", "x.y"), ("Zoë ∑", "~!@#$%^&*()")] {
-            let name = RequestName { node: 7, voter: VoterId(voter.to_string()), key: key.to_string() };
+            let name =
+                RequestName { node: 7, poll: "p-1".into(), voter: VoterId(voter.to_string()), key: key.to_string() };
             let id = name.format("Rand0m");
             assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)), "{id}");
             assert_eq!(RequestName::parse(&id), Some(name));
         }
-        for bad in ["", "r", "r.x.a.YQ.YQ", "q.1.a.YQ.YQ", "r.1.a.YQ", "r.1.a.YQ.YQ.YQ", "r.1.a.!!.YQ"] {
+        for bad in ["", "r", "r.x.a.cA.YQ.YQ", "q.1.a.cA.YQ.YQ", "r.1.a.cA.YQ", "r.1.a.cA.YQ.YQ.YQ", "r.1.a.cA.!!.YQ"] {
             assert_eq!(RequestName::parse(bad), None, "{bad}");
         }
     }

@@ -231,6 +231,8 @@ struct Streaming {
     feed: LiveFeed,
     first: Option<LiveResults>,
     last_sent: tokio::time::Instant,
+    /// The applied index of the last event sent.
+    sent_index: u64,
 }
 
 /// Polls whose latest event text is remembered; past it, the memory starts over.
@@ -283,7 +285,8 @@ pub async fn stream(
     let first = from_state(&app, &poll.poll_id, None).map(|(live, _)| live);
     let first = first.ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
     check_visible(&app, &first, &identity)?;
-    let start = Streaming { slot, feed, first: Some(first), last_sent: tokio::time::Instant::now() };
+    let sent_index = first.applied_index;
+    let start = Streaming { slot, feed, first: Some(first), last_sent: tokio::time::Instant::now(), sent_index };
     let events = futures::stream::unfold(start, |mut s| async move {
         let app = s.slot.0.clone();
         // A poll can hide its results once they are being streamed only by closing,
@@ -294,8 +297,16 @@ pub async fn stream(
                 let interval = stream_interval(app.streams.load(Ordering::Relaxed), app.stream_event_budget);
                 tokio::time::sleep_until(s.last_sent + interval).await;
                 // An error means the actor is gone: the node is shutting down.
-                s.feed.changed().await.ok()?;
-                let latest = s.feed.borrow_and_update().clone()?;
+                // The first event was read from the state machine, and the actor's copy may
+                // still be older: never send counts from before what was sent.
+                let latest = loop {
+                    s.feed.changed().await.ok()?;
+                    let latest = s.feed.borrow_and_update().clone()?;
+                    if latest.applied_index >= s.sent_index {
+                        break latest;
+                    }
+                };
+                s.sent_index = latest.applied_index;
                 app.stream_events.json(&app, &latest)
             }
         };

@@ -234,6 +234,7 @@ fn prefers_async(headers: &HeaderMap) -> bool {
 fn accept_async(app: Arc<App>, intent: VoteIntent) -> ApiResult<Response> {
     let name = super::requests::RequestName {
         node: app.node.id,
+        poll: intent.poll_id.0.clone(),
         voter: intent.voter_id.clone(),
         key: intent.idempotency_key.clone(),
     };

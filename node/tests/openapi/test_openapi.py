@@ -53,6 +53,12 @@ def check_document(doc):
     schemes = doc.get("components", {}).get("securitySchemes", {})
     if not any(s.get("type") == "http" and s.get("scheme") == "bearer" for s in schemes.values()):
         fail(f"no bearer security scheme: {schemes}")
+    secret = [s for s in schemes.values() if s.get("type") == "apiKey" and s.get("in") == "header"]
+    if not any(s.get("name") == "x-tally-cluster-secret" for s in secret):
+        fail(f"no cluster-secret scheme: {schemes}")
+    add = doc["paths"]["/v1/cluster/members"]["post"]
+    if not any("clusterSecret" in requirement for requirement in add.get("security", [])):
+        fail(f"adding a member does not say it needs the cluster secret: {add.get('security')}")
     leaked = [name for name in doc["components"]["schemas"] if name in RUST_NAMES or "<" in name or "_" in name]
     if leaked:
         fail(f"schema names leak Rust types: {leaked}")
