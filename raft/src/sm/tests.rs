@@ -259,8 +259,13 @@ fn receipts_chain_every_version_of_every_vote_in_log_order() {
     assert_eq!(changed.chain, trail[2].chain);
     assert_eq!(poll.find_vote(&vid(11, 2, 0)).unwrap().chain, trail[0].chain);
     assert_eq!(poll.find_vote(&vid(11, 9, 9)), None);
-    // Ids do not tell where a vote is: the old `v{index}.{slot}` form finds nothing.
+    // Ids do not tell where a vote is: the old `v{index}.{slot}` form finds nothing, nor
+    // does an id in capitals or of another length.
     assert_eq!(poll.find_vote("v2.0"), None);
+    assert_eq!(poll.find_vote(&vid(11, 2, 0).to_uppercase().replacen('V', "v", 1)), None);
+    assert_eq!(poll.find_vote(&vid(11, 2, 0)[..20]), None);
+    assert_eq!(super::vote_key("v00000000000000000001"), Some(1));
+    assert_eq!(super::vote_key("vffffffffffffffffffff"), Some((1u128 << 80) - 1));
     assert_eq!(state.check_invariants(), Ok(()));
 
     // Any edit to a stored vote breaks the chain, and the check says so.
