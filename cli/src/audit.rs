@@ -287,7 +287,6 @@ async fn tail(args: TailArgs, settings: &Settings) -> anyhow::Result<()> {
     Err(Failure::usage("no endpoints").into())
 }
 
-/// Prints the stream's audit lines, each the one due after `after`, and moves `after` on.
 /// Without `follow`, the stream must end at the chain length the node announced.
 fn check_complete(after: Option<u64>, length: Option<u64>) -> anyhow::Result<()> {
     match length {
@@ -299,8 +298,9 @@ fn check_complete(after: Option<u64>, length: Option<u64>) -> anyhow::Result<()>
     }
 }
 
-/// Prints the stream's lines; every line received (a heartbeat too) shows the node is
-/// serving, so it clears `failures`.
+/// Prints the stream's audit lines, each the one due after `after`, and moves `after` on.
+/// Every line received (a heartbeat too) shows the node is serving, so it clears
+/// `failures`.
 async fn read_lines(
     mut response: reqwest::Response,
     after: &mut Option<u64>,

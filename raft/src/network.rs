@@ -23,7 +23,7 @@ const APPEND_BYTES_BUDGET: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct Network {
     transport: Arc<dyn PeerTransport>,
-    /// When each peer was last heard from, by its answers to this node's Raft calls.
+    /// When each peer was last heard from (see [`Contacts`]).
     pub contacts: Arc<Contacts>,
 }
 

@@ -48,9 +48,8 @@ pub struct PollState {
     pub chain_head: [u8; 32],
     /// Every vote id the poll recorded (current and replaced versions, by [`vote_key`]) →
     /// its voter, so that a receipt is found by key, not by a scan of the votes under the
-    /// state lock. Derived
-    /// from `votes` like `breakdowns`, but left out of snapshots too: whoever builds a
-    /// `PollState` from stored votes calls [`PollState::reindex`].
+    /// state lock. Derived from `votes` like `breakdowns`, but left out of snapshots too:
+    /// whoever builds a `PollState` from stored votes calls [`PollState::reindex`].
     #[serde(skip)]
     pub vote_ids: BTreeMap<u128, VoterId>,
     /// Chain position → the voter whose vote (current or replaced) holds it, so that the

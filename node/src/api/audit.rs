@@ -193,15 +193,18 @@ impl Reader {
         }
     }
 
-    /// Up to a chunk of lines from `next` on, and where the chain and the node stand.
+    /// Up to a chunk of lines from `next` on, and where the chain and the node stand. The
+    /// entries are copied under the read lock and formatted after it.
     fn page(&self) -> (Vec<AuditLine>, u64, u64) {
-        let applied = self.app.node.sm.read();
-        let applied_index = applied.last_applied.map_or(0, |l| l.index);
-        let Some(state) = applied.state.polls.get(&self.poll_id) else { return (Vec::new(), 0, applied_index) };
-        let end = if self.follow.is_some() { state.chain_len } else { self.end };
-        let room = end.saturating_sub(self.next).min(LINES_PER_CHUNK as u64) as usize;
-        let page = state.audit_page(self.next, room).into_iter().map(AuditLine::from).collect();
-        (page, state.chain_len, applied_index)
+        let (entries, chain_length, applied_index) = {
+            let applied = self.app.node.sm.read();
+            let applied_index = applied.last_applied.map_or(0, |l| l.index);
+            let Some(state) = applied.state.polls.get(&self.poll_id) else { return (Vec::new(), 0, applied_index) };
+            let end = if self.follow.is_some() { state.chain_len } else { self.end };
+            let room = end.saturating_sub(self.next).min(LINES_PER_CHUNK as u64) as usize;
+            (state.audit_page(self.next, room), state.chain_len, applied_index)
+        };
+        (entries.into_iter().map(AuditLine::from).collect(), chain_length, applied_index)
     }
 }
 

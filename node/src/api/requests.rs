@@ -4,8 +4,9 @@
 //!
 //! The table of pending and finished requests is the accepting node's memory, not
 //! replicated. The request id carries what every other node needs: the accepting node's id,
-//! and the voter and idempotency key. Another node answers `completed` from its own applied
-//! state when that key made a vote, else asks the accepting node, else says it cannot tell.
+//! the poll, the voter and the idempotency key. Every node answers `completed` from its own
+//! applied state once that key made a vote; otherwise the accepting node answers from its
+//! table, another node asks it, and says so when it cannot be asked.
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
