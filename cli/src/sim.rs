@@ -38,7 +38,8 @@ pub struct Args {
     pub nodes: u64,
     /// Fault kinds to draw from, comma-separated (default: all): isolate-leader, split,
     /// one-way, flap, hold, latency, loss, crash, crash-majority, pause, clock-skew,
-    /// crash-in-flush, crash-after-apply, crash-leader-first.
+    /// crash-in-flush, crash-after-apply, crash-leader-first, failed-fsync, disk-full,
+    /// torn-write.
     #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
     pub faults: Vec<FaultKind>,
     /// Simulated seconds of the fault phase [default: 30].

@@ -80,6 +80,17 @@ impl RaftNode {
         self.log_stats.committed_index.load(Ordering::Relaxed)
     }
 
+    /// Why this node's Raft core stopped, if it stopped on its own: a storage error (a
+    /// failed write or fsync, a full disk) or a panic. openraft stops rather than risk
+    /// acknowledging what is not on disk; from then on the node can neither take writes
+    /// nor apply, so it says so at once instead of letting requests wait out a timeout.
+    pub fn failure(&self) -> Option<String> {
+        match &self.raft.metrics().borrow().running_state {
+            Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
@@ -96,6 +107,10 @@ impl RaftNode {
         for attempt in 0..PROPOSE_ATTEMPTS_MAX {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
+                break;
+            }
+            if let Some(reason) = self.failure() {
+                last_error = ProposeError::StorageFailed(reason);
                 break;
             }
             let (result, sent) = match self.leader() {
@@ -134,6 +149,9 @@ impl RaftNode {
     /// Proposes on this node, which must be the leader. Used for the node's own writes and
     /// for commands that followers forward (never forwarded again, so never a loop).
     pub async fn propose_local(&self, command: Command, timeout: Duration) -> Result<Committed, ProposeError> {
+        if let Some(reason) = self.failure() {
+            return Err(ProposeError::StorageFailed(reason));
+        }
         let entropy = rand::Rng::gen(&mut *self.entropy.lock().unwrap_or_else(|p| p.into_inner()));
         let request = Request { timestamp_ms: self.clock.now_ms(), entropy, command };
         #[cfg(feature = "bug-injection")]
@@ -168,6 +186,12 @@ impl RaftNode {
             self.votes_forwarded.fetch_add(votes.len() as u64, Ordering::Relaxed);
         }
         match self.network.forward(addr, command, timeout).await {
+            // A leader whose storage failed refused before proposing: nothing is in the
+            // log, and another node leads once it stops sending heartbeats.
+            Ok(Err(ProposeError::StorageFailed(reason))) => {
+                tracing::debug!(%reason, "propose: the leader's storage failed");
+                (Err(ProposeError::NotLeader { leader: None }), false)
+            }
             Ok(reply) => (reply, true),
             // Could not connect: the leader never saw the command.
             Err(TransportError::Unreachable { .. }) => (Err(ProposeError::NotLeader { leader: None }), false),
@@ -199,6 +223,10 @@ impl RaftNode {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
+            }
+            if let Some(reason) = self.failure() {
+                // This node cannot apply any more: a linearizable read here cannot be had.
+                return Err(ProposeError::StorageFailed(reason));
             }
             let result = match self.leader() {
                 Some((leader, _)) if leader == self.id => self.read_index_local(remaining).await,

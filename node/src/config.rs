@@ -197,6 +197,27 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_drain_ms: u64,
 
+    /// Low-disk watermark: when the data directory's file system has less than this many
+    /// MiB free, this node raises a replicated NOSPACE alarm and the whole cluster refuses
+    /// new votes (503 NO_SPACE) until space is back above one and a half times it; reads
+    /// go on. It leaves room for the entries already on their way. 0: no watermark.
+    #[arg(long, env = "TALLY_STORAGE_MIN_FREE_MB", default_value_t = 64)]
+    pub storage_min_free_mb: u64,
+
+    /// The most this node's data (state and log) may take on disk, in MiB, after etcd's
+    /// --quota-backend-bytes: past it, the same alarm as --storage-min-free-mb, cleared
+    /// below nine tenths of it. 0: no quota.
+    #[arg(long, env = "TALLY_STORAGE_QUOTA_MB", default_value_t = 0)]
+    pub storage_quota_mb: u64,
+
+    /// After a storage error stops this node's Raft core (a failed write or fsync, a full
+    /// disk), the process exits with status 74 this many milliseconds later, so that a
+    /// supervisor restarts it; meanwhile /health and /ready answer 503 and writes are
+    /// refused at once. 0: stay up, failed, until stopped.
+    #[arg(long, env = "TALLY_STORAGE_FAILURE_EXIT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub storage_failure_exit_ms: u64,
+
     /// Log filter, in tracing's EnvFilter syntax (RUST_LOG overrides it).
     #[arg(long, env = "TALLY_LOG", default_value = "info,openraft=warn,sled=warn")]
     pub log: String,
@@ -229,6 +250,13 @@ fn parse_peer(text: &str) -> Result<(NodeId, String), String> {
 impl Config {
     pub fn advertise_addr(&self) -> String {
         self.advertise_addr.clone().unwrap_or_else(|| self.addr.clone())
+    }
+
+    pub fn disk_limits(&self) -> crate::disk::DiskLimits {
+        crate::disk::DiskLimits {
+            min_free_bytes: self.storage_min_free_mb.saturating_mul(1 << 20),
+            quota_bytes: self.storage_quota_mb.saturating_mul(1 << 20),
+        }
     }
 
     pub fn write_timeout(&self) -> Duration {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod disk;
 pub mod metrics;
 pub mod peer;
 pub mod ratelimit;
@@ -154,6 +155,7 @@ impl App {
                 VoteRejection::InvalidAttributes(_) => "invalid_attributes",
                 VoteRejection::PollNotFound => "poll_not_found",
                 VoteRejection::IdempotencyKeyReused { .. } => "idempotency_key_reused",
+                VoteRejection::NoSpace { .. } => "no_space",
             }),
             Err(tally_actors::VoteError::Propose(tally_raft::rpc::ProposeError::Unknown(_))) => Some("timeout"),
             Err(_) => Some("unavailable"),
@@ -206,6 +208,7 @@ impl Node {
             entropy: Mutex::new(StdRng::seed_from_u64(seed ^ ENTROPY_SEED_SALT)),
         });
         count_leader_changes(&node.raft, metrics.leader_changes.clone());
+        disk::spawn_alarm_watch(node.clone(), db.clone(), config.disk_limits());
         schedule::spawn_closer(node.clone());
         let notifier =
             Arc::new(ActorNotifier { registry: OnceLock::new(), recent_polls: metrics.recent_polls.clone() });
@@ -320,6 +323,7 @@ pub async fn run_process(config: Config) -> anyhow::Result<()> {
         Some(tls) => Arc::new(HyperTransport::tls(&secret, PEER_CONNECT_TIMEOUT, tls.peer_client.clone())),
     };
     let seed = rand::thread_rng().gen();
+    let exit_after_failure = Duration::from_millis(config.storage_failure_exit_ms);
     let (id, addr, scheme) = (config.id, config.addr.clone(), if tls.is_some() { "https" } else { "http" });
     let node = Node::start(NodeOptions {
         config,
@@ -330,6 +334,7 @@ pub async fn run_process(config: Config) -> anyhow::Result<()> {
         tls: tls.map(|tls| tls.server),
     })
     .await?;
+    disk::spawn_exit_on_failure(node.app.node.clone(), exit_after_failure);
     tracing::info!(node_id = id, %addr, scheme, "serving");
     serve(&node, listener, shutdown_signal()).await?;
     tracing::info!(node_id = id, "stopped");

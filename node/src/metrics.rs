@@ -90,6 +90,9 @@ struct Mirrored {
     mailbox_depth: IntGauge,
     results_streams: IntGauge,
     storage_bytes: IntGauge,
+    storage_free_bytes: IntGauge,
+    storage_failed: IntGauge,
+    storage_alarm: IntGauge,
     poll_option_votes: IntGaugeVec,
     poll_turnout: IntGaugeVec,
     poll_info: IntGaugeVec,
@@ -160,7 +163,16 @@ impl Metrics {
             poll_actors: gauge("tally_poll_actors", "Poll actors alive on this node"),
             mailbox_depth: gauge("tally_poll_actor_mailbox_depth", "Messages queued across poll actors"),
             results_streams: gauge("tally_results_streams", "Results streams (server-sent events) open on this node"),
-            storage_bytes: gauge("tally_storage_bytes", "sled's size on disk"),
+            storage_bytes: gauge("tally_storage_bytes", "The node's data (state and log) on disk"),
+            storage_free_bytes: gauge(
+                "tally_storage_free_bytes",
+                "Free space on the data directory's file system (-1: unknown)",
+            ),
+            storage_failed: gauge("tally_storage_failed", "1 once a storage error stopped this node's Raft core"),
+            storage_alarm: gauge(
+                "tally_storage_alarm",
+                "Members whose low-disk alarm is up in this node's applied state: votes are refused while above 0",
+            ),
             poll_option_votes: gauge_vec(
                 "tally_poll_option_votes",
                 "Votes per option, for the most recently active polls",
@@ -300,6 +312,9 @@ impl Metrics {
         m.mailbox_depth.set(app.registry.mailbox_depth() as i64);
         m.results_streams.set(app.streams.load(Ordering::Relaxed) as i64);
         m.storage_bytes.set(app.db.size_on_disk() as i64);
+        m.storage_free_bytes.set(app.db.free_space().map_or(-1, |free| free as i64));
+        m.storage_failed.set(i64::from(app.node.failure().is_some()));
+        m.storage_alarm.set(app.node.sm.read().state.alarms.len() as i64);
         self.mirror_polls(app);
     }
 

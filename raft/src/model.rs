@@ -220,6 +220,15 @@ pub enum Command {
         /// change judged on a stale replica cannot undo a newer one. `None`: an admin's reset.
         expected_hash: Option<String>,
     },
+    /// A member's storage crossed its low-disk watermark (`raised`), or came back above
+    /// it. While any member's alarm is up, the state machine records no new vote (etcd's
+    /// NOSPACE alarm): a node short of disk would otherwise be filled by the entries the
+    /// others keep committing. The node itself proposes both, so no operator step is
+    /// needed once space is freed.
+    SetAlarm {
+        node_id: crate::NodeId,
+        raised: bool,
+    },
 }
 
 /// A built-in account as the state machine holds it.
@@ -237,6 +246,7 @@ impl fmt::Display for Request {
             Command::CastVotes(votes) => write!(f, "CastVotes({})", votes.len()),
             Command::CreateUser { username, .. } => write!(f, "CreateUser({username})"),
             Command::SetPassword { username, .. } => write!(f, "SetPassword({username})"),
+            Command::SetAlarm { node_id, raised } => write!(f, "SetAlarm({node_id}, {raised})"),
         }
     }
 }
@@ -308,5 +318,9 @@ pub enum VoteRejection {
     /// with another option or other attributes: a retry must repeat its request.
     IdempotencyKeyReused {
         vote_id: String,
+    },
+    /// A member's low-disk alarm is up ([`Command::SetAlarm`]): nothing was recorded.
+    NoSpace {
+        nodes: Vec<crate::NodeId>,
     },
 }

@@ -52,6 +52,9 @@ pub enum ProposeError {
     Unknown(String),
     #[error("shutting down")]
     ShuttingDown,
+    /// This node's Raft core stopped on a storage error: it took nothing in.
+    #[error("this node's storage failed: {0}")]
+    StorageFailed(String),
 }
 
 pub type ForwardReply = Result<Committed, ProposeError>;

@@ -27,6 +27,8 @@ pub struct State {
     pub votes_recorded: u64,
     /// Built-in accounts by username.
     pub users: BTreeMap<String, UserRecord>,
+    /// Members whose low-disk alarm is up: no new vote is recorded while any is.
+    pub alarms: BTreeSet<crate::NodeId>,
 }
 
 /// Attribute (one of the poll's `breakdowns`) → value → votes per option, in option order.
@@ -462,6 +464,14 @@ impl State {
             Command::SetPassword { username, password_hash, expected_hash } => {
                 Response::User(self.set_password(username, password_hash, expected_hash.as_deref(), now_ms, touched))
             }
+            Command::SetAlarm { node_id, raised } => {
+                if *raised {
+                    self.alarms.insert(*node_id);
+                } else {
+                    self.alarms.remove(node_id);
+                }
+                Response::None
+            }
         };
         self.hash = chain_hash(&self.hash, index, request, &response);
         response
@@ -588,7 +598,12 @@ impl State {
         let Some(state) = self.polls.get_mut(&intent.poll_id) else {
             return VoteOutcome::Rejected(VoteRejection::PollNotFound);
         };
-        let (option_index, previous) = match judge_vote(state, intent, now_ms) {
+        let judgement = judge_vote(state, intent, now_ms);
+        if !self.alarms.is_empty() && !matches!(judgement, Judgement::Final(_)) {
+            // Replays and final refusals cost no space and are still answered.
+            return VoteOutcome::Rejected(VoteRejection::NoSpace { nodes: self.alarms.iter().copied().collect() });
+        }
+        let (option_index, previous) = match judgement {
             Judgement::Final(outcome) => return outcome,
             Judgement::Record { option_index } => (option_index, None),
             Judgement::Change { option_index } => (option_index, state.votes.remove(&intent.voter_id)),

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -48,6 +48,7 @@ struct SmMeta {
     votes_recorded: u64,
     /// Set while a snapshot install rewrites the keyspace: on restart, redo it.
     installing: bool,
+    alarms: std::collections::BTreeSet<crate::NodeId>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -102,6 +103,9 @@ pub trait ApplyListener: Send + Sync + 'static {
 pub struct SmShared {
     applied: RwLock<Applied>,
     applied_index: AtomicU64,
+    /// Whether the applied state has any member's low-disk alarm up: read on every vote
+    /// request, so kept outside the state lock.
+    alarm_up: AtomicBool,
     listener: Mutex<Option<Arc<dyn ApplyListener>>>,
     pub snapshots_built: AtomicU64,
     pub last_snapshot_bytes: AtomicU64,
@@ -156,6 +160,11 @@ impl SmShared {
     /// A read view of the applied state. Hold it briefly: apply waits for it.
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
         self.applied.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Whether a member's low-disk alarm is up in the applied state (votes are refused).
+    pub fn alarm_up(&self) -> bool {
+        self.alarm_up.load(Ordering::Acquire)
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -222,6 +231,7 @@ impl StateMachineStore {
             shared: Arc::new(SmShared {
                 applied: RwLock::default(),
                 applied_index: AtomicU64::new(0),
+                alarm_up: AtomicBool::new(false),
                 listener: Mutex::new(None),
                 snapshots_built: AtomicU64::new(0),
                 last_snapshot_bytes: AtomicU64::new(0),
@@ -260,6 +270,7 @@ impl StateMachineStore {
             hash: meta.hash,
             votes_recorded: meta.votes_recorded,
             users: BTreeMap::new(),
+            alarms: meta.alarms.clone(),
         };
         self.scan(USER_PREFIX, |key, value| {
             let username = String::from_utf8_lossy(&key[USER_PREFIX.len()..]).into_owned();
@@ -323,6 +334,7 @@ impl StateMachineStore {
 
     fn replace_applied(&self, applied: Applied) {
         let index = applied.last_applied.map_or(0, |l| l.index);
+        self.shared.alarm_up.store(!applied.state.alarms.is_empty(), Ordering::Release);
         *self.shared.applied.write().unwrap_or_else(|p| p.into_inner()) = applied;
         self.shared.applied_index.store(index, Ordering::Release);
     }
@@ -357,6 +369,7 @@ impl StateMachineStore {
             hash: snapshot.state.hash,
             votes_recorded: snapshot.state.votes_recorded,
             installing: true,
+            alarms: snapshot.state.alarms.clone(),
         };
         self.write_meta_flushed(&meta)?;
         // What applies left unwritten belongs to the state being replaced.
@@ -431,6 +444,7 @@ fn persist_batch(applied: &Applied, touched: &Touched) -> Result<WriteBatch, cod
         hash: state.hash,
         votes_recorded: state.votes_recorded,
         installing: false,
+        alarms: state.alarms.clone(),
     };
     batch.put(META.to_vec(), codec::encode(&meta)?);
     Ok(batch)
@@ -471,6 +485,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 responses.push(response);
             }
             last_index = applied.last_applied.map_or(0, |l| l.index);
+            self.shared.alarm_up.store(!applied.state.alarms.is_empty(), Ordering::Release);
             {
                 let mut unpersisted = self.shared.unpersisted();
                 // The listener below needs only the polls.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
-use tally_storage::CrashPoint;
+use tally_storage::{CrashPoint, StorageFault};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultKind {
@@ -44,9 +44,17 @@ pub enum FaultKind {
     /// Every node crashes at once (a power loss); the old leader restarts first and the
     /// others a moment later, so that reads reach it while it alone is up in its old term.
     CrashLeaderFirst,
+    /// A node's fsync fails, and every one after it; the node stays up with its Raft core
+    /// stopped (refusing writes, serving stale reads) until its supervisor restarts it.
+    FailedFsync,
+    /// A node's disk is full: every write fails, until it restarts with space again.
+    DiskFull,
+    /// A node crashes inside its next flush, and the records of the append being synced
+    /// reached the disk, all but the last one, torn and dropped at open.
+    TornWrite,
 }
 
-pub const ALL: [FaultKind; 14] = [
+pub const ALL: [FaultKind; 17] = [
     FaultKind::IsolateLeader,
     FaultKind::Split,
     FaultKind::OneWay,
@@ -61,6 +69,9 @@ pub const ALL: [FaultKind; 14] = [
     FaultKind::CrashInFlush,
     FaultKind::CrashAfterApply,
     FaultKind::CrashLeaderFirst,
+    FaultKind::FailedFsync,
+    FaultKind::DiskFull,
+    FaultKind::TornWrite,
 ];
 
 /// The kinds before the crash points were added (the first 11 of [`ALL`]); seed 95059's
@@ -84,6 +95,9 @@ impl FaultKind {
             FaultKind::CrashInFlush => "crash-in-flush",
             FaultKind::CrashAfterApply => "crash-after-apply",
             FaultKind::CrashLeaderFirst => "crash-leader-first",
+            FaultKind::FailedFsync => "failed-fsync",
+            FaultKind::DiskFull => "disk-full",
+            FaultKind::TornWrite => "torn-write",
         }
     }
 
@@ -121,6 +135,13 @@ pub enum Action {
         point: CrashPoint,
     },
     Restart(Vec<u64>),
+    /// `node`'s store starts failing; the node runs on until crashed.
+    Inject {
+        node: u64,
+        fault: StorageFault,
+    },
+    /// `node` crashes inside its next flush, with part of the append on disk (a torn write).
+    CrashTorn(u64),
     /// Every node crashes; the leader of the moment is remembered.
     CrashWithLeader,
     /// Restarts the leader that `CrashWithLeader` crashed.
@@ -155,6 +176,9 @@ impl fmt::Display for Action {
                 write!(f, "crash node{node} after its next write to {keyspace}")
             }
             Action::Restart(nodes) => write!(f, "restart {nodes:?}"),
+            Action::Inject { node, fault: StorageFault::FailedSync } => write!(f, "node{node}'s fsyncs fail"),
+            Action::Inject { node, fault: StorageFault::DiskFull } => write!(f, "node{node}'s disk is full"),
+            Action::CrashTorn(node) => write!(f, "crash node{node} in its next flush, tearing the append"),
             Action::CrashWithLeader => write!(f, "crash every node"),
             Action::RestartOldLeader => write!(f, "restart the old leader"),
             Action::RestartWithoutOldLeader => write!(f, "restart the others"),
@@ -270,6 +294,20 @@ pub fn schedule(
                 let point =
                     if kind == FaultKind::CrashInFlush { CrashPoint::InFlush } else { CrashPoint::AfterWrite("sm") };
                 push(at, Action::CrashAt { node, point });
+                push(end, Action::Restart(vec![node]));
+            }
+            FaultKind::FailedFsync | FaultKind::DiskFull => {
+                let node = rng.gen_range(1..=nodes);
+                let fault =
+                    if kind == FaultKind::FailedFsync { StorageFault::FailedSync } else { StorageFault::DiskFull };
+                push(at, Action::Inject { node, fault });
+                // The node's exit, then its supervisor's restart.
+                push(end, Action::Crash(vec![node]));
+                push(end + Duration::from_millis(rng.gen_range(100..1_000)), Action::Restart(vec![node]));
+            }
+            FaultKind::TornWrite => {
+                let node = rng.gen_range(1..=nodes);
+                push(at, Action::CrashTorn(node));
                 push(end, Action::Restart(vec![node]));
             }
             FaultKind::CrashLeaderFirst => {

@@ -301,6 +301,7 @@ pub fn run(options: &SimOptions) -> Report {
         client_hosts,
         crashed: BTreeSet::new(),
         armed: BTreeMap::new(),
+        failing: BTreeSet::new(),
         leader_first: None,
         clocks,
         dbs,
@@ -387,6 +388,8 @@ struct Chaos {
     crashed: BTreeSet<u64>,
     /// Nodes whose store has a crash point armed, not yet reached.
     armed: BTreeMap<u64, CrashPoint>,
+    /// Nodes running with an injected storage fault, until crashed.
+    failing: BTreeSet<u64>,
     /// What the last `CrashWithLeader` crashed: the leader, then the others.
     leader_first: Option<(u64, Vec<u64>)>,
     clocks: Vec<SimClock>,
@@ -415,6 +418,8 @@ impl Chaos {
     }
 
     fn crash(&mut self, sim: &mut turmoil::Sim<'_>, node: u64) {
+        // Its restart finds the disk working again (`MemDb::crash`).
+        self.failing.remove(&node);
         if self.crashed.insert(node) {
             sim.crash(host_name(node));
             self.apps.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
@@ -508,6 +513,26 @@ impl Chaos {
                 self.armed.insert(*node, *point);
                 action.to_string()
             }
+            Action::Inject { node, fault } => {
+                if self.crashed.contains(node) {
+                    return format!("{action}: it is down, nothing done");
+                }
+                self.dbs[*node as usize - 1].inject(*fault);
+                self.failing.insert(*node);
+                action.to_string()
+            }
+            Action::CrashTorn(node) => {
+                if self.crashed.contains(node) {
+                    return format!("{action}: it is down, nothing done");
+                }
+                // Struck inside the next flush, as a power loss during an fsync: some of
+                // what the flush covered reached the disk (`MemDb::crash`).
+                let db = &self.dbs[*node as usize - 1];
+                db.arm(CrashPoint::InFlush);
+                db.arm_torn_write();
+                self.armed.insert(*node, CrashPoint::InFlush);
+                action.to_string()
+            }
             Action::CrashWithLeader => {
                 let Some(leader) = self.leader() else {
                     return format!("{action}: no leader known, nothing done");
@@ -574,6 +599,9 @@ impl Chaos {
                     self.dbs[node as usize - 1].disarm();
                 }
                 self.repair_network(sim);
+                for node in std::mem::take(&mut self.failing) {
+                    self.crash(sim, node);
+                }
                 for node in std::mem::take(&mut self.crashed) {
                     sim.bounce(host_name(node));
                 }

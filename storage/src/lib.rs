@@ -20,7 +20,7 @@ mod mem;
 mod sled_store;
 
 pub use journal::{FileJournal, Journal, Record, RECORD_BYTES_MAX, SEGMENT_BYTES};
-pub use mem::{CrashPoint, MemDb};
+pub use mem::{CrashPoint, MemDb, StorageFault};
 pub use sled_store::{SledDb, SledOptions};
 
 use std::sync::Arc;
@@ -112,6 +112,13 @@ pub trait Database: Send + Sync + 'static {
 
     /// Bytes used on disk (for metrics); 0 where nothing is on disk.
     fn size_on_disk(&self) -> u64;
+
+    /// Bytes still free for this database on its file system, as an unprivileged writer
+    /// sees it (statvfs's `f_bavail`); `None` where there is no such limit or it cannot
+    /// be read. The node's low-disk watermark compares it with `--storage-min-free-mb`.
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
 
     /// Makes everything written so far durable, in every keyspace.
     fn flush(&self) -> Result<(), StoreError>;

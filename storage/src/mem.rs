@@ -26,6 +26,32 @@ struct MemInner {
     /// The armed point was reached: the process is as good as dead, and its flushes fail
     /// until [`MemDb::crash`].
     tripped: bool,
+    /// A storage fault that leaves the process running, until [`MemDb::crash`].
+    fault: Option<StorageFault>,
+    /// The next [`MemDb::crash`] tears the last unsynced journal record (see
+    /// [`MemDb::arm_torn_write`]).
+    torn_write: bool,
+}
+
+/// A storage fault that the process survives: its store fails, and goes on failing, until
+/// the simulation crashes the host (as the node's exit and its supervisor's restart do in
+/// production). Injected with [`MemDb::inject`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageFault {
+    /// The next flush or journal sync fails with EIO, and so does every one after it:
+    /// after a failed fsync, what reached the disk is unknown (PostgreSQL's "fsyncgate").
+    FailedSync,
+    /// The disk is full: every write, append, flush and sync fails with ENOSPC.
+    DiskFull,
+}
+
+impl StorageFault {
+    fn error(self) -> StoreError {
+        StoreError::Io(match self {
+            StorageFault::FailedSync => std::io::Error::other("simulated fsync failure (EIO)"),
+            StorageFault::DiskFull => std::io::Error::new(std::io::ErrorKind::StorageFull, "simulated full disk"),
+        })
+    }
 }
 
 /// A journal in memory: its records, of which the first `synced` are durable (a journal's
@@ -53,16 +79,35 @@ impl MemDb {
         Self::default()
     }
 
-    /// Forgets every write that was not flushed.
+    /// Forgets every write that was not flushed, and any injected fault (the restarted
+    /// node finds its disk working again).
     pub fn crash(&self) {
         let mut inner = self.lock();
         inner.live = inner.durable.clone();
         inner.unflushed.clear();
+        let torn = std::mem::take(&mut inner.torn_write);
         for journal in inner.journals.values_mut() {
-            journal.records.truncate(journal.synced);
+            // A torn write: the appends after the last sync reached the disk, all but the
+            // last one, cut short mid-record, which the journal's check drops at open
+            // (FileJournal's CRC). Raft must cope with entries it never acknowledged.
+            let kept = if torn { journal.records.len().saturating_sub(1).max(journal.synced) } else { journal.synced };
+            journal.records.truncate(kept);
+            journal.synced = kept;
         }
         inner.armed = None;
         inner.tripped = false;
+        inner.fault = None;
+    }
+
+    /// From now on the store fails as `fault` says, until [`MemDb::crash`].
+    pub fn inject(&self, fault: StorageFault) {
+        self.lock().fault = Some(fault);
+    }
+
+    /// Makes the next [`MemDb::crash`] a torn write rather than a clean loss of everything
+    /// unsynced.
+    pub fn arm_torn_write(&self) {
+        self.lock().torn_write = true;
     }
 
     /// Arms a crash at `point` (replacing any armed before); [`MemDb::crash`] disarms.
@@ -72,9 +117,11 @@ impl MemDb {
         inner.tripped = false;
     }
 
-    /// Disarms a crash point that was never reached.
+    /// Disarms a crash point that was never reached (and a torn write armed with it).
     pub fn disarm(&self) {
-        self.lock().armed = None;
+        let mut inner = self.lock();
+        inner.armed = None;
+        inner.torn_write = false;
     }
 
     /// Whether the armed crash point was reached: the host must crash now.
@@ -146,7 +193,18 @@ impl MemInner {
         if self.tripped {
             return Err(StoreError::Closed);
         }
-        Ok(())
+        match self.fault {
+            Some(fault) => Err(fault.error()),
+            None => Ok(()),
+        }
+    }
+
+    /// A write or an append begins: a full disk refuses it.
+    fn reach_write(&self) -> Result<(), StoreError> {
+        match self.fault {
+            Some(StorageFault::DiskFull) => Err(StorageFault::DiskFull.error()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -166,6 +224,7 @@ impl Journal for MemJournal {
     fn append(&self, records: Vec<Record>) -> Result<(), StoreError> {
         let Some((first, _)) = records.first() else { return Ok(()) };
         let first = *first;
+        self.db.lock().reach_write()?;
         self.with(|journal| {
             let consecutive = records.iter().enumerate().all(|(i, (index, _))| *index == first + i as u64);
             // Forward only, as on disk (where a skip starts a new segment).
@@ -279,6 +338,7 @@ impl Keyspace for MemKeyspace {
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut inner = self.db.lock();
+        inner.reach_write()?;
         let inner = &mut *inner;
         let map = inner.live.entry(self.name.clone()).or_default();
         for op in batch.ops {
@@ -294,5 +354,50 @@ impl Keyspace for MemKeyspace {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(index: u64) -> Record {
+        (index, vec![index as u8])
+    }
+
+    #[test]
+    fn injected_faults_fail_until_the_crash_and_a_torn_write_keeps_all_but_the_last_append() {
+        let db = MemDb::new();
+        let space = db.keyspace("sm").unwrap();
+        let journal = db.journal("log").unwrap();
+        journal.append(vec![rec(1)]).unwrap();
+        journal.sync().unwrap();
+
+        db.inject(StorageFault::DiskFull);
+        let mut batch = WriteBatch::new();
+        batch.put(b"k".to_vec(), b"v".to_vec());
+        assert!(space.write(batch.clone()).is_err());
+        assert!(journal.append(vec![rec(2)]).is_err());
+        db.crash();
+        space.write(batch).unwrap();
+
+        db.inject(StorageFault::FailedSync);
+        journal.append(vec![rec(2)]).unwrap();
+        assert!(journal.sync().is_err());
+        assert!(db.flush().is_err(), "a failed fsync fails every later one");
+        db.crash();
+        assert_eq!(journal.last().unwrap(), Some(rec(1)));
+
+        db.arm(CrashPoint::InFlush);
+        db.arm_torn_write();
+        journal.append(vec![rec(2), rec(3), rec(4)]).unwrap();
+        assert!(journal.sync().is_err());
+        assert!(db.tripped());
+        db.crash();
+        assert_eq!(journal.read(0, 10).unwrap(), vec![rec(1), rec(2), rec(3)]);
+        journal.append(vec![rec(4)]).unwrap();
+        journal.sync().unwrap();
+        db.crash();
+        assert_eq!(journal.last().unwrap(), Some(rec(4)), "what survived a torn write counts as synced");
     }
 }

@@ -165,6 +165,10 @@ impl Database for SledDb {
         self.inner.db.size_on_disk().unwrap_or(0) + journals.values().map(|j| j.size_on_disk()).sum::<u64>()
     }
 
+    fn free_space(&self) -> Option<u64> {
+        fs2::available_space(&self.inner.dir).ok()
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.flush_durably()
     }

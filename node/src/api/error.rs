@@ -125,7 +125,28 @@ impl ApiError {
                 "this Idempotency-Key was already used for a request with another option or attributes",
             )
             .with("vote_id", vote_id.clone()),
+            VoteRejection::NoSpace { nodes } => Self::no_space(nodes),
         }
+    }
+
+    /// A member is short of disk: nothing is recorded until its alarm clears.
+    pub fn no_space(nodes: &[tally_raft::NodeId]) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NO_SPACE",
+            format!(
+                "node(s) {nodes:?} are short of disk (under --storage-min-free-mb or over --storage-quota-mb); \
+                 the vote was not recorded, and votes are refused until space is freed"
+            ),
+        );
+        error.retry_after_secs = Some(5);
+        error
+    }
+
+    pub fn storage_failed(reason: &str) -> Self {
+        Self::unavailable(format!(
+            "this node's storage failed ({reason}); the request was not recorded: send it to another node"
+        ))
     }
 }
 
@@ -137,6 +158,7 @@ impl From<ProposeError> for ApiError {
             ProposeError::NoQuorum => Self::unavailable("no quorum is reachable; the request was not recorded"),
             ProposeError::Overloaded => Self::unavailable("the node is overloaded; the request was not recorded"),
             ProposeError::ShuttingDown => Self::unavailable("the node is shutting down"),
+            ProposeError::StorageFailed(reason) => Self::storage_failed(&reason),
             ProposeError::Unknown(reason) => Self::timeout(format!(
                 "the outcome is unknown ({reason}); retry with the same Idempotency-Key to learn it"
             )),

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use utoipa::OpenApi;
@@ -158,7 +159,9 @@ pub fn router(app: Arc<App>) -> Router {
                 "this route does not take that method",
             )
         })
-        // Layers run bottom-up: observe, then authenticate, then the address limit.
+        // Layers run bottom-up: observe, then authenticate, then the address limit, then
+        // the storage guard.
+        .layer(middleware::from_fn_with_state(app.clone(), storage_guard))
         .layer(middleware::from_fn_with_state(app.clone(), crate::ratelimit::per_address))
         .layer(middleware::from_fn_with_state(app.clone(), crate::auth::authenticate))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
@@ -175,3 +178,33 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
     app.metrics.observe_http(method.as_str(), route, response.status().as_u16(), started.elapsed());
     response
 }
+
+/// What this node's storage allows, decided before any handler runs: a node whose Raft
+/// core stopped on a storage error refuses every write at once (503, not recorded) and
+/// marks every read `Tally-Stale: storage-failed`, as it no longer applies anything; while
+/// a member's low-disk alarm is up, votes are refused with 503 `NO_SPACE` on every node
+/// before they reach the log (the state machine refuses them too, whatever got through).
+async fn storage_guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if !path.starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if let Some(reason) = app.node.failure() {
+        // Issuing a token reads the state and writes nothing.
+        if write && path != "/v1/auth/token" {
+            return error::ApiError::storage_failed(&reason).into_response();
+        }
+        let mut response = next.run(request).await;
+        response.headers_mut().insert(STALE_HEADER, HeaderValue::from_static("storage-failed"));
+        return response;
+    }
+    if write && app.node.sm.alarm_up() && (path.ends_with("/votes") || path.ends_with("/votes:batch")) {
+        let nodes: Vec<_> = app.node.sm.read().state.alarms.iter().copied().collect();
+        return error::ApiError::no_space(&nodes).into_response();
+    }
+    next.run(request).await
+}
+
+/// Set on every `/v1` answer of a node whose storage failed: what it reads stopped moving.
+pub const STALE_HEADER: &str = "tally-stale";

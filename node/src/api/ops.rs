@@ -13,18 +13,29 @@ use crate::App;
 /// How far this node's applied index may trail its log before it calls itself not ready.
 const READY_APPLY_LAG_MAX: u64 = 1_000;
 
-pub async fn health() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
+pub async fn health(State(app): State<Arc<App>>) -> impl IntoResponse {
+    match app.node.failure() {
+        None => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))),
+        // The process still serves, but it is no longer a working member: a supervisor
+        // probing liveness should restart it (it also exits by itself, see
+        // --storage-failure-exit-ms).
+        Some(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "failed", "reason": reason})))
+        }
+    }
 }
 
 pub async fn ready(State(app): State<Arc<App>>) -> impl IntoResponse {
     let metrics = app.node.metrics();
     let applied = app.node.sm.applied_index();
     let lag = metrics.last_log_index.unwrap_or(0).saturating_sub(applied);
-    let ready = metrics.current_leader.is_some() && lag <= READY_APPLY_LAG_MAX;
+    let failure = app.node.failure();
+    let ready = failure.is_none() && metrics.current_leader.is_some() && lag <= READY_APPLY_LAG_MAX;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let alarms: Vec<_> = app.node.sm.read().state.alarms.iter().copied().collect();
     let body = serde_json::json!({
         "ready": ready, "leader_id": metrics.current_leader, "applied_index": applied, "apply_lag": lag,
+        "storage_failed": failure, "no_space_alarms": alarms,
     });
     (status, Json(body))
 }

@@ -84,16 +84,7 @@ impl Cluster {
 
     /// Like [`Cluster::start`], every node with `extra_args` too.
     pub async fn start_with(n: usize, extra_args: Vec<String>) -> Cluster {
-        let cluster = Cluster {
-            dir: tempfile::tempdir().expect("temp dir"),
-            extra_args,
-            secret: new_secret(),
-            ports: (0..n).map(|_| free_port()).collect(),
-            children: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("client"),
-            tls: None,
-        };
-        cluster.launch().await
+        Self::unstarted(n, extra_args).launch().await
     }
 
     /// Like [`Cluster::start_with`], over TLS with certificates from the returned CA, and
@@ -118,7 +109,41 @@ impl Cluster {
         (cluster.launch().await, ca)
     }
 
-    async fn launch(mut self) -> Cluster {
+    /// A cluster of `n` nodes not started yet, for a test that prepares their data
+    /// directories (`dir/<id>`) first; [`Cluster::launch`] starts it.
+    pub fn unstarted(n: usize, extra_args: Vec<String>) -> Cluster {
+        Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            extra_args,
+            secret: new_secret(),
+            ports: (0..n).map(|_| free_port()).collect(),
+            children: (0..n).map(|_| std::sync::Mutex::new(None)).collect(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("client"),
+            tls: None,
+        }
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("{}", i + 1))
+    }
+
+    /// Waits up to `bound` for node `i` to exit by itself; its exit status if it did.
+    pub fn exited_within(&mut self, i: usize, bound: Duration) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        let mut guard = self.child(i);
+        let child = guard.as_mut()?;
+        while started.elapsed() < bound {
+            if let Ok(Some(status)) = child.try_wait() {
+                guard.take();
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub async fn launch(mut self) -> Cluster {
         let cluster = &mut self;
         let n = cluster.ports.len();
         for i in 0..n {
@@ -148,7 +173,7 @@ impl Cluster {
 
     pub fn spawn(&mut self, i: usize) {
         assert!(self.child(i).is_none(), "node {} is already running", i + 1);
-        let data = self.dir.path().join(format!("{}", i + 1));
+        let data = self.data_dir(i);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -459,3 +459,24 @@ fn a_breakdown_attribute_takes_a_bounded_number_of_distinct_values() {
     assert!(matches!(&last[1], VoteOutcome::Recorded(_)), "an existing value is still fine: {last:?}");
     assert_eq!(state.polls[&PollId("p".into())].breakdowns["region"].len(), ATTRIBUTE_VALUES_MAX);
 }
+
+#[test]
+fn a_no_space_alarm_refuses_new_votes_until_cleared_but_still_answers_retries() {
+    let alarm = |raised| Command::SetAlarm { node_id: 3, raised };
+    let log = vec![
+        request(10, Command::CreatePoll(spec("p", 2, false))),
+        request(11, Command::CastVotes(vec![vote("p", "alice", 0, "ka")])),
+        request(12, alarm(true)),
+        request(13, Command::CastVotes(vec![vote("p", "bob", 1, "kb"), vote("p", "alice", 0, "ka")])),
+        request(14, alarm(false)),
+        request(15, Command::CastVotes(vec![vote("p", "bob", 1, "kb")])),
+    ];
+    let (state, responses) = apply_all(&log);
+    let during = outcomes(&responses[3]);
+    assert_eq!(during[0], VoteOutcome::Rejected(VoteRejection::NoSpace { nodes: vec![3] }));
+    assert!(matches!(during[1], VoteOutcome::Replayed { .. }), "{:?}", during[1]);
+    assert!(matches!(outcomes(&responses[5])[0], VoteOutcome::Recorded(_)), "{:?}", responses[5]);
+    assert!(state.alarms.is_empty());
+    assert_eq!(state.polls[&PollId("p".into())].counts, vec![1, 1]);
+    state.check_invariants().unwrap();
+}
