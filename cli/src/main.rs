@@ -5,6 +5,7 @@
 //! the exit status is one of [`exit::Exit`].
 
 mod audit;
+mod backup;
 mod bench;
 mod certs;
 mod client;
@@ -74,6 +75,10 @@ enum Command {
     /// Inspect the cluster and change its membership.
     #[command(subcommand)]
     Cluster(cluster::Command),
+    /// Save a consistent backup from a running cluster, check one, restore one into a new
+    /// cluster.
+    #[command(subcommand)]
+    Backup(backup::Command),
     /// Create, show, list and close polls.
     #[command(subcommand)]
     Poll(poll::Command),
@@ -195,6 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::try_from(cli.global)?;
     match cli.command {
         Command::Cluster(command) => cluster::run(command, &settings).await,
+        Command::Backup(command) => backup::run(command, &settings).await,
         Command::Poll(command) => poll::run(command, &settings).await,
         Command::Vote(args) => vote::run(args, &settings).await,
         Command::Results(args) => results::run(args, &settings).await,

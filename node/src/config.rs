@@ -44,6 +44,14 @@ pub struct Config {
     #[arg(long, env = "TALLY_PEERS", value_delimiter = ',', value_parser = parse_peer)]
     pub peers: Vec<(NodeId, String)>,
 
+    /// Start a new cluster from a backup file (`tally backup save`): written into an
+    /// empty --data-dir as the state at the backup's index, under the members of
+    /// --peers, before the node starts. Every member of the new cluster is started with
+    /// the same file and --peers. A data dir that already holds data is refused, so drop
+    /// the flag for later restarts.
+    #[arg(long, env = "TALLY_RESTORE", value_name = "FILE")]
+    pub restore: Option<PathBuf>,
+
     /// Shared secret that every peer RPC must carry. Without it, anyone who can reach the
     /// port can speak Raft to the node: set it outside a laptop.
     #[arg(long, env = "TALLY_CLUSTER_SECRET", hide_env_values = true)]

@@ -76,6 +76,8 @@ pub struct App {
     pub requests: api::requests::Requests,
     /// Password hashing is CPU- and memory-hungry (argon2): a few at a time.
     pub password_work: tokio::sync::Semaphore,
+    /// Backups being encoded and sent (`api::cluster::BACKUPS_MAX`).
+    pub backups: tokio::sync::Semaphore,
     /// The HTTP server's timeouts, connection cap and drain (`--http-*`).
     pub http_limits: server::HttpLimits,
     /// With TLS on, peer RPC needs a peer certificate that names its sender.
@@ -247,6 +249,7 @@ impl Node {
             limits,
             requests: Default::default(),
             password_work: tokio::sync::Semaphore::new(api::users::PASSWORD_WORK_MAX),
+            backups: tokio::sync::Semaphore::new(api::cluster::BACKUPS_MAX),
             http_limits: config.http_limits(),
             tls,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
@@ -303,16 +306,47 @@ where
     server::serve(node, listener, node.app.http_limits, shutdown).await
 }
 
+/// The production store: sled under `data_dir`.
+pub fn open_data_dir(data_dir: &std::path::Path, sled_cache_mb: u64) -> anyhow::Result<tally_storage::SledDb> {
+    tally_storage::SledDb::open(
+        data_dir,
+        tally_storage::SledOptions { cache_capacity_bytes: sled_cache_mb * 1024 * 1024, flush_every_ms: Some(1000) },
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the data directory {}: {e}", data_dir.display()))
+}
+
+/// Backup files are read whole; past this, something else was named.
+pub const BACKUP_FILE_BYTES_MAX: u64 = 16 << 30;
+
+/// Writes the backup `file` into the empty store `db` as the state of a new cluster of
+/// `members` (`tally-node --restore`, `tally backup restore`).
+pub async fn restore_backup(
+    db: &dyn tally_storage::Database,
+    file: &std::path::Path,
+    members: &std::collections::BTreeMap<tally_raft::NodeId, String>,
+) -> anyhow::Result<tally_raft::backup::BackupInfo> {
+    let size =
+        std::fs::metadata(file).map_err(|e| anyhow::anyhow!("cannot read the backup {}: {e}", file.display()))?.len();
+    if size > BACKUP_FILE_BYTES_MAX {
+        anyhow::bail!("{} is {size} bytes, more than a backup may be ({BACKUP_FILE_BYTES_MAX})", file.display());
+    }
+    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read the backup {}: {e}", file.display()))?;
+    tally_raft::backup::restore(db, &bytes, members)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot restore {}: {e}", file.display()))
+}
+
 /// The production process: sled on disk, tokio TCP, the system clock.
 pub async fn run_process(config: Config) -> anyhow::Result<()> {
-    let db = tally_storage::SledDb::open(
-        &config.data_dir,
-        tally_storage::SledOptions {
-            cache_capacity_bytes: config.sled_cache_mb * 1024 * 1024,
-            flush_every_ms: Some(1000),
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("cannot open the data directory {}: {e}", config.data_dir.display()))?;
+    let db = open_data_dir(&config.data_dir, config.sled_cache_mb)?;
+    if let Some(file) = &config.restore {
+        let members = config.initial_members().map_err(anyhow::Error::msg)?;
+        let info = restore_backup(&db, file, &members).await?;
+        tracing::info!(
+            file = %file.display(), applied_index = info.applied_index, votes = info.votes,
+            state_hash = %info.state_hash, "restored a backup: a new cluster starts from it"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(&config.addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.addr))?;

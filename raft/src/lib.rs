@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod audit;
+pub mod backup;
 #[cfg(feature = "bug-injection")]
 pub mod bugs;
 pub mod codec;

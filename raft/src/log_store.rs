@@ -177,6 +177,22 @@ impl LogStore {
         Ok(store)
     }
 
+    /// Whether this log was ever used: entries, a vote, a purge point.
+    pub fn holds_anything(&self) -> Result<bool, StoreError> {
+        Ok(self.entries.last()?.is_some() || self.meta.get(VOTE)?.is_some() || self.meta.get(PURGED)?.is_some())
+    }
+
+    /// Starts an unused log after `log_id`, where a restored state stands: the entries up
+    /// to it count as purged and committed.
+    pub fn mark_restored(&self, log_id: LogId) -> Result<(), StoreError> {
+        let encoding = |e: codec::CodecError| StoreError::Io(std::io::Error::other(e));
+        let mut batch = WriteBatch::new();
+        batch.put(PURGED.to_vec(), codec::encode(&log_id).map_err(encoding)?);
+        batch.put(COMMITTED.to_vec(), codec::encode(&Some(log_id)).map_err(encoding)?);
+        self.meta.write(batch)?;
+        self.meta.flush()
+    }
+
     pub fn stats(&self) -> Arc<LogStats> {
         self.stats.clone()
     }

@@ -70,12 +70,21 @@ impl PollRecord {
     }
 }
 
-/// A snapshot's data: the whole state plus where it stands in the log.
+/// A snapshot's data: the whole state plus where it stands in the log. A backup file
+/// holds the same encoding ([`crate::backup`]).
 #[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    state: State,
+pub(crate) struct SnapshotData {
+    pub(crate) state: State,
+    pub(crate) last_applied: Option<LogId>,
+    pub(crate) membership: StoredMembership,
+}
+
+/// [`SnapshotData`] borrowed: encodes to the same bytes without cloning the state.
+#[derive(Serialize)]
+struct SnapshotDataRef<'a> {
+    state: &'a State,
     last_applied: Option<LogId>,
-    membership: StoredMembership,
+    membership: &'a StoredMembership,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -160,6 +169,23 @@ impl SmShared {
     /// A read view of the applied state. Hold it briefly: apply waits for it.
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
         self.applied.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The applied state as a backup file ([`crate::backup`]), with what it holds. The
+    /// read lock is held while the state is encoded: applies wait that long.
+    pub fn backup(&self) -> Result<(Vec<u8>, crate::backup::BackupInfo), StorageError> {
+        let payload = {
+            let applied = self.read();
+            let data = SnapshotDataRef {
+                state: &applied.state,
+                last_applied: applied.last_applied,
+                membership: &applied.membership,
+            };
+            codec::encode(&data).map_err(read_err)?
+        };
+        let file = crate::backup::frame(payload);
+        let info = crate::backup::inspect(&file).map_err(|e| read_err(corrupt(&e)))?;
+        Ok((file, info))
     }
 
     /// Whether a member's low-disk alarm is up in the applied state (votes are refused).
@@ -403,6 +429,17 @@ impl StateMachineStore {
             listener.state_replaced(index);
         }
         Ok(())
+    }
+
+    /// Makes `data` this state machine's state and its current snapshot, as an installed
+    /// snapshot would ([`crate::backup::restore`]).
+    pub(crate) fn restore(&mut self, data: SnapshotData) -> Result<(), StorageError> {
+        let bytes = codec::encode(&data).map_err(write_err)?;
+        let snapshot_id = format!("restored-{}-{}", data.last_applied.map_or(0, |l| l.index), data.state.hash_hex());
+        let meta =
+            SnapshotMeta { last_log_id: data.last_applied, last_membership: data.membership.clone(), snapshot_id };
+        self.store_snapshot(&StoredSnapshot { meta, data: bytes.clone() })?;
+        self.install(&bytes)
     }
 
     fn write_meta_flushed(&self, meta: &SmMeta) -> Result<(), StorageError> {

@@ -224,3 +224,41 @@ pub async fn remove_member(
     app.node.admin(AdminRequest::RemoveMember { node_id }).await.map_err(admin_error)?;
     Ok(Json(serde_json::json!({"removed": node_id})))
 }
+
+/// Backups are taken a few at a time: each holds the whole state in memory while sent.
+pub const BACKUPS_MAX: usize = 2;
+
+#[utoipa::path(get, path = "/v1/cluster/backup", operation_id = "saveBackup", tag = "cluster",
+    summary = "A consistent backup of the applied state, for `tally backup save`",
+    responses((status = 200, description = "The backup file (`tally-node --restore` starts a new cluster from it)",
+        content_type = "application/octet-stream"),
+        (status = 503, description = "UNAVAILABLE: no leader or quorum to confirm the state is current, or too many backups at once")))]
+pub async fn backup(
+    State(app): State<Arc<App>>,
+    Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    require_operator(&app, &identity, &headers)?;
+    let _turn = app
+        .backups
+        .try_acquire()
+        .map_err(|_| ApiError::unavailable(format!("{BACKUPS_MAX} backups are being taken on this node already")))?;
+    // Everything acknowledged before the request is in it, whichever node answers.
+    app.node.linearizable_barrier().await?;
+    let sm = app.node.sm.clone();
+    let (file, info) = tokio::task::spawn_blocking(move || sm.backup().map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| ApiError::internal(format!("the backup task failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("cannot encode the backup: {e}")))?;
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (
+            axum::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"tally-backup-{}.bin\"", info.applied_index),
+        ),
+        (axum::http::HeaderName::from_static("tally-backup-applied-index"), info.applied_index.to_string()),
+        (axum::http::HeaderName::from_static("tally-backup-sha256"), info.sha256.clone()),
+    ];
+    Ok((headers, file).into_response())
+}

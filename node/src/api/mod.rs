@@ -60,6 +60,7 @@ const BATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
         cluster::init,
         cluster::add_member,
         cluster::remove_member,
+        cluster::backup,
     )
 )]
 pub struct ApiDoc;
@@ -139,6 +140,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/users/{username}/password", put(users::change_password))
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/init", post(cluster::init))
+        .route("/v1/cluster/backup", get(cluster::backup))
         .route("/v1/cluster/members", post(cluster::add_member))
         .route("/v1/cluster/members/{node_id}", delete(cluster::remove_member))
         .route("/v1/openapi.json", get(ops::openapi))

@@ -1,0 +1,147 @@
+//! `tally backup ...`: save a consistent backup from a running cluster, check one, and
+//! prepare a new cluster's data directories from it (after `etcdctl snapshot`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::client::{self, root_cause};
+use crate::exit::Failure;
+use crate::output::{self, Format};
+use crate::Settings;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Save a consistent backup of the cluster's state (everything acknowledged before
+    /// the call) to FILE. Needs the cluster secret or, with `--auth jwt`, an admin token.
+    Save {
+        file: PathBuf,
+        /// How long the node may take to encode and send the backup, in seconds.
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        timeout_secs: u64,
+    },
+    /// Check a backup file whole (magic, checksum, decoding) and say what it holds.
+    Inspect { file: PathBuf },
+    /// Write a backup into an empty data directory, as node --id of a new cluster of
+    /// --peers; then start `tally-node` on it with the same --id, --data-dir and --peers.
+    /// Do it for every member, with the same file and --peers
+    /// (`tally-node --restore FILE` does the same as it starts).
+    Restore {
+        file: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// This member's id in the new cluster.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        id: u64,
+        /// The new cluster, as ID=HOST:PORT pairs separated by commas.
+        #[arg(long, value_delimiter = ',', value_parser = crate::cluster::parse_member, required = true)]
+        peers: Vec<crate::cluster::Member>,
+    },
+}
+
+pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
+    let report = match command {
+        Command::Save { file, timeout_secs } => save(settings, &file, timeout_secs).await?,
+        Command::Inspect { file } => inspect(&file)?,
+        Command::Restore { file, data_dir, id, peers } => restore(&file, &data_dir, id, &peers).await?,
+    };
+    match settings.format {
+        Format::Json => output::emit_json(&report),
+        Format::Table => Ok(output::emit(&output::render_object(&report))?),
+    }
+}
+
+async fn save(settings: &Settings, file: &Path, timeout_secs: u64) -> anyhow::Result<Value> {
+    let client = &settings.client;
+    let http = client.http_builder().timeout(std::time::Duration::from_secs(timeout_secs)).build()?;
+    let partial = file.with_extension("partial");
+    let mut tried = Vec::new();
+    for endpoint in client.endpoints() {
+        let mut request = client.authorize(http.get(format!("{endpoint}/v1/cluster/backup")));
+        if let Some(secret) = &settings.cluster_secret {
+            request = request.header(client::CLUSTER_SECRET_HEADER, secret);
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            // Nothing was written anywhere: the next node may answer.
+            Err(error) => {
+                tried.push(format!("{endpoint} ({})", root_cause(&error)));
+                continue;
+            }
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let body = response.text().await.unwrap_or_default();
+            let failure = client::failure_from_response(status.as_u16(), &body, retry_after.as_deref());
+            if status.as_u16() == 503 {
+                tried.push(format!("{endpoint} ({failure})"));
+                continue;
+            }
+            return Err(failure.into());
+        }
+        // Written as it arrives, then checked whole, then moved into place: FILE is either
+        // a complete, checked backup or untouched.
+        let mut out = std::fs::File::create(&partial)
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", partial.display())))?;
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            Failure::unavailable("CONNECTION_LOST", format!("{endpoint}: the backup was cut short: {}", root_cause(&e)))
+        })? {
+            out.write_all(&chunk)?;
+        }
+        out.sync_all()?;
+        drop(out);
+        let info = match check(&partial) {
+            Ok(info) => info,
+            Err(error) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(error);
+            }
+        };
+        std::fs::rename(&partial, file)?;
+        let mut report = serde_json::to_value(&info)?;
+        report["file"] = json!(file.display().to_string());
+        report["served_by"] = json!(endpoint);
+        return Ok(report);
+    }
+    Err(Failure::unavailable("UNAVAILABLE", format!("no node gave a backup: {}", tried.join(", "))).into())
+}
+
+fn check(file: &Path) -> anyhow::Result<tally_raft::backup::BackupInfo> {
+    let size =
+        std::fs::metadata(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?.len();
+    if size > tally_node::BACKUP_FILE_BYTES_MAX {
+        return Err(Failure::usage(format!("{} is {size} bytes: not a backup", file.display())).into());
+    }
+    let bytes = std::fs::read(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
+    tally_raft::backup::inspect(&bytes)
+        .map_err(|e| Failure::failed("BACKUP_INVALID", format!("{}: {e}", file.display())).into())
+}
+
+fn inspect(file: &Path) -> anyhow::Result<Value> {
+    let mut report = serde_json::to_value(check(file)?)?;
+    report["file"] = json!(file.display().to_string());
+    Ok(report)
+}
+
+async fn restore(file: &Path, data_dir: &Path, id: u64, peers: &[crate::cluster::Member]) -> anyhow::Result<Value> {
+    let members: std::collections::BTreeMap<u64, String> = peers.iter().map(|m| (m.node_id, m.addr.clone())).collect();
+    if !members.contains_key(&id) {
+        return Err(Failure::usage(format!("--peers does not include this member (--id {id})")).into());
+    }
+    check(file)?;
+    let db = tally_node::open_data_dir(data_dir, 64)?;
+    let info = tally_node::restore_backup(&db, file, &members)
+        .await
+        .map_err(|e| Failure::failed("RESTORE_FAILED", e.to_string()))?;
+    let mut report = serde_json::to_value(&info)?;
+    report["data_dir"] = json!(data_dir.display().to_string());
+    report["next"] = json!(format!(
+        "tally-node --id {id} --data-dir {} --peers {} (and the other members likewise)",
+        data_dir.display(),
+        peers.iter().map(|m| format!("{}={}", m.node_id, m.addr)).collect::<Vec<_>>().join(",")
+    ));
+    Ok(report)
+}
