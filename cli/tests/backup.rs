@@ -85,30 +85,24 @@ fn a_backup_restores_into_a_new_cluster_with_identical_counts_hash_and_chains() 
     let peers: String =
         (1..=3).map(|id| format!("{id}=127.0.0.1:{}", RESTORED_PORT_BASE + id - 1)).collect::<Vec<_>>().join(",");
     let dir = |id: u16| restored.path().join(id.to_string());
-    let (code, prepared, stderr) = demo_less_tally(&[
-        "backup",
-        "restore",
-        file_arg,
-        "--data-dir",
-        dir(3).to_str().unwrap(),
-        "--id",
-        "3",
-        "--peers",
-        &peers,
-    ]);
+    let node3 = dir(3);
+    let restore_node3 = || {
+        demo_less_tally(&[
+            "backup",
+            "restore",
+            file_arg,
+            "--data-dir",
+            node3.to_str().unwrap(),
+            "--id",
+            "3",
+            "--peers",
+            &peers,
+        ])
+    };
+    let (code, prepared, stderr) = restore_node3();
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(prepared["state_hash"], saved["state_hash"]);
-    let (code, _, stderr) = demo_less_tally(&[
-        "backup",
-        "restore",
-        file_arg,
-        "--data-dir",
-        dir(3).to_str().unwrap(),
-        "--id",
-        "3",
-        "--peers",
-        &peers,
-    ]);
+    let (code, _, stderr) = restore_node3();
     assert_ne!(code, 0, "a second restore into a used data dir must be refused");
     assert!(stderr.contains("already holds"), "{stderr}");
     let mut nodes = Nodes(Vec::new());
