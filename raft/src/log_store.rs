@@ -29,8 +29,8 @@ const COMMITTED: &[u8] = b"committed";
 const FORMAT: &[u8] = b"format";
 /// The log entries' format. 2: `Request.entropy` (unguessable vote ids). 3: entries in a
 /// journal of their own rather than in sled. 4: members' low-disk alarms in the state
-/// machine's meta.
-const FORMAT_VERSION: &[u8; 1] = b"4";
+/// machine's meta. 5: the state machine's votes in one block per entry and poll.
+const FORMAT_VERSION: &[u8; 1] = b"5";
 /// The journal that holds the entries.
 const JOURNAL: &str = "raft-log";
 const PURGED: &[u8] = b"purged";

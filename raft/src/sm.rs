@@ -261,27 +261,44 @@ impl PollState {
 #[derive(Debug, Default)]
 pub struct Touched {
     pub polls: BTreeSet<PollId>,
-    pub votes: BTreeSet<(PollId, VoterId)>,
+    /// The voters whose vote each (poll, log index) recorded: one stored block each.
+    pub blocks: BTreeMap<(PollId, u64), Vec<VoterId>>,
+    /// Votes in `blocks`.
+    pub votes: usize,
     pub users: BTreeSet<String>,
 }
 
 impl Touched {
     pub fn clear(&mut self) {
         self.polls.clear();
-        self.votes.clear();
+        self.blocks.clear();
+        self.votes = 0;
         self.users.clear();
     }
 
+    /// The vote of `voter` in `poll` was recorded at `index`.
+    pub fn vote(&mut self, poll: &PollId, index: u64, voter: &VoterId) {
+        // An entry's votes mostly share one poll: look the block up without a key clone.
+        match self.blocks.last_entry() {
+            Some(mut last) if last.key().1 == index && &last.key().0 == poll => last.get_mut().push(voter.clone()),
+            _ => self.blocks.entry((poll.clone(), index)).or_default().push(voter.clone()),
+        }
+        self.votes += 1;
+    }
+
     /// Takes over what `other` names, leaving it only its polls: the votes move rather
-    /// than being cloned, one fewer allocation per vote on apply.
+    /// than being cloned.
     pub fn absorb(&mut self, other: &mut Touched) {
         self.polls.extend(other.polls.iter().cloned());
-        self.votes.append(&mut other.votes);
+        for (key, mut voters) in std::mem::take(&mut other.blocks) {
+            self.blocks.entry(key).or_default().append(&mut voters);
+        }
+        self.votes += std::mem::take(&mut other.votes);
         self.users.append(&mut other.users);
     }
 
     pub fn len(&self) -> usize {
-        self.polls.len() + self.votes.len() + self.users.len()
+        self.polls.len() + self.votes + self.users.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -678,8 +695,10 @@ impl State {
         debug_assert_eq!(state.positions.len() as u64, position);
         state.positions.push(intent.voter_id.clone());
         state.votes.insert(intent.voter_id.clone(), record);
-        touched.polls.insert(intent.poll_id.clone());
-        touched.votes.insert((intent.poll_id.clone(), intent.voter_id.clone()));
+        if !touched.polls.contains(&intent.poll_id) {
+            touched.polls.insert(intent.poll_id.clone());
+        }
+        touched.vote(&intent.poll_id, index, &intent.voter_id);
         #[cfg(feature = "bug-injection")]
         if previous.is_some() && crate::bugs::skip_dedup() {
             return VoteOutcome::Recorded(receipt);

@@ -28,7 +28,12 @@ use crate::{codec, io_error, TypeConfig};
 
 const META: &[u8] = b"m";
 const POLL_PREFIX: &[u8] = b"p/";
-const VOTE_PREFIX: &[u8] = b"v/";
+/// `b/<poll id>\0<log index, big-endian>`: the votes that entry recorded in that poll, as
+/// one value. One value per entry, not per vote: sled's memory and write cost grow with
+/// its keys (a key per vote cost several KB of RSS a vote, bench/viral.sh).
+const BLOCK_PREFIX: &[u8] = b"b/";
+/// Blocks read at a time on load: each holds up to an entry's votes.
+const BLOCK_SCAN_PAGE: usize = 64;
 const USER_PREFIX: &[u8] = b"u/";
 /// The last built (or installed) snapshot, in the `snapshot` keyspace.
 const CURRENT_SNAPSHOT: &[u8] = b"current";
@@ -213,12 +218,32 @@ pub struct StateMachineStore {
     touched: Touched,
 }
 
-fn vote_key(poll_id: &PollId, voter: &VoterId) -> Vec<u8> {
-    let mut key = VOTE_PREFIX.to_vec();
+fn block_key(poll_id: &PollId, index: u64) -> Vec<u8> {
+    let mut key = BLOCK_PREFIX.to_vec();
     key.extend_from_slice(poll_id.0.as_bytes());
     key.push(0);
-    key.extend_from_slice(voter.0.as_bytes());
+    key.extend_from_slice(&index.to_be_bytes());
     key
+}
+
+/// The poll a block key names.
+fn block_poll(key: &[u8]) -> Option<PollId> {
+    let rest = key.strip_prefix(BLOCK_PREFIX)?;
+    let poll = rest.len().checked_sub(9).map(|split| &rest[..split])?;
+    (rest[poll.len()] == 0).then(|| PollId(String::from_utf8_lossy(poll).into_owned()))
+}
+
+/// Encodes one block: the records of `votes` recorded at `index` (a vote changed again
+/// since is in its later block).
+fn encode_block<'a>(
+    votes: impl Iterator<Item = (&'a VoterId, &'a VoteRecord)>,
+    index: u64,
+) -> Result<Option<Vec<u8>>, codec::CodecError> {
+    let block: Vec<(&VoterId, &VoteRecord)> = votes.filter(|(_, record)| record.log_index == index).collect();
+    if block.is_empty() {
+        return Ok(None);
+    }
+    codec::encode(&block).map(Some)
 }
 
 fn poll_key(poll_id: &PollId) -> Vec<u8> {
@@ -298,12 +323,12 @@ impl StateMachineStore {
             users: BTreeMap::new(),
             alarms: meta.alarms.clone(),
         };
-        self.scan(USER_PREFIX, |key, value| {
+        self.scan(USER_PREFIX, SCAN_PAGE, |key, value| {
             let username = String::from_utf8_lossy(&key[USER_PREFIX.len()..]).into_owned();
             state.users.insert(username, codec::decode(value).map_err(read_err)?);
             Ok(())
         })?;
-        self.scan(POLL_PREFIX, |_, value| {
+        self.scan(POLL_PREFIX, SCAN_PAGE, |_, value| {
             let record: PollRecord = codec::decode(value).map_err(read_err)?;
             let poll_id = record.poll.poll_id.clone();
             let poll = crate::sm::PollState {
@@ -315,14 +340,13 @@ impl StateMachineStore {
             state.polls.insert(poll_id, poll);
             Ok(())
         })?;
-        self.scan(VOTE_PREFIX, |key, value| {
-            let rest = &key[VOTE_PREFIX.len()..];
-            let split = rest.iter().position(|b| *b == 0).ok_or_else(|| read_err(corrupt("vote key")))?;
-            let poll_id = PollId(String::from_utf8_lossy(&rest[..split]).into_owned());
-            let voter = VoterId(String::from_utf8_lossy(&rest[split + 1..]).into_owned());
-            let record: VoteRecord = codec::decode(value).map_err(read_err)?;
-            let poll = state.polls.get_mut(&poll_id).ok_or_else(|| read_err(corrupt("vote of unknown poll")))?;
-            poll.votes.insert(voter, record);
+        // Blocks come in (poll, log index) order: a vote changed later overwrites its
+        // earlier version, whose record the later one keeps in its history.
+        self.scan(BLOCK_PREFIX, BLOCK_SCAN_PAGE, |key, value| {
+            let poll_id = block_poll(key).ok_or_else(|| read_err(corrupt("block key")))?;
+            let block: Vec<(VoterId, VoteRecord)> = codec::decode(value).map_err(read_err)?;
+            let poll = state.polls.get_mut(&poll_id).ok_or_else(|| read_err(corrupt("votes of an unknown poll")))?;
+            poll.votes.extend(block);
             Ok(())
         })?;
         // Breakdowns and the vote id index are derived and not stored: rebuilt here, from
@@ -339,17 +363,18 @@ impl StateMachineStore {
     fn scan(
         &self,
         prefix: &[u8],
+        page_len: usize,
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         let end = prefix_end(prefix);
         let mut start = prefix.to_vec();
         loop {
-            let page = self.space.range(&start, Some(&end), SCAN_PAGE).map_err(read_err)?;
+            let page = self.space.range(&start, Some(&end), page_len).map_err(read_err)?;
             for (key, value) in &page {
                 visit(key, value)?;
             }
             match page.last() {
-                Some((last, _)) if page.len() == SCAN_PAGE => {
+                Some((last, _)) if page.len() == page_len => {
                     start = last.clone();
                     start.push(0);
                 }
@@ -400,17 +425,25 @@ impl StateMachineStore {
         self.write_meta_flushed(&meta)?;
         // What applies left unwritten belongs to the state being replaced.
         *self.shared.unpersisted() = Unpersisted::default();
-        for prefix in [POLL_PREFIX, VOTE_PREFIX, USER_PREFIX] {
+        for prefix in [POLL_PREFIX, BLOCK_PREFIX, USER_PREFIX] {
             delete_range(&*self.space, prefix, Some(&prefix_end(prefix))).map_err(write_err)?;
         }
         for (poll_id, poll) in &snapshot.state.polls {
             let mut batch = WriteBatch::new();
             let record = PollRecord::of(poll);
             batch.put(poll_key(poll_id), codec::encode(&record).map_err(write_err)?);
+            let mut blocks: BTreeMap<u64, Vec<(&VoterId, &VoteRecord)>> = BTreeMap::new();
             for (voter, vote) in &poll.votes {
-                batch.put(vote_key(poll_id, voter), codec::encode(vote).map_err(write_err)?);
+                blocks.entry(vote.log_index).or_default().push((voter, vote));
             }
             self.space.write(batch).map_err(write_err)?;
+            // A block at a time, so that the batches stay small however large the poll.
+            for (index, votes) in blocks {
+                let mut batch = WriteBatch::new();
+                let value = encode_block(votes.into_iter(), index).map_err(write_err)?.unwrap_or_default();
+                batch.put(block_key(poll_id, index), value);
+                self.space.write(batch).map_err(write_err)?;
+            }
         }
         let mut batch = WriteBatch::new();
         for (username, user) in &snapshot.state.users {
@@ -464,9 +497,11 @@ fn persist_batch(applied: &Applied, touched: &Touched) -> Result<WriteBatch, cod
             batch.put(poll_key(poll_id), codec::encode(&record)?);
         }
     }
-    for (poll_id, voter) in &touched.votes {
-        if let Some(vote) = state.polls.get(poll_id).and_then(|p| p.votes.get(voter)) {
-            batch.put(vote_key(poll_id, voter), codec::encode(vote)?);
+    for ((poll_id, index), voters) in &touched.blocks {
+        let Some(poll) = state.polls.get(poll_id) else { continue };
+        let votes = voters.iter().filter_map(|voter| poll.votes.get_key_value(voter));
+        if let Some(block) = encode_block(votes, *index)? {
+            batch.put(block_key(poll_id, *index), block);
         }
     }
     for username in &touched.users {

@@ -170,3 +170,43 @@ async fn a_log_of_another_format_is_refused_at_open_and_a_new_one_is_stamped() {
     older.keyspace("log_meta").unwrap().write(batch).unwrap();
     assert!(LogStore::open(&older).is_err());
 }
+
+/// Votes live in one block per entry and poll; a vote changed later (in a block written
+/// before, or in the same unwritten window, or twice in one entry) must come back as its
+/// last version, with its history, after a reopen.
+#[tokio::test]
+async fn changed_votes_come_back_from_their_blocks_after_a_reopen() {
+    let mut log = sample_log();
+    let EntryPayload::Normal(Request { command: Command::CreatePoll(spec), .. }) = &mut log[0].payload else {
+        unreachable!()
+    };
+    spec.settings.allow_vote_change = true;
+    let vote = |voter: &str, option: &str, key: &str| VoteIntent {
+        poll_id: PollId("p1".into()),
+        voter_id: VoterId(voter.into()),
+        option_id: option.into(),
+        idempotency_key: key.into(),
+        attributes: Default::default(),
+    };
+    let later = vec![
+        entry(4, Command::CastVotes(vec![vote("bob", "o1", "b2"), vote("dave", "o1", "d1")])),
+        entry(5, Command::CastVotes(vec![vote("dave", "o2", "d2"), vote("dave", "o1", "d3"), vote("bob", "o2", "b3")])),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let db = SledDb::open(dir.path(), SledOptions::default()).unwrap();
+        let mut sm = StateMachineStore::open(&db).await.unwrap();
+        sm.apply(log).await.unwrap();
+        sm.shared.persist_now().unwrap();
+        sm.apply(later).await.unwrap();
+        sm.shared.persist_now().unwrap();
+        sm.space.flush().unwrap();
+        snapshot_of(&sm.shared)
+    };
+    let poll = &before.0.polls[&PollId("p1".into())];
+    assert_eq!(poll.votes[&VoterId("dave".into())].history.len(), 2, "{poll:?}");
+    assert_eq!(poll.votes[&VoterId("bob".into())].history.len(), 2);
+    let db = SledDb::open(dir.path(), SledOptions::default()).unwrap();
+    let sm = StateMachineStore::open(&db).await.unwrap();
+    assert_eq!(snapshot_of(&sm.shared), before);
+}
