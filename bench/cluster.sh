@@ -5,7 +5,7 @@ BIN=${BIN:-target/release}
 DATA=$(mktemp -d)
 P=1=127.0.0.1:7201,2=127.0.0.1:7202,3=127.0.0.1:7203
 export TALLY_ENDPOINTS=http://127.0.0.1:7201,http://127.0.0.1:7202,http://127.0.0.1:7203
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; [ -n "${KEEP_DATA:-}" ] || rm -rf "$DATA"' EXIT
 NODE_PIDS=()
 for i in 1 2 3; do
     $BIN/tally-node --id $i --addr 127.0.0.1:720$i --data-dir "$DATA/$i" --peers $P --cluster-secret bench \

@@ -331,7 +331,7 @@ pub async fn restore_backup(
         anyhow::bail!("{} is {size} bytes, more than a backup may be ({BACKUP_FILE_BYTES_MAX})", file.display());
     }
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read the backup {}: {e}", file.display()))?;
-    tally_raft::backup::restore(db, &bytes, members)
+    tally_raft::backup::restore(db, bytes, members)
         .await
         .map_err(|e| anyhow::anyhow!("cannot restore {}: {e}", file.display()))
 }

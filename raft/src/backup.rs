@@ -34,14 +34,13 @@ pub struct BackupInfo {
     pub sha256: String,
 }
 
-/// Frames `payload` (a [`SnapshotData`] encoding) as a backup file.
-pub(crate) fn frame(payload: Vec<u8>) -> Vec<u8> {
+/// Frames `payload` (a [`SnapshotData`] encoding) as a backup file; also its digest.
+pub(crate) fn frame(mut payload: Vec<u8>) -> (Vec<u8>, String) {
     let digest = Sha256::digest(&payload);
-    let mut file = Vec::with_capacity(MAGIC.len() + payload.len() + DIGEST_BYTES);
-    file.extend_from_slice(MAGIC);
-    file.extend_from_slice(&payload);
-    file.extend_from_slice(&digest);
-    file
+    // In place: a large payload is not copied to make room for the magic.
+    payload.splice(0..0, MAGIC.iter().copied());
+    payload.extend_from_slice(&digest);
+    (payload, crate::sm::hex(&digest))
 }
 
 /// Checks a backup file and decodes it.
@@ -78,11 +77,18 @@ pub(crate) fn info(data: &SnapshotData, file: &[u8]) -> BackupInfo {
 /// of a new cluster of `members`. Every member restores the same file with the same
 /// members; the nodes then elect a leader among themselves and go on from the backup's
 /// index.
-pub async fn restore(db: &dyn Database, file: &[u8], members: &BTreeMap<NodeId, String>) -> Result<BackupInfo, String> {
+pub async fn restore(
+    db: &dyn Database,
+    file: Vec<u8>,
+    members: &BTreeMap<NodeId, String>,
+) -> Result<BackupInfo, String> {
     if members.is_empty() {
         return Err("a restore needs the new cluster's members (--peers)".into());
     }
-    let mut data = unframe(file)?;
+    let mut data = unframe(&file)?;
+    let report = info(&data, &file);
+    // The state is all it takes from here: the file need not stay in memory beside it.
+    drop(file);
     let log = LogStore::open(db).map_err(|e| e.to_string())?;
     if log.holds_anything().map_err(|e| e.to_string())? {
         return Err("the data directory already holds a Tally node's data: restore into an empty one".into());
@@ -94,7 +100,6 @@ pub async fn restore(db: &dyn Database, file: &[u8], members: &BTreeMap<NodeId, 
     let voters: BTreeSet<NodeId> = members.keys().copied().collect();
     let nodes: BTreeMap<NodeId, BasicNode> = members.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
     let membership = Membership::new(vec![voters], nodes);
-    let report = info(&data, file);
     data.last_applied = Some(log_id);
     data.membership = StoredMembership::new(Some(log_id), membership);
     let mut sm = StateMachineStore::open(db).await.map_err(|e| e.to_string())?;

@@ -92,6 +92,22 @@ struct SnapshotDataRef<'a> {
     membership: &'a StoredMembership,
 }
 
+/// [`StoredSnapshot`] borrowed, encoding to the same bytes.
+#[derive(Serialize)]
+struct StoredSnapshotRef<'a> {
+    meta: &'a SnapshotMeta<crate::NodeId, openraft::BasicNode>,
+    #[serde(with = "serde_bytes_as_seq")]
+    data: &'a [u8],
+}
+
+/// A `&[u8]` serialised as `Vec<u8>` is (a length, then each byte), so that
+/// [`StoredSnapshotRef`] and [`StoredSnapshot`] share their encoding.
+mod serde_bytes_as_seq {
+    pub fn serialize<S: serde::Serializer>(bytes: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(*bytes, serializer)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<crate::NodeId, openraft::BasicNode>,
@@ -179,17 +195,26 @@ impl SmShared {
     /// The applied state as a backup file ([`crate::backup`]), with what it holds. The
     /// read lock is held while the state is encoded: applies wait that long.
     pub fn backup(&self) -> Result<(Vec<u8>, crate::backup::BackupInfo), StorageError> {
-        let payload = {
+        let (payload, mut info) = {
             let applied = self.read();
             let data = SnapshotDataRef {
                 state: &applied.state,
                 last_applied: applied.last_applied,
                 membership: &applied.membership,
             };
-            codec::encode(&data).map_err(read_err)?
+            let info = crate::backup::BackupInfo {
+                applied_index: applied.last_applied.map_or(0, |l| l.index),
+                polls: applied.state.polls.len(),
+                votes: applied.state.votes_recorded,
+                state_hash: applied.state.hash_hex(),
+                bytes: 0,
+                sha256: String::new(),
+            };
+            (codec::encode(&data).map_err(read_err)?, info)
         };
-        let file = crate::backup::frame(payload);
-        let info = crate::backup::inspect(&file).map_err(|e| read_err(corrupt(&e)))?;
+        let (file, sha256) = crate::backup::frame(payload);
+        info.bytes = file.len() as u64;
+        info.sha256 = sha256;
         Ok((file, info))
     }
 
@@ -408,7 +433,11 @@ impl StateMachineStore {
     /// durable, and the `installing` mark makes a restart redo this.
     fn install(&mut self, data: &[u8]) -> Result<(), StorageError> {
         self.shared.last_snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
-        let mut snapshot: SnapshotData = codec::decode(data).map_err(read_err)?;
+        let snapshot: SnapshotData = codec::decode(data).map_err(read_err)?;
+        self.install_decoded(snapshot)
+    }
+
+    fn install_decoded(&mut self, mut snapshot: SnapshotData) -> Result<(), StorageError> {
         for poll in snapshot.state.polls.values_mut() {
             poll.reindex();
         }
@@ -467,12 +496,21 @@ impl StateMachineStore {
     /// Makes `data` this state machine's state and its current snapshot, as an installed
     /// snapshot would ([`crate::backup::restore`]).
     pub(crate) fn restore(&mut self, data: SnapshotData) -> Result<(), StorageError> {
-        let bytes = codec::encode(&data).map_err(write_err)?;
         let snapshot_id = format!("restored-{}-{}", data.last_applied.map_or(0, |l| l.index), data.state.hash_hex());
         let meta =
             SnapshotMeta { last_log_id: data.last_applied, last_membership: data.membership.clone(), snapshot_id };
-        self.store_snapshot(&StoredSnapshot { meta, data: bytes.clone() })?;
-        self.install(&bytes)
+        {
+            // Borrowed all the way: a large state is held once, not copied per step.
+            let bytes = codec::encode(&data).map_err(write_err)?;
+            self.shared.last_snapshot_bytes.store(bytes.len() as u64, Ordering::Relaxed);
+            let stored = codec::encode(&StoredSnapshotRef { meta: &meta, data: &bytes }).map_err(write_err)?;
+            drop(bytes);
+            let mut batch = WriteBatch::new();
+            batch.put(CURRENT_SNAPSHOT.to_vec(), stored);
+            self.snapshots.write(batch).map_err(write_err)?;
+            self.snapshots.flush().map_err(write_err)?;
+        }
+        self.install_decoded(data)
     }
 
     fn write_meta_flushed(&self, meta: &SmMeta) -> Result<(), StorageError> {

@@ -210,3 +210,33 @@ async fn changed_votes_come_back_from_their_blocks_after_a_reopen() {
     let sm = StateMachineStore::open(&db).await.unwrap();
     assert_eq!(snapshot_of(&sm.shared), before);
 }
+
+/// A backup of one store restores into an empty one: the same state and hash, stored as
+/// its current snapshot (which a learner is sent), and the log starting after it.
+#[tokio::test]
+async fn a_backup_restores_into_an_empty_store_as_its_current_snapshot() {
+    let db = MemDb::new();
+    let mut sm = StateMachineStore::open(&db).await.unwrap();
+    sm.apply(sample_log()).await.unwrap();
+    let (file, info) = sm.shared.backup().unwrap();
+    assert_eq!(crate::backup::inspect(&file).unwrap(), info);
+    let mut damaged = file.clone();
+    damaged[40] ^= 1;
+    assert!(crate::backup::inspect(&damaged).is_err());
+
+    let fresh = MemDb::new();
+    let members = [(1, "a:1".to_string()), (2, "b:2".to_string())].into_iter().collect();
+    let restored = crate::backup::restore(&fresh, file.clone(), &members).await.unwrap();
+    assert_eq!(restored.state_hash, info.state_hash);
+    let mut reopened = StateMachineStore::open(&fresh).await.unwrap();
+    assert_eq!(snapshot_of(&reopened.shared).0, snapshot_of(&sm.shared).0);
+    let current = reopened.get_current_snapshot().await.unwrap().expect("a current snapshot");
+    assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(3));
+    let mut data: SnapshotData = codec::decode(current.snapshot.get_ref()).unwrap();
+    data.state.polls.values_mut().for_each(crate::sm::PollState::reindex);
+    assert_eq!(data.state, snapshot_of(&sm.shared).0);
+    let mut log = LogStore::open(&fresh).unwrap();
+    let state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await.unwrap();
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
+    assert!(crate::backup::restore(&fresh, file, &members).await.is_err(), "a used store is refused");
+}
