@@ -52,6 +52,9 @@ pub struct RaftNode {
     /// Where [`Request::entropy`] comes from when this node leads (seeded, so that a
     /// simulation replays).
     pub entropy: std::sync::Mutex<rand::rngs::StdRng>,
+    /// A storage failure seen outside openraft (a full disk, which can wedge sled's
+    /// writes rather than fail them): set once, never cleared but by a restart.
+    pub storage_failed: std::sync::OnceLock<String>,
 }
 
 impl RaftNode {
@@ -86,7 +89,7 @@ impl RaftNode {
     /// nor apply, so it says so at once instead of letting requests wait out a timeout.
     pub fn failure(&self) -> Option<String> {
         match &self.raft.metrics().borrow().running_state {
-            Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+            Err(openraft::error::Fatal::Stopped) | Ok(()) => self.storage_failed.get().cloned(),
             Err(fatal) => Some(fatal.to_string()),
         }
     }

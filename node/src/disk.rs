@@ -60,22 +60,37 @@ impl DiskLimits {
     }
 }
 
-/// Raises and clears this node's alarm as its disk goes. Runs for the node's life.
+/// Free space under which the disk counts as full: the node has failed.
+pub const DISK_FULL_BYTES: u64 = 1 << 20;
+
+/// Raises and clears this node's alarm as its disk goes, and calls the node failed when
+/// the disk is full. Runs for the node's life, on stores that have a disk to watch.
 pub fn spawn_alarm_watch(node: Arc<RaftNode>, db: Arc<dyn Database>, limits: DiskLimits) {
-    if limits.min_free_bytes == 0 && limits.quota_bytes == 0 {
+    if db.free_space().is_none() {
         return;
     }
+    let alarm = limits.min_free_bytes > 0 || limits.quota_bytes > 0;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if node.failure().is_some() {
-                // The process is on its way out; the alarm, if any, stays up until its
+            let free = db.free_space();
+            if let Some(free) = free.filter(|free| *free < DISK_FULL_BYTES) {
+                // sled's background flush can meet ENOSPC first, and its writes then wait
+                // for room rather than fail: openraft never hears of it, and the node
+                // would hang instead of failing. A full disk is a failed store.
+                let reason = format!("the data directory's file system is full ({free} bytes free)");
+                if node.storage_failed.set(reason.clone()).is_ok() {
+                    tracing::error!(%reason, "storage failed");
+                }
+            }
+            if node.failure().is_some() || !alarm {
+                // A failed node is on its way out; its alarm, if any, stays up until its
                 // restart finds enough space.
                 continue;
             }
-            let short = match limits.judge(db.free_space(), db.size_on_disk()) {
+            let short = match limits.judge(free, db.size_on_disk()) {
                 Room::Short(reason) => Some(reason),
                 Room::Tight => continue,
                 Room::Enough => None,

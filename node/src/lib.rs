@@ -208,6 +208,7 @@ impl Node {
             write_timeout: config.write_timeout(),
             votes_forwarded: Default::default(),
             entropy: Mutex::new(StdRng::seed_from_u64(seed ^ ENTROPY_SEED_SALT)),
+            storage_failed: Default::default(),
         });
         count_leader_changes(&node.raft, metrics.leader_changes.clone());
         disk::spawn_alarm_watch(node.clone(), db.clone(), config.disk_limits());
