@@ -234,6 +234,10 @@ impl RaftNode {
             let result = match self.leader() {
                 Some((leader, _)) if leader == self.id => self.read_index_local(remaining).await,
                 Some((_, addr)) => match self.network.read_index(&addr, remaining).await {
+                    // A leader whose core stopped is no leader: retry until another leads.
+                    Ok(Err(ProposeError::ShuttingDown | ProposeError::StorageFailed(_))) => {
+                        Err(ProposeError::NotLeader { leader: None })
+                    }
                     Ok(reply) => reply,
                     Err(e) => Err(ProposeError::Unknown(e.to_string())),
                 },

@@ -41,11 +41,14 @@ pub enum Room {
 impl DiskLimits {
     pub fn judge(&self, free: Option<u64>, used: u64) -> Room {
         let mut between = false;
-        if let (Some(free), min) = (free, self.min_free_bytes) {
-            if min > 0 && free < min {
+        let min = self.min_free_bytes;
+        match free {
+            Some(free) if min > 0 && free < min => {
                 return Room::Short(format!("{} MiB free, under the {} MiB watermark", free >> 20, min >> 20));
             }
-            between |= min > 0 && free < min.saturating_add(min / 2);
+            Some(free) => between |= min > 0 && free < min.saturating_add(min / 2),
+            // Unreadable for once: no grounds to change the alarm either way.
+            None => between |= min > 0,
         }
         let quota = self.quota_bytes;
         if quota > 0 && used > quota {
@@ -82,15 +85,21 @@ pub fn spawn_alarm_watch(node: Arc<RaftNode>, db: Arc<dyn Database>, limits: Dis
                 // would hang instead of failing. A full disk is a failed store.
                 let reason = format!("the data directory's file system is full ({free} bytes free)");
                 if node.storage_failed.set(reason.clone()).is_ok() {
-                    tracing::error!(%reason, "storage failed");
+                    tracing::error!(%reason, "storage failed: stopping Raft");
+                    // Stopped, it sends no more heartbeats, so another node takes the lead;
+                    // in a task of its own, as a wedged store may hold the core up.
+                    let raft = node.raft.clone();
+                    tokio::spawn(async move { raft.shutdown().await });
                 }
             }
-            if node.failure().is_some() || !alarm {
+            if node.failure().is_some() {
                 // A failed node is on its way out; its alarm, if any, stays up until its
                 // restart finds enough space.
                 continue;
             }
-            let short = match limits.judge(free, db.size_on_disk()) {
+            // Without limits, an alarm this node raised in an earlier life is cleared.
+            let room = if alarm { limits.judge(free, db.size_on_disk()) } else { Room::Enough };
+            let short = match room {
                 Room::Short(reason) => Some(reason),
                 Room::Tight => continue,
                 Room::Enough => None,
@@ -151,7 +160,7 @@ mod tests {
         assert!(matches!(limits.judge(Some(10 * MIB), 0), Room::Short(_)));
         assert_eq!(limits.judge(Some(80 * MIB), 0), Room::Tight);
         assert_eq!(limits.judge(Some(96 * MIB), 0), Room::Enough);
-        assert_eq!(limits.judge(None, u64::MAX), Room::Enough);
+        assert_eq!(limits.judge(None, 0), Room::Tight, "an unreadable free space keeps the alarm as it is");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use tally_actors::{LiveResults, PollRegistry, PollSource, VoteSubmitter};
-use tally_raft::model::{Command, PollId, Response, VoteIntent, VoteOutcome};
+use tally_raft::model::{Command, PollId, Response, VoteIntent, VoteOutcome, VoteRejection};
 use tally_raft::rpc::ProposeError;
 use tally_raft::sm::{judge_vote, Judgement};
 use tally_raft::state_machine::{ApplyListener, SmShared};
@@ -77,13 +77,51 @@ pub struct RaftSubmitter {
 impl VoteSubmitter for RaftSubmitter {
     fn submit(&self, votes: Vec<VoteIntent>) -> BoxFuture<'_, Result<(u64, Vec<VoteOutcome>), ProposeError>> {
         Box::pin(async move {
-            let expected = votes.len();
-            self.entry_votes.observe(expected as f64);
-            let committed = self.node.propose(Command::CastVotes(votes)).await?;
-            match committed.response {
-                Response::Votes(outcomes) if outcomes.len() == expected => Ok((committed.log_index, outcomes)),
-                other => Err(ProposeError::Unknown(format!("state machine answered {other:?} to a vote entry"))),
+            if self.node.sm.alarm_up() {
+                return self.submit_under_alarm(votes).await;
             }
+            self.propose(votes).await
         })
+    }
+}
+
+impl RaftSubmitter {
+    async fn propose(&self, votes: Vec<VoteIntent>) -> Result<(u64, Vec<VoteOutcome>), ProposeError> {
+        let expected = votes.len();
+        self.entry_votes.observe(expected as f64);
+        let committed = self.node.propose(Command::CastVotes(votes)).await?;
+        match committed.response {
+            Response::Votes(outcomes) if outcomes.len() == expected => Ok((committed.log_index, outcomes)),
+            other => Err(ProposeError::Unknown(format!("state machine answered {other:?} to a vote entry"))),
+        }
+    }
+
+    /// While a member is short of disk, new votes are refused here, before the log (the
+    /// state machine refuses them too, whatever gets through); retries of decided requests
+    /// still go to the log, which answers them as it did the first time.
+    async fn submit_under_alarm(&self, votes: Vec<VoteIntent>) -> Result<(u64, Vec<VoteOutcome>), ProposeError> {
+        let (decided, nodes): (Vec<bool>, Vec<_>) = {
+            let applied = self.node.sm.read();
+            let decided = votes
+                .iter()
+                .map(|v| {
+                    let poll = applied.state.polls.get(&v.poll_id);
+                    poll.is_some_and(|p| p.decided_request(&v.voter_id, &v.idempotency_key))
+                })
+                .collect();
+            (decided, applied.state.alarms.iter().copied().collect())
+        };
+        let refused = || VoteOutcome::Rejected(VoteRejection::NoSpace { nodes: nodes.clone() });
+        let retries: Vec<VoteIntent> =
+            votes.into_iter().zip(&decided).filter(|(_, decided)| **decided).map(|(v, _)| v).collect();
+        let (log_index, mut answered) = match retries.is_empty() {
+            true => (self.node.sm.applied_index(), Vec::new().into_iter()),
+            false => {
+                let (index, outcomes) = self.propose(retries).await?;
+                (index, outcomes.into_iter())
+            }
+        };
+        let outcomes = decided.iter().map(|decided| if *decided { answered.next() } else { None });
+        Ok((log_index, outcomes.map(|o| o.unwrap_or_else(refused)).collect()))
     }
 }

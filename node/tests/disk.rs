@@ -114,8 +114,11 @@ async fn a_full_disk_stops_votes_first_by_the_watermark_then_by_failing_fast_and
     let mut cluster = unstarted.launch().await;
     let (poll, options) = cluster.create_poll(0, &["yes", "no"]).await;
 
+    let (status, early) = cluster.vote(1, &poll, "early-voter", &options[1], "early-key").await.expect("answer");
+    assert_eq!(status, 200, "{early}");
+
     // 1. The watermark: votes flow until node 3 is short, then every node refuses them.
-    let mut acknowledged = 0u64;
+    let mut acknowledged = 1u64;
     let mut next = 0u64;
     let mut saw_no_space = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -135,12 +138,15 @@ async fn a_full_disk_stops_votes_first_by_the_watermark_then_by_failing_fast_and
         disk.used() / MIB,
         cluster.log_tail()
     );
-    assert!(acknowledged > 0, "the watermark tripped before any vote: tmpfs too small for the test");
+    assert!(acknowledged > 1, "the watermark tripped before any vote: tmpfs too small for the test");
     eprintln!("watermark: NO_SPACE after {acknowledged} votes, {} MiB used on node 3", disk.used() / MIB);
     // The alarm is replicated: a single vote through another node is refused too, with
     // nothing recorded, and node 3 itself is still a working member.
     let (status, body) = cluster.vote(1, &poll, "late-voter", &options[1], "late-key").await.expect("answer");
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("NO_SPACE")), "{body}");
+    // A retry of a vote recorded before the alarm still learns that it counted.
+    let (status, again) = cluster.vote(0, &poll, "early-voter", &options[1], "early-key").await.expect("answer");
+    assert_eq!((status, &again["vote_id"]), (200, &early["vote_id"]), "{again}");
     let (status, ready) = get(&cluster, 2, "/ready").await.expect("ready");
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["no_space_alarms"], json!([3]), "{ready}");

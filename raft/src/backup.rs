@@ -100,6 +100,8 @@ pub async fn restore(
     let voters: BTreeSet<NodeId> = members.keys().copied().collect();
     let nodes: BTreeMap<NodeId, BasicNode> = members.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
     let membership = Membership::new(vec![voters], nodes);
+    // Alarms name members of the old cluster, whose disks are not the new one's.
+    data.state.alarms.clear();
     data.last_applied = Some(log_id);
     data.membership = StoredMembership::new(Some(log_id), membership);
     let mut sm = StateMachineStore::open(db).await.map_err(|e| e.to_string())?;

@@ -587,6 +587,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         applied.state.apply(entry.log_id.index, request, &mut self.touched)
                     }
                     EntryPayload::Membership(ref membership) => {
+                        // A removed member can no longer clear its own alarm.
+                        let members: std::collections::BTreeSet<crate::NodeId> =
+                            membership.nodes().map(|(id, _)| *id).collect();
+                        applied.state.alarms.retain(|id| members.contains(id));
                         applied.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
                         Response::None
                     }

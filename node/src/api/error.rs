@@ -145,7 +145,8 @@ impl ApiError {
 
     pub fn storage_failed(reason: &str) -> Self {
         Self::unavailable(format!(
-            "this node's storage failed ({reason}); the request was not recorded: send it to another node"
+            "this node's storage failed ({reason}); this attempt was not taken: send it to another node \
+             (with the same Idempotency-Key, to learn whether an earlier attempt was recorded)"
         ))
     }
 }

@@ -181,18 +181,19 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
     response
 }
 
-/// What this node's storage allows, decided before any handler runs: a node whose Raft
-/// core stopped on a storage error refuses every write at once (503, not recorded) and
-/// marks every read `Tally-Stale: storage-failed`, as it no longer applies anything; while
-/// a member's low-disk alarm is up, votes are refused with 503 `NO_SPACE` on every node
-/// before they reach the log (the state machine refuses them too, whatever got through).
+/// What this node's storage allows, decided before any handler runs: a node whose
+/// storage failed refuses every write at once (503: this attempt was not taken) and marks
+/// every read `Tally-Stale: storage-failed`, as it no longer applies anything. It does not
+/// touch the state: a wedged store may hold its lock. (Votes during a member's low-disk
+/// alarm are refused where they would be proposed, `source::RaftSubmitter`, so that
+/// retries of decided votes are still answered.)
 async fn storage_guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if !path.starts_with("/v1/") {
         return next.run(request).await;
     }
-    let write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if let Some(reason) = app.node.failure() {
+        let write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         // Issuing a token reads the state and writes nothing.
         if write && path != "/v1/auth/token" {
             return error::ApiError::storage_failed(&reason).into_response();
@@ -200,10 +201,6 @@ async fn storage_guard(State(app): State<Arc<App>>, request: Request, next: Next
         let mut response = next.run(request).await;
         response.headers_mut().insert(STALE_HEADER, HeaderValue::from_static("storage-failed"));
         return response;
-    }
-    if write && app.node.sm.alarm_up() && (path.ends_with("/votes") || path.ends_with("/votes:batch")) {
-        let nodes: Vec<_> = app.node.sm.read().state.alarms.iter().copied().collect();
-        return error::ApiError::no_space(&nodes).into_response();
     }
     next.run(request).await
 }
