@@ -712,6 +712,17 @@ impl State {
 
     /// Recounts every poll from its votes and compares with the live counts.
     pub fn check_invariants(&self) -> Result<(), String> {
+        self.check(true)
+    }
+
+    /// [`State::check_invariants`] for a state whose derived parts (breakdowns, indexes)
+    /// were just rebuilt from its votes, which would only be compared with themselves: the
+    /// counts, the chains and the total. A restart spent a tenth of its time on the rest.
+    pub fn check_loaded(&self) -> Result<(), String> {
+        self.check(false)
+    }
+
+    fn check(&self, derived: bool) -> Result<(), String> {
         let mut total = 0u64;
         for (poll_id, state) in &self.polls {
             let mut recount = vec![0u64; state.poll.options.len()];
@@ -725,6 +736,10 @@ impl State {
                 return Err(format!("poll {poll_id}: counts {:?} but recount {recount:?}", state.counts));
             }
             state.check_chain().map_err(|e| format!("poll {poll_id}: {e}"))?;
+            total += state.votes.len() as u64;
+            if !derived {
+                continue;
+            }
             let breakdowns = state.recount_breakdowns();
             if breakdowns != state.breakdowns {
                 return Err(format!("poll {poll_id}: breakdowns {:?} but recount {breakdowns:?}", state.breakdowns));
@@ -735,7 +750,6 @@ impl State {
             if state.positions.len() as u64 != state.chain_len || state.positions != state.index_positions() {
                 return Err(format!("poll {poll_id}: the position index does not match its votes"));
             }
-            total += state.votes.len() as u64;
         }
         if total != self.votes_recorded {
             return Err(format!("votes_recorded {} but {total} votes stored", self.votes_recorded));

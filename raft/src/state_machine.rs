@@ -380,7 +380,7 @@ impl StateMachineStore {
             poll.breakdowns = poll.recount_breakdowns();
             poll.reindex();
         }
-        state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
+        state.check_loaded().map_err(|e| read_err(corrupt(&e)))?;
         Ok(state)
     }
 
