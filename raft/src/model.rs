@@ -153,13 +153,57 @@ pub struct VoteIntent {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// A recorded vote's attributes, sorted by key, in a slice of their exact size: a
+/// one-attribute `BTreeMap` allocates a whole node (about 540 bytes), which was a third of
+/// a node's memory per vote (heaptrack, BENCHMARKS.md). Encoded as the map was.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributes(Box<[(String, String)]>);
+
+impl Attributes {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(key, value)| (key, value))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether these are exactly `map`'s attributes.
+    pub fn matches(&self, map: &BTreeMap<String, String>) -> bool {
+        self.0.len() == map.len() && self.iter().eq(map.iter())
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+impl From<&BTreeMap<String, String>> for Attributes {
+    fn from(map: &BTreeMap<String, String>) -> Self {
+        Attributes(map.iter().map(|(key, value)| (key.clone(), value.clone())).collect())
+    }
+}
+
+impl Serialize for Attributes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(deserializer)?;
+        Ok(Attributes(map.into_iter().collect()))
+    }
+}
+
 /// A recorded vote, stored under (poll, voter).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoteRecord {
     pub vote_id: String,
     pub option_index: u32,
     pub idempotency_key: String,
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: Attributes,
     pub recorded_at_ms: i64,
     pub log_index: u64,
     /// This version moved an earlier vote (`allow_vote_change`).
@@ -180,7 +224,7 @@ pub struct PastVote {
     pub recorded_at_ms: i64,
     pub log_index: u64,
     pub changed: bool,
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: Attributes,
     pub chain: ChainLink,
 }
 

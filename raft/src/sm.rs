@@ -177,7 +177,7 @@ impl PollState {
                 voter_id: voter.clone(),
                 vote_id: past.vote_id.clone(),
                 option_id: option_id(past.option_index),
-                attributes: past.attributes.clone(),
+                attributes: past.attributes.to_map(),
                 recorded_at_ms: past.recorded_at_ms,
                 log_index: past.log_index,
                 replaces: replaces.replace(past.vote_id.clone()),
@@ -189,7 +189,7 @@ impl PollState {
             voter_id: voter.clone(),
             vote_id: record.vote_id.clone(),
             option_id: option_id(record.option_index),
-            attributes: record.attributes.clone(),
+            attributes: record.attributes.to_map(),
             recorded_at_ms: record.recorded_at_ms,
             log_index: record.log_index,
             replaces,
@@ -228,9 +228,9 @@ impl PollState {
     }
 
     /// Counts (`add`) or uncounts one vote for `option_index` under each of its attributes.
-    fn tally_attributes(&mut self, attributes: &BTreeMap<String, String>, option_index: usize, add: bool) {
+    fn tally_attributes(&mut self, attributes: &Attributes, option_index: usize, add: bool) {
         let options = self.counts.len();
-        for (attribute, value) in attributes {
+        for (attribute, value) in attributes.iter() {
             let values = self.breakdowns.entry(attribute.clone()).or_default();
             let per_option = values.entry(value.clone()).or_insert_with(|| vec![0; options]);
             if add {
@@ -394,8 +394,8 @@ impl PollState {
 /// attributes (a key names one request, as Stripe's API has it).
 fn replay(poll: &Poll, record: &VoteRecord, intent: &VoteIntent) -> Option<VoteOutcome> {
     let key = intent.idempotency_key.as_str();
-    let same = |option_index: u32, attributes: &BTreeMap<String, String>| {
-        poll.options[option_index as usize].option_id == intent.option_id && *attributes == intent.attributes
+    let same = |option_index: u32, attributes: &Attributes| {
+        poll.options[option_index as usize].option_id == intent.option_id && attributes.matches(&intent.attributes)
     };
     let reused = |vote_id: &str| {
         Some(VoteOutcome::Rejected(VoteRejection::IdempotencyKeyReused { vote_id: vote_id.to_string() }))
@@ -663,7 +663,7 @@ impl State {
             vote_id,
             option_index: option_index as u32,
             idempotency_key: intent.idempotency_key.clone(),
-            attributes: intent.attributes.clone(),
+            attributes: Attributes::from(&intent.attributes),
             recorded_at_ms: now_ms,
             log_index: index,
             changed: previous.is_some(),
