@@ -133,8 +133,8 @@ pub trait ApplyListener: Send + Sync + 'static {
 pub struct SmShared {
     applied: RwLock<Applied>,
     applied_index: AtomicU64,
-    /// Whether the applied state has any member's low-disk alarm up: read on every vote
-    /// request, so kept outside the state lock.
+    /// Whether the applied state has any member's low-disk alarm up: read for every batch
+    /// of votes about to be proposed, so kept outside the state lock.
     alarm_up: AtomicBool,
     listener: Mutex<Option<Arc<dyn ApplyListener>>>,
     pub snapshots_built: AtomicU64,

@@ -32,7 +32,11 @@ pub async fn ready(State(app): State<Arc<App>>) -> impl IntoResponse {
     let failure = app.node.failure();
     let ready = failure.is_none() && metrics.current_leader.is_some() && lag <= READY_APPLY_LAG_MAX;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let alarms: Vec<_> = app.node.sm.read().state.alarms.iter().copied().collect();
+    // A failed store may be wedged holding the state's lock: /ready must still answer.
+    let alarms: Vec<_> = match failure {
+        None => app.node.sm.read().state.alarms.iter().copied().collect(),
+        Some(_) => Vec::new(),
+    };
     let body = serde_json::json!({
         "ready": ready, "leader_id": metrics.current_leader, "applied_index": applied, "apply_lag": lag,
         "storage_failed": failure, "no_space_alarms": alarms,
