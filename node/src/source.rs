@@ -38,7 +38,8 @@ impl PollSource for StateSource {
         if !timeless && poll.poll.closed_at_ms.is_none() {
             return None;
         }
-        match judge_vote(poll, intent, applied.state.last_timestamp_ms) {
+        // A record that cannot be read decides nothing early: the log will judge.
+        match judge_vote(poll, intent, applied.state.last_timestamp_ms).ok()? {
             Judgement::Final(outcome) => Some(outcome),
             Judgement::Record { .. } | Judgement::Change { .. } => None,
         }
@@ -106,7 +107,8 @@ impl RaftSubmitter {
                 .iter()
                 .map(|v| {
                     let poll = applied.state.polls.get(&v.poll_id);
-                    poll.is_some_and(|p| p.decided_request(&v.voter_id, &v.idempotency_key))
+                    // Unreadable: not known to be decided, so refused like a new vote.
+                    poll.is_some_and(|p| p.decided_request(&v.voter_id, &v.idempotency_key).unwrap_or(false))
                 })
                 .collect();
             (decided, applied.state.alarms.iter().copied().collect())

@@ -82,8 +82,15 @@ async fn hidden_results_stay_hidden_and_vote_ids_cannot_be_walked() {
         vote_ids.push(body["vote_id"].as_str().expect("vote id").to_string());
     }
     for id in &vote_ids {
-        // `v` and 20 hex digits: nothing in it says where the next vote is.
-        assert!(id.len() == 21 && id.starts_with('v') && id[1..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        // `v` and 32 hex digits: the entry's index (public in the receipt too), then 80
+        // bits of digest that say nothing of where the next vote is.
+        assert!(id.len() == 33 && id.starts_with('v') && id[1..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        // The same entry with another digest is nobody's vote.
+        let last = if id.ends_with('0') { '1' } else { '0' };
+        let guess = format!("{}{last}", &id[..32]);
+        let (status, _) =
+            send(cluster.http.get(format!("{}/v1/polls/{poll_id}/receipts/{guess}", cluster.url(1)))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{guess}");
         let (status, receipt) =
             send(cluster.http.get(format!("{}/v1/polls/{poll_id}/receipts/{id}", cluster.url(2)))).await;
         assert_eq!(status, StatusCode::OK, "{receipt}");

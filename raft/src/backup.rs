@@ -20,7 +20,7 @@ use crate::typ::StoredMembership;
 use crate::NodeId;
 
 /// The first bytes of every backup file (and its format's version).
-pub const MAGIC: &[u8; 15] = b"TALLY-BACKUP-1\n";
+pub const MAGIC: &[u8; 15] = b"TALLY-BACKUP-2\n";
 const DIGEST_BYTES: usize = 32;
 
 /// What a backup holds, for the operator's report.

@@ -30,7 +30,8 @@ const FORMAT: &[u8] = b"format";
 /// The log entries' format. 2: `Request.entropy` (unguessable vote ids). 3: entries in a
 /// journal of their own rather than in sled. 4: members' low-disk alarms in the state
 /// machine's meta. 5: the state machine's votes in one block per entry and poll.
-const FORMAT_VERSION: &[u8; 1] = b"5";
+/// 6: vote records found through an index, with vote ids that name their entry.
+const FORMAT_VERSION: &[u8; 1] = b"6";
 /// The journal that holds the entries.
 const JOURNAL: &str = "raft-log";
 const PURGED: &[u8] = b"purged";

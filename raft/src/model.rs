@@ -12,7 +12,7 @@ pub use crate::audit::ChainLink;
 macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub String);
 
@@ -197,35 +197,39 @@ impl<'de> Deserialize<'de> for Attributes {
     }
 }
 
-/// A recorded vote, stored under (poll, voter).
+/// One version of a vote as its poll's block stores it: a new vote, or a change that
+/// replaced an earlier version (which stays in its own block, for the audit chain and for
+/// late retries of the request that made it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoteRecord {
-    pub vote_id: String,
+    pub voter_id: VoterId,
+    /// The vote id as a number ([`crate::sm::vote_key`]); [`VoteRecord::vote_id`] spells it.
+    pub vote_key: u128,
     pub option_index: u32,
     pub idempotency_key: String,
     pub attributes: Attributes,
     pub recorded_at_ms: i64,
-    pub log_index: u64,
-    /// This version moved an earlier vote (`allow_vote_change`).
-    pub changed: bool,
     /// Its place in the poll's audit chain.
     pub chain: ChainLink,
-    /// Earlier versions, oldest first, at most `VOTE_CHANGES_MAX`: kept so that a late
-    /// retry of an earlier request replays its own answer instead of moving the vote.
-    pub history: Vec<PastVote>,
+    /// Where the version this one replaced is ([`crate::sm::records::Loc`]): set for a
+    /// change (`allow_vote_change`).
+    pub replaces: Option<u64>,
+    /// How many versions came before this one, at most `VOTE_CHANGES_MAX`.
+    pub changes: u8,
+    /// The entry that recorded it: the block's, so not stored in the record.
+    #[serde(skip)]
+    pub log_index: u64,
 }
 
-/// A version of a vote that a later change replaced.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PastVote {
-    pub vote_id: String,
-    pub option_index: u32,
-    pub idempotency_key: String,
-    pub recorded_at_ms: i64,
-    pub log_index: u64,
-    pub changed: bool,
-    pub attributes: Attributes,
-    pub chain: ChainLink,
+impl VoteRecord {
+    pub fn vote_id(&self) -> String {
+        crate::sm::format_vote_id(self.vote_key)
+    }
+
+    /// This version moved an earlier vote.
+    pub fn changed(&self) -> bool {
+        self.replaces.is_some()
+    }
 }
 
 /// The payload of every normal Raft log entry.

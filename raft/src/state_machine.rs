@@ -1,9 +1,10 @@
-//! openraft's state machine over the `sm` keyspace, with the whole [`State`] also kept in
-//! memory (the decision and every read work on memory; sled is its durable copy).
+//! openraft's state machine over the `sm` keyspace. Polls, counts and users are kept in
+//! memory; vote records are in the keyspace's blocks, found through each poll's index
+//! ([`crate::sm::records`]).
 //!
 //! Layout of the `sm` keyspace: `m` → [`SmMeta`]; `p/<poll>` → [`PollRecord`];
-//! `v/<poll>\0<voter>` → [`VoteRecord`] (poll ids never contain `\0`); `u/<username>` →
-//! [`UserRecord`]. The keys that applies touched are written, with the meta, in one atomic
+//! `b/<poll>\0<log index>` → the block of [`VoteRecord`]s that entry recorded in the poll
+//! (poll ids never contain `\0`); `u/<username>` → [`UserRecord`]. The keys that applies touched are written, with the meta, in one atomic
 //! batch at most every [`PERSIST_INTERVAL`] (or [`PERSIST_KEYS_MAX`] keys), so the persisted
 //! state is always exactly the state after some applied index. Neither that write nor a
 //! flush is needed for durability: after a crash openraft re-applies from the persisted
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tally_storage::{delete_range, Database, Keyspace, WriteBatch};
 
 use crate::model::*;
+use crate::sm::records::{self, BlockSource, RecordError};
 use crate::sm::{State, Touched};
 use crate::typ::{Entry, LogId, Snapshot, StorageError, StoredMembership};
 use crate::{codec, io_error, TypeConfig};
@@ -60,6 +62,7 @@ struct SmMeta {
 struct PollRecord {
     poll: Poll,
     counts: Vec<u64>,
+    breakdowns: crate::sm::Breakdowns,
     chain_len: u64,
     chain_head: [u8; 32],
 }
@@ -69,27 +72,31 @@ impl PollRecord {
         Self {
             poll: poll.poll.clone(),
             counts: poll.counts.clone(),
+            breakdowns: poll.breakdowns.clone(),
             chain_len: poll.chain_len,
             chain_head: poll.chain_head,
         }
     }
 }
 
-/// A snapshot's data: the whole state plus where it stands in the log. A backup file
-/// holds the same encoding ([`crate::backup`]).
+/// A snapshot's data: the state in memory, every block as the keyspace holds it (key and
+/// value), and where it stands in the log. A backup file holds the same encoding
+/// ([`crate::backup`]).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct SnapshotData {
     pub(crate) state: State,
+    pub(crate) blocks: Vec<(Vec<u8>, Vec<u8>)>,
     pub(crate) last_applied: Option<LogId>,
     pub(crate) membership: StoredMembership,
 }
 
-/// [`SnapshotData`] borrowed: encodes to the same bytes without cloning the state.
-#[derive(Serialize)]
-struct SnapshotDataRef<'a> {
-    state: &'a State,
-    last_applied: Option<LogId>,
-    membership: &'a StoredMembership,
+/// Reads written blocks from the `sm` keyspace.
+struct KeyspaceBlocks(Arc<dyn Keyspace>);
+
+impl BlockSource for KeyspaceBlocks {
+    fn block(&self, poll: &PollId, index: u64) -> Result<Option<Vec<u8>>, RecordError> {
+        self.0.get(&block_key(poll, index)).map_err(|e| RecordError(e.to_string()))
+    }
 }
 
 /// [`StoredSnapshot`] borrowed, encoding to the same bytes.
@@ -160,7 +167,7 @@ impl SmShared {
     /// clean shutdown, so that a restart need not re-apply).
     pub fn persist_now(&self) -> Result<(), StorageError> {
         let applied = self.read();
-        self.persist(&applied, None)
+        self.persist(&applied, None).map(drop)
     }
 
     fn unpersisted(&self) -> std::sync::MutexGuard<'_, Unpersisted> {
@@ -168,10 +175,11 @@ impl SmShared {
     }
 
     /// Writes every unwritten change of `applied` (whose lock the caller holds) in one
-    /// atomic batch, if `now` says it is due (always with `None`).
-    fn persist(&self, applied: &Applied, now: Option<tokio::time::Instant>) -> Result<(), StorageError> {
+    /// atomic batch, if `now` says it is due (always with `None`). Whether everything
+    /// applied is now written (the applied blocks may then be dropped from memory).
+    fn persist(&self, applied: &Applied, now: Option<tokio::time::Instant>) -> Result<bool, StorageError> {
         let mut unpersisted = self.unpersisted();
-        let Some(since) = unpersisted.since else { return Ok(()) };
+        let Some(since) = unpersisted.since else { return Ok(true) };
         let due = match now {
             None => true,
             Some(now) => now.duration_since(since) >= PERSIST_INTERVAL || unpersisted.touched.len() >= PERSIST_KEYS_MAX,
@@ -182,7 +190,7 @@ impl SmShared {
             unpersisted.touched.clear();
             unpersisted.since = None;
         }
-        Ok(())
+        Ok(due)
     }
 }
 
@@ -197,11 +205,7 @@ impl SmShared {
     pub fn backup(&self) -> Result<(Vec<u8>, crate::backup::BackupInfo), StorageError> {
         let (payload, mut info) = {
             let applied = self.read();
-            let data = SnapshotDataRef {
-                state: &applied.state,
-                last_applied: applied.last_applied,
-                membership: &applied.membership,
-            };
+            let data = self.snapshot_data(&applied)?;
             let info = crate::backup::BackupInfo {
                 applied_index: applied.last_applied.map_or(0, |l| l.index),
                 polls: applied.state.polls.len(),
@@ -210,12 +214,31 @@ impl SmShared {
                 bytes: 0,
                 sha256: String::new(),
             };
+            drop(applied);
             (codec::encode(&data).map_err(read_err)?, info)
         };
         let (file, sha256) = crate::backup::frame(payload);
         info.bytes = file.len() as u64;
         info.sha256 = sha256;
         Ok((file, info))
+    }
+
+    /// The applied state (whose lock the caller holds) with every block it recorded: what
+    /// a snapshot or a backup holds. Writes what applies left unwritten first, so that the
+    /// keyspace holds this very state; the blocks are read with the lock held.
+    fn snapshot_data(&self, applied: &Applied) -> Result<SnapshotData, StorageError> {
+        self.persist(applied, None)?;
+        let mut blocks = Vec::new();
+        scan(&*self.space, BLOCK_PREFIX, BLOCK_SCAN_PAGE, |key, value| {
+            blocks.push((key.to_vec(), value.to_vec()));
+            Ok(())
+        })?;
+        Ok(SnapshotData {
+            state: applied.state.clone(),
+            blocks,
+            last_applied: applied.last_applied,
+            membership: applied.membership.clone(),
+        })
     }
 
     /// Whether a member's low-disk alarm is up in the applied state (votes are refused).
@@ -258,19 +281,6 @@ fn block_poll(key: &[u8]) -> Option<PollId> {
     (rest[poll.len()] == 0).then(|| PollId(String::from_utf8_lossy(poll).into_owned()))
 }
 
-/// Encodes one block: the records of `votes` recorded at `index` (a vote changed again
-/// since is in its later block).
-fn encode_block<'a>(
-    votes: impl Iterator<Item = (&'a VoterId, &'a VoteRecord)>,
-    index: u64,
-) -> Result<Option<Vec<u8>>, codec::CodecError> {
-    let block: Vec<(&VoterId, &VoteRecord)> = votes.filter(|(_, record)| record.log_index == index).collect();
-    if block.is_empty() {
-        return Ok(None);
-    }
-    codec::encode(&block).map(Some)
-}
-
 fn poll_key(poll_id: &PollId) -> Vec<u8> {
     let mut key = POLL_PREFIX.to_vec();
     key.extend_from_slice(poll_id.0.as_bytes());
@@ -287,6 +297,35 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     *end.last_mut().expect("prefixes are not empty") += 1;
     end
+}
+
+/// Visits every pair under `prefix`, a page at a time.
+fn scan(
+    space: &dyn Keyspace,
+    prefix: &[u8],
+    page_len: usize,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let end = prefix_end(prefix);
+    let mut start = prefix.to_vec();
+    loop {
+        let page = space.range(&start, Some(&end), page_len).map_err(read_err)?;
+        for (key, value) in &page {
+            visit(key, value)?;
+        }
+        match page.last() {
+            Some((last, _)) if page.len() == page_len => {
+                start = last.clone();
+                start.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The log index a block key names.
+fn block_index(key: &[u8]) -> Option<u64> {
+    key.len().checked_sub(8).map(|at| u64::from_be_bytes(key[at..].try_into().expect("eight bytes")))
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -347,17 +386,19 @@ impl StateMachineStore {
             votes_recorded: meta.votes_recorded,
             users: BTreeMap::new(),
             alarms: meta.alarms.clone(),
+            source: None,
         };
-        self.scan(USER_PREFIX, SCAN_PAGE, |key, value| {
+        scan(&*self.space, USER_PREFIX, SCAN_PAGE, |key, value| {
             let username = String::from_utf8_lossy(&key[USER_PREFIX.len()..]).into_owned();
             state.users.insert(username, codec::decode(value).map_err(read_err)?);
             Ok(())
         })?;
-        self.scan(POLL_PREFIX, SCAN_PAGE, |_, value| {
+        scan(&*self.space, POLL_PREFIX, SCAN_PAGE, |_, value| {
             let record: PollRecord = codec::decode(value).map_err(read_err)?;
             let poll_id = record.poll.poll_id.clone();
             let poll = crate::sm::PollState {
                 counts: record.counts,
+                breakdowns: record.breakdowns,
                 chain_len: record.chain_len,
                 chain_head: record.chain_head,
                 ..crate::sm::PollState::new(record.poll)
@@ -365,47 +406,19 @@ impl StateMachineStore {
             state.polls.insert(poll_id, poll);
             Ok(())
         })?;
-        // Blocks come in (poll, log index) order: a vote changed later overwrites its
-        // earlier version, whose record the later one keeps in its history.
-        self.scan(BLOCK_PREFIX, BLOCK_SCAN_PAGE, |key, value| {
-            let poll_id = block_poll(key).ok_or_else(|| read_err(corrupt("block key")))?;
-            let block: Vec<(VoterId, VoteRecord)> = codec::decode(value).map_err(read_err)?;
+        // Blocks come in (poll, log index) order: a change finds the version it replaced
+        // already indexed.
+        scan(&*self.space, BLOCK_PREFIX, BLOCK_SCAN_PAGE, |key, value| {
+            let (poll_id, index) =
+                block_poll(key).zip(block_index(key)).ok_or_else(|| read_err(corrupt("block key")))?;
+            let block = records::decode_block(value, index).map_err(read_err)?;
             let poll = state.polls.get_mut(&poll_id).ok_or_else(|| read_err(corrupt("votes of an unknown poll")))?;
-            poll.votes.extend(block);
+            poll.votes.load_block(index, &block);
             Ok(())
         })?;
-        // Breakdowns and the vote id index are derived and not stored: rebuilt here, from
-        // the votes just read.
-        for poll in state.polls.values_mut() {
-            poll.breakdowns = poll.recount_breakdowns();
-            poll.reindex();
-        }
+        state.attach(Arc::new(KeyspaceBlocks(self.space.clone())));
         state.check_loaded().map_err(|e| read_err(corrupt(&e)))?;
         Ok(state)
-    }
-
-    /// Visits every pair under `prefix`, a page at a time.
-    fn scan(
-        &self,
-        prefix: &[u8],
-        page_len: usize,
-        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
-    ) -> Result<(), StorageError> {
-        let end = prefix_end(prefix);
-        let mut start = prefix.to_vec();
-        loop {
-            let page = self.space.range(&start, Some(&end), page_len).map_err(read_err)?;
-            for (key, value) in &page {
-                visit(key, value)?;
-            }
-            match page.last() {
-                Some((last, _)) if page.len() == page_len => {
-                    start = last.clone();
-                    start.push(0);
-                }
-                _ => return Ok(()),
-            }
-        }
     }
 
     fn replace_applied(&self, applied: Applied) {
@@ -437,11 +450,7 @@ impl StateMachineStore {
         self.install_decoded(snapshot)
     }
 
-    fn install_decoded(&mut self, mut snapshot: SnapshotData) -> Result<(), StorageError> {
-        for poll in snapshot.state.polls.values_mut() {
-            poll.reindex();
-        }
-        snapshot.state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
+    fn install_decoded(&mut self, snapshot: SnapshotData) -> Result<(), StorageError> {
         let mut meta = SmMeta {
             last_applied: snapshot.last_applied,
             membership: snapshot.membership.clone(),
@@ -451,42 +460,40 @@ impl StateMachineStore {
             installing: true,
             alarms: snapshot.state.alarms.clone(),
         };
+        if let Some((key, _)) = snapshot.blocks.iter().find(|(key, _)| block_poll(key).is_none()) {
+            return Err(read_err(corrupt(&format!("a snapshot block under key {key:?}"))));
+        }
         self.write_meta_flushed(&meta)?;
         // What applies left unwritten belongs to the state being replaced.
         *self.shared.unpersisted() = Unpersisted::default();
         for prefix in [POLL_PREFIX, BLOCK_PREFIX, USER_PREFIX] {
             delete_range(&*self.space, prefix, Some(&prefix_end(prefix))).map_err(write_err)?;
         }
-        for (poll_id, poll) in &snapshot.state.polls {
-            let mut batch = WriteBatch::new();
-            let record = PollRecord::of(poll);
-            batch.put(poll_key(poll_id), codec::encode(&record).map_err(write_err)?);
-            let mut blocks: BTreeMap<u64, Vec<(&VoterId, &VoteRecord)>> = BTreeMap::new();
-            for (voter, vote) in &poll.votes {
-                blocks.entry(vote.log_index).or_default().push((voter, vote));
-            }
-            self.space.write(batch).map_err(write_err)?;
-            // A block at a time, so that the batches stay small however large the poll.
-            for (index, votes) in blocks {
-                let mut batch = WriteBatch::new();
-                let value = encode_block(votes.into_iter(), index).map_err(write_err)?.unwrap_or_default();
-                batch.put(block_key(poll_id, index), value);
-                self.space.write(batch).map_err(write_err)?;
-            }
-        }
         let mut batch = WriteBatch::new();
+        for (poll_id, poll) in &snapshot.state.polls {
+            batch.put(poll_key(poll_id), codec::encode(&PollRecord::of(poll)).map_err(write_err)?);
+        }
         for (username, user) in &snapshot.state.users {
             batch.put(user_key(username), codec::encode(user).map_err(write_err)?);
         }
         self.space.write(batch).map_err(write_err)?;
+        // A page of blocks at a time, so that the batches stay small however large the poll.
+        for page in snapshot.blocks.chunks(BLOCK_SCAN_PAGE) {
+            let mut batch = WriteBatch::new();
+            for (key, value) in page {
+                batch.put(key.clone(), value.clone());
+            }
+            self.space.write(batch).map_err(write_err)?;
+        }
+        drop(snapshot.blocks);
+        // The state is read back from what was just written, as a restart would read it,
+        // and checked whole: a snapshot from elsewhere is not taken on trust.
+        let state = self.load_state(&meta)?;
+        state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
         meta.installing = false;
         self.write_meta_flushed(&meta)?;
         let index = snapshot.last_applied.map_or(0, |l| l.index);
-        self.replace_applied(Applied {
-            state: snapshot.state,
-            last_applied: snapshot.last_applied,
-            membership: snapshot.membership,
-        });
+        self.replace_applied(Applied { state, last_applied: snapshot.last_applied, membership: snapshot.membership });
         if let Some(listener) = self.shared.listener() {
             listener.state_replaced(index);
         }
@@ -535,11 +542,10 @@ fn persist_batch(applied: &Applied, touched: &Touched) -> Result<WriteBatch, cod
             batch.put(poll_key(poll_id), codec::encode(&record)?);
         }
     }
-    for ((poll_id, index), voters) in &touched.blocks {
+    for (poll_id, index) in &touched.blocks {
         let Some(poll) = state.polls.get(poll_id) else { continue };
-        let votes = voters.iter().filter_map(|voter| poll.votes.get_key_value(voter));
-        if let Some(block) = encode_block(votes, *index)? {
-            batch.put(block_key(poll_id, *index), block);
+        if let Some(block) = poll.votes.unwritten(*index) {
+            batch.put(block_key(poll_id, *index), block?);
         }
     }
     for username in &touched.users {
@@ -584,7 +590,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::None,
                     EntryPayload::Normal(ref request) => {
-                        applied.state.apply(entry.log_id.index, request, &mut self.touched)
+                        applied.state.apply(entry.log_id.index, request, &mut self.touched).map_err(read_err)?
                     }
                     EntryPayload::Membership(ref membership) => {
                         // A removed member can no longer clear its own alarm.
@@ -606,7 +612,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 unpersisted.touched.absorb(&mut self.touched);
                 unpersisted.since.get_or_insert_with(tokio::time::Instant::now);
             }
-            self.shared.persist(&applied, Some(tokio::time::Instant::now()))?;
+            if self.shared.persist(&applied, Some(tokio::time::Instant::now()))? {
+                applied.state.written_through(last_index);
+            }
         }
         self.shared.applied_index.store(last_index, Ordering::Release);
         if let Some(listener) = self.shared.listener() {
@@ -664,12 +672,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (data, last_applied, membership) = {
             let applied = self.shared.read();
             // The keyspace must hold this very state before the flush below.
-            self.shared.persist(&applied, None)?;
-            let data = SnapshotData {
-                state: applied.state.clone(),
-                last_applied: applied.last_applied,
-                membership: applied.membership.clone(),
-            };
+            let data = self.shared.snapshot_data(&applied)?;
             (data, applied.last_applied, applied.membership.clone())
         };
         let bytes = codec::encode(&data).map_err(write_err)?;

@@ -42,9 +42,11 @@ impl fmt::Display for Violation {
     }
 }
 
-fn recorded_vote_id<'a>(node: &'a NodeState, poll: &str, voter: &str) -> Option<&'a str> {
+/// The voter's recorded vote id on `node`; an unreadable record shows as none (and so as
+/// a violation).
+fn recorded_vote_id(node: &NodeState, poll: &str, voter: &str) -> Option<String> {
     let poll = node.state.polls.get(&PollId(poll.to_string()))?;
-    poll.votes.get(&VoterId(voter.to_string())).map(|r| r.vote_id.as_str())
+    poll.vote_of(&VoterId(voter.to_string())).ok().flatten().map(|r| r.vote_id())
 }
 
 pub fn check(history: &History, nodes: &[NodeState]) -> Vec<Violation> {
@@ -93,7 +95,7 @@ pub fn check(history: &History, nodes: &[NodeState]) -> Vec<Violation> {
         }
         for node in nodes {
             let recorded = recorded_vote_id(node, poll, voter);
-            if !vote_ids.iter().any(|id| Some(id.as_str()) == recorded) {
+            if !vote_ids.iter().any(|id| Some(id) == recorded.as_ref()) {
                 violation(
                     1,
                     format!(
@@ -113,7 +115,7 @@ pub fn check(history: &History, nodes: &[NodeState]) -> Vec<Violation> {
             }
             let named = body["error"]["vote_id"].as_str();
             let recorded = recorded_vote_id(node, &vote.poll, &vote.voter);
-            if named.is_none() || named != recorded {
+            if named.is_none() || named != recorded.as_deref() {
                 violation(
                     2,
                     format!(

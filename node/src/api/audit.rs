@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tally_actors::LiveFeed;
 use tally_raft::audit::to_hex;
 use tally_raft::model::PollId;
-use tally_raft::sm::AuditEntry;
+use tally_raft::sm::{AuditEntry, RecordError};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
@@ -172,7 +172,14 @@ impl Reader {
     /// The next chunk of lines; `None` ends the stream.
     async fn next_chunk(&mut self) -> Option<Vec<u8>> {
         loop {
-            let (page, chain_length, applied_index) = self.page();
+            let (page, chain_length, applied_index) = match self.page() {
+                Ok(page) => page,
+                Err(error) => {
+                    // Cut short, not ended: the client resumes with `after`, elsewhere.
+                    tracing::warn!(poll_id = %self.poll_id, %error, "audit stream cut: records unreadable");
+                    return None;
+                }
+            };
             if !page.is_empty() {
                 self.next = page.last().map_or(self.next, |line| line.position + 1);
                 if let Some(follow) = &mut self.follow {
@@ -195,16 +202,16 @@ impl Reader {
 
     /// Up to a chunk of lines from `next` on, and where the chain and the node stand. The
     /// entries are copied under the read lock and formatted after it.
-    fn page(&self) -> (Vec<AuditLine>, u64, u64) {
+    fn page(&self) -> Result<(Vec<AuditLine>, u64, u64), RecordError> {
         let (entries, chain_length, applied_index) = {
             let applied = self.app.node.sm.read();
             let applied_index = applied.last_applied.map_or(0, |l| l.index);
-            let Some(state) = applied.state.polls.get(&self.poll_id) else { return (Vec::new(), 0, applied_index) };
+            let Some(state) = applied.state.polls.get(&self.poll_id) else { return Ok((Vec::new(), 0, applied_index)) };
             let end = if self.follow.is_some() { state.chain_len } else { self.end };
             let room = end.saturating_sub(self.next).min(LINES_PER_CHUNK as u64) as usize;
-            (state.audit_page(self.next, room), state.chain_len, applied_index)
+            (state.audit_page(self.next, room)?, state.chain_len, applied_index)
         };
-        (entries.into_iter().map(AuditLine::from).collect(), chain_length, applied_index)
+        Ok((entries.into_iter().map(AuditLine::from).collect(), chain_length, applied_index))
     }
 }
 
@@ -247,17 +254,17 @@ pub async fn receipt(
     Extension(identity): Extension<Identity>,
 ) -> ApiResult<Json<ReceiptCheck>> {
     let poll = app.known_poll(&poll_id).await?;
-    let find = |app: &App| {
+    let find = |app: &App| -> Result<_, RecordError> {
         let applied = app.node.sm.read();
-        let state = applied.state.polls.get(&poll.poll_id)?;
-        Some((state.find_vote(&vote_id)?, state.chain_len, state.chain_head))
+        let Some(state) = applied.state.polls.get(&poll.poll_id) else { return Ok(None) };
+        Ok(state.find_vote(&vote_id)?.map(|entry| (entry, state.chain_len, state.chain_head)))
     };
     // A receipt handed out by another node may not be applied here yet.
-    let found = match find(&app) {
+    let found = match find(&app)? {
         Some(found) => Some(found),
         None => {
             app.node.linearizable_barrier().await?;
-            find(&app)
+            find(&app)?
         }
     };
     let (entry, chain_length, head) =

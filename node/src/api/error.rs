@@ -151,6 +151,13 @@ impl ApiError {
     }
 }
 
+/// A vote record the index points at could not be read: this node's storage is failing.
+impl From<tally_raft::sm::RecordError> for ApiError {
+    fn from(error: tally_raft::sm::RecordError) -> Self {
+        ApiError::unavailable(format!("this node cannot read its vote records ({error}); try another node"))
+    }
+}
+
 impl From<ProposeError> for ApiError {
     fn from(error: ProposeError) -> Self {
         match error {

@@ -218,7 +218,8 @@ pub async fn status(
 fn recorded(app: &App, poll: &tally_raft::model::Poll, name: &RequestName) -> Option<RequestStatus> {
     let (receipt, changed) = {
         let applied = app.node.sm.read();
-        applied.state.polls.get(&poll.poll_id)?.request_receipt(&name.voter, &name.key)?
+        // Unreadable counts as unknown here: the caller is told to retry with the key.
+        applied.state.polls.get(&poll.poll_id)?.request_receipt(&name.voter, &name.key).ok()??
     };
     let body = super::votes::VoteBody::new(if changed { "changed" } else { "recorded" }, &receipt, false);
     Some(RequestStatus {

@@ -174,7 +174,8 @@ fn check_visible(app: &App, live: &LiveResults, identity: &Identity) -> ApiResul
             identity.may_manage(poll.owner.as_deref()) || {
                 let applied = app.node.sm.read();
                 let state = applied.state.polls.get(&poll.poll_id);
-                state.is_some_and(|p| p.votes.contains_key(&VoterId(subject.clone())))
+                // Unreadable: not known to have voted, so not shown.
+                state.is_some_and(|p| p.has_voted(&VoterId(subject.clone())).unwrap_or(false))
             }
         }
         Identity::Open | Identity::Anonymous => false,

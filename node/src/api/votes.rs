@@ -194,7 +194,12 @@ pub async fn cast(
     // limit still learns whether the vote counted.
     let retry = key.as_deref().is_some_and(|key| {
         let applied = app.node.sm.read();
-        applied.state.polls.get(&poll.poll_id).is_some_and(|state| state.decided_request(&voter_id, key))
+        // A record that cannot be read: not known to be decided, so the limits apply.
+        applied
+            .state
+            .polls
+            .get(&poll.poll_id)
+            .is_some_and(|state| state.decided_request(&voter_id, key).unwrap_or(false))
     });
     if !retry {
         if let Err(limited) = app.limits.check_voter(&identity, voter_id.as_str()) {
@@ -362,12 +367,12 @@ pub async fn me(
     let voter = voter_of(&identity, query.voter_id)?;
     let applied = app.node.sm.read();
     let state = applied.state.polls.get(&poll.poll_id).ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
-    let body = match state.votes.get(&voter) {
+    let body = match state.vote_of(&voter)? {
         None => MeBody { has_voted: false, option_id: None, vote_id: None, voted_at: None },
         Some(record) => MeBody {
             has_voted: true,
             option_id: state.poll.options.get(record.option_index as usize).map(|o| o.option_id.clone()),
-            vote_id: Some(record.vote_id.clone()),
+            vote_id: Some(record.vote_id()),
             voted_at: Some(format_ms(record.recorded_at_ms)),
         },
     };

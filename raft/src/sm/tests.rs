@@ -37,8 +37,21 @@ fn vid(timestamp_ms: i64, index: u64, slot: usize) -> String {
 fn apply_all(log: &[Request]) -> (State, Vec<Response>) {
     let mut state = State::default();
     let mut touched = Touched::default();
-    let responses = log.iter().enumerate().map(|(i, r)| state.apply(i as u64 + 1, r, &mut touched)).collect();
+    let responses = log.iter().enumerate().map(|(i, r)| state.apply(i as u64 + 1, r, &mut touched).unwrap()).collect();
     (state, responses)
+}
+
+/// Every version of the voter's vote, latest first, walked back through `replaces`.
+fn versions(state: &State, poll: &str, voter: &str) -> Vec<VoteRecord> {
+    let poll = &state.polls[&PollId(poll.into())];
+    let mut at = poll.votes.current(&VoterId(voter.into())).unwrap().map(|(loc, _)| loc);
+    let mut out = Vec::new();
+    while let Some(loc) = at {
+        let record = poll.votes.read(loc).unwrap();
+        at = record.replaces;
+        out.push(record);
+    }
+    out
 }
 
 fn outcomes(response: &Response) -> &[VoteOutcome] {
@@ -132,7 +145,7 @@ fn vote_change_moves_the_count() {
     assert!(matches!(outcomes(&responses[2])[0], VoteOutcome::Changed(_)));
     let poll = &state.polls[&PollId("p".into())];
     assert_eq!(poll.counts, vec![0, 1]);
-    assert_eq!(poll.votes[&VoterId("a".into())].history.len(), 1);
+    assert_eq!(versions(&state, "p", "a").len(), 2);
     state.check_invariants().unwrap();
 }
 
@@ -162,10 +175,7 @@ fn vote_changes_are_bounded() {
     let (state, responses) = apply_all(&log);
     let last = &outcomes(responses.last().unwrap())[0];
     assert!(matches!(last, VoteOutcome::Rejected(VoteRejection::TooManyChanges { .. })), "{last:?}");
-    assert_eq!(
-        state.polls[&PollId("p".into())].votes[&VoterId("a".into())].history.len(),
-        crate::limits::VOTE_CHANGES_MAX
-    );
+    assert_eq!(versions(&state, "p", "a").len(), crate::limits::VOTE_CHANGES_MAX + 1);
     state.check_invariants().unwrap();
 }
 
@@ -250,28 +260,34 @@ fn receipts_chain_every_version_of_every_vote_in_log_order() {
     ];
     let (state, responses) = apply_all(&log);
     let poll = &state.polls[&PollId("p".into())];
-    let trail = poll.audit_trail();
+    let trail = poll.audit_trail().unwrap();
     let ids: Vec<_> = trail.iter().map(|e| (e.vote_id.clone(), e.chain.position, e.current)).collect();
     assert_eq!(ids, vec![(vid(11, 2, 0), 0, false), (vid(11, 2, 1), 1, true), (vid(12, 3, 0), 2, true)]);
     assert_eq!(trail[2].replaces, Some(vid(11, 2, 0)));
     assert_eq!(poll.chain_head, trail[2].chain.hash);
     let VoteOutcome::Changed(changed) = &outcomes(&responses[2])[0] else { panic!() };
     assert_eq!(changed.chain, trail[2].chain);
-    assert_eq!(poll.find_vote(&vid(11, 2, 0)).unwrap().chain, trail[0].chain);
-    assert_eq!(poll.find_vote(&vid(11, 9, 9)), None);
-    // Ids do not tell where a vote is: the old `v{index}.{slot}` form finds nothing, nor
-    // does an id in capitals or of another length.
-    assert_eq!(poll.find_vote("v2.0"), None);
-    assert_eq!(poll.find_vote(&vid(11, 2, 0).to_uppercase().replacen('V', "v", 1)), None);
-    assert_eq!(poll.find_vote(&vid(11, 2, 0)[..20]), None);
-    assert_eq!(super::vote_key("v00000000000000000001"), Some(1));
-    assert_eq!(super::vote_key("vffffffffffffffffffff"), Some((1u128 << 80) - 1));
+    assert_eq!(poll.find_vote(&vid(11, 2, 0)).unwrap().unwrap().chain, trail[0].chain);
+    assert_eq!(poll.find_vote(&vid(11, 9, 9)), Ok(None));
+    // An id names its entry (as the receipt's log_index does), but its digest is not
+    // guessable: the entry's index with another digest finds nothing, nor does the old
+    // `v{index}.{slot}` form, an id in capitals or of another length.
+    let real = vid(11, 2, 0);
+    let guessed = format!("{}{}", &real[..13], if &real[13..14] == "0" { "1" } else { "0" }) + &real[14..];
+    assert_eq!(super::vote_key_index(super::vote_key(&guessed).unwrap()), 2);
+    assert_eq!(poll.find_vote(&guessed), Ok(None));
+    assert_eq!(poll.find_vote("v2.0"), Ok(None));
+    assert_eq!(poll.find_vote(&real.to_uppercase().replacen('V', "v", 1)), Ok(None));
+    assert_eq!(poll.find_vote(&real[..21]), Ok(None));
+    assert_eq!(super::vote_key("v00000000000000000000000000000001"), Some(1));
+    assert_eq!(super::vote_key(&format!("v{}", "f".repeat(32))), Some(u128::MAX));
+    assert_eq!(super::vote_key(&format!("v{}", "f".repeat(20))), None);
     assert_eq!(state.check_invariants(), Ok(()));
 
     // Any edit to a stored vote breaks the chain, and the check says so.
     let mut tampered = state.clone();
-    let a = tampered.polls.get_mut(&PollId("p".into())).unwrap().votes.get_mut(&VoterId("a".into())).unwrap();
-    a.history[0].recorded_at_ms += 1;
+    let votes = &mut tampered.polls.get_mut(&PollId("p".into())).unwrap().votes;
+    votes.tamper(super::records::loc(2, 0), |a| a.recorded_at_ms += 1);
     let error = tampered.check_invariants().unwrap_err();
     assert!(error.contains(&vid(11, 2, 0)), "{error}");
 }
@@ -319,7 +335,7 @@ proptest! {
             }
         }
         for state in state.polls.values() {
-            prop_assert!(state.votes.len() as u64 == state.total_votes());
+            prop_assert!(state.votes.len() == state.total_votes());
         }
     }
 
@@ -337,13 +353,12 @@ proptest! {
                     _ => continue,
                 };
                 // Keys repeat in this log: only the last request with a key is its owner.
-                let record = &state.polls[&intent.poll_id].votes[&intent.voter_id];
-                let owner = std::iter::once((&record.idempotency_key, &record.vote_id))
-                    .chain(record.history.iter().rev().map(|p| (&p.idempotency_key, &p.vote_id)))
-                    .find(|(key, _)| **key == intent.idempotency_key);
-                if owner.map(|(_, id)| id) != Some(&receipt.vote_id) { continue }
+                let owner = versions(&state, intent.poll_id.as_str(), intent.voter_id.as_str())
+                    .into_iter()
+                    .find(|version| version.idempotency_key == intent.idempotency_key);
+                if owner.map(|version| version.vote_id()) != Some(receipt.vote_id.clone()) { continue }
                 let before = state.polls[&intent.poll_id].counts.clone();
-                let again = state.apply(next, &request(0, Command::CastVotes(vec![intent.clone()])), &mut touched);
+                let again = state.apply(next, &request(0, Command::CastVotes(vec![intent.clone()])), &mut touched).unwrap();
                 prop_assert_eq!(outcomes_of(&again), vec![VoteOutcome::Replayed { receipt: receipt.clone(), changed }]);
                 prop_assert_eq!(&state.polls[&intent.poll_id].counts, &before);
             }
@@ -358,9 +373,9 @@ proptest! {
             for outcome in outcomes {
                 let (VoteOutcome::Recorded(receipt) | VoteOutcome::Changed(receipt)) = outcome else { continue };
                 let poll = &state.polls[&receipt.poll_id];
-                let entry = poll.find_vote(&receipt.vote_id);
+                let entry = poll.find_vote(&receipt.vote_id).unwrap();
                 prop_assert_eq!(entry.map(|e| e.chain), Some(receipt.chain));
-                prop_assert_eq!(poll.audit_trail()[receipt.chain.position as usize].chain, receipt.chain);
+                prop_assert_eq!(poll.audit_trail().unwrap()[receipt.chain.position as usize].chain, receipt.chain);
             }
         }
     }
@@ -372,14 +387,14 @@ proptest! {
         for poll in state.polls.values() {
             let mut joined = Vec::new();
             loop {
-                let page = poll.audit_page(joined.len() as u64, size);
+                let page = poll.audit_page(joined.len() as u64, size).unwrap();
                 if page.is_empty() {
                     break;
                 }
                 prop_assert!(page.len() <= size);
                 joined.extend(page);
             }
-            prop_assert_eq!(&joined, &poll.audit_trail());
+            prop_assert_eq!(&joined, &poll.audit_trail().unwrap());
         }
     }
 

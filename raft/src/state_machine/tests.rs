@@ -72,9 +72,12 @@ fn sample_log() -> Vec<Entry> {
     ]
 }
 
+/// The applied state, let go of its store (so that the store can be reopened).
 fn snapshot_of(shared: &SmShared) -> (State, Option<LogId>) {
     let applied = shared.read();
-    (applied.state.clone(), applied.last_applied)
+    let mut state = applied.state.clone();
+    state.detach();
+    (state, applied.last_applied)
 }
 
 #[tokio::test]
@@ -174,20 +177,30 @@ async fn a_log_of_another_format_is_refused_at_open_and_a_new_one_is_stamped() {
 /// Votes live in one block per entry and poll; a vote changed later (in a block written
 /// before, or in the same unwritten window, or twice in one entry) must come back as its
 /// last version, with its history, after a reopen.
-#[tokio::test]
-async fn changed_votes_come_back_from_their_blocks_after_a_reopen() {
+/// [`sample_log`], its poll allowing vote changes.
+fn sample_log_with_vote_change() -> Vec<Entry> {
     let mut log = sample_log();
     let EntryPayload::Normal(Request { command: Command::CreatePoll(spec), .. }) = &mut log[0].payload else {
         unreachable!()
     };
     spec.settings.allow_vote_change = true;
-    let vote = |voter: &str, option: &str, key: &str| VoteIntent {
+    log
+}
+
+/// A vote in poll `p1`, with its key.
+fn vote(voter: &str, option: &str, key: &str) -> VoteIntent {
+    VoteIntent {
         poll_id: PollId("p1".into()),
         voter_id: VoterId(voter.into()),
         option_id: option.into(),
         idempotency_key: key.into(),
         attributes: Default::default(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn changed_votes_come_back_from_their_blocks_after_a_reopen() {
+    let log = sample_log_with_vote_change();
     let later = vec![
         entry(4, Command::CastVotes(vec![vote("bob", "o1", "b2"), vote("dave", "o1", "d1")])),
         entry(5, Command::CastVotes(vec![vote("dave", "o2", "d2"), vote("dave", "o1", "d3"), vote("bob", "o2", "b3")])),
@@ -204,8 +217,8 @@ async fn changed_votes_come_back_from_their_blocks_after_a_reopen() {
         snapshot_of(&sm.shared)
     };
     let poll = &before.0.polls[&PollId("p1".into())];
-    assert_eq!(poll.votes[&VoterId("dave".into())].history.len(), 2, "{poll:?}");
-    assert_eq!(poll.votes[&VoterId("bob".into())].history.len(), 2);
+    let changes = |voter: &str| poll.vote_of(&VoterId(voter.into())).unwrap().unwrap().changes;
+    assert_eq!((changes("dave"), changes("bob")), (2, 2), "{poll:?}");
     let db = SledDb::open(dir.path(), SledOptions::default()).unwrap();
     let sm = StateMachineStore::open(&db).await.unwrap();
     assert_eq!(snapshot_of(&sm.shared), before);
@@ -232,11 +245,50 @@ async fn a_backup_restores_into_an_empty_store_as_its_current_snapshot() {
     assert_eq!(snapshot_of(&reopened.shared).0, snapshot_of(&sm.shared).0);
     let current = reopened.get_current_snapshot().await.unwrap().expect("a current snapshot");
     assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(3));
-    let mut data: SnapshotData = codec::decode(current.snapshot.get_ref()).unwrap();
-    data.state.polls.values_mut().for_each(crate::sm::PollState::reindex);
-    assert_eq!(data.state, snapshot_of(&sm.shared).0);
+    let data: SnapshotData = codec::decode(current.snapshot.get_ref()).unwrap();
+    let original = snapshot_of(&sm.shared).0;
+    assert_eq!((data.state.hash, data.state.votes_recorded), (original.hash, original.votes_recorded));
+    assert!(!data.blocks.is_empty(), "the snapshot carries the blocks");
     let mut log = LogStore::open(&fresh).unwrap();
     let state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await.unwrap();
     assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
     assert!(crate::backup::restore(&fresh, file, &members).await.is_err(), "a used store is refused");
+}
+
+/// Once applied blocks are written, memory lets them go and every read (a voter's vote,
+/// a duplicate's judgement, a replayed key, a change, a receipt, the audit trail, the
+/// recount) goes to the keyspace.
+#[tokio::test(start_paused = true)]
+async fn written_blocks_leave_memory_and_are_read_back_from_the_keyspace() {
+    let db = MemDb::new();
+    let mut sm = StateMachineStore::open(&db).await.unwrap();
+    let log = sample_log_with_vote_change();
+    sm.apply(log).await.unwrap();
+    tokio::time::advance(PERSIST_INTERVAL).await;
+    // Applied after the due write: blocks 2 and 3 are now only in the keyspace.
+    let replies = sm
+        .apply(vec![entry(
+            4,
+            Command::CastVotes(vec![vote("bob", "o2", "bob"), vote("carol", "o1", "c2"), vote("dave", "o1", "dave")]),
+        )])
+        .await
+        .unwrap();
+    let Response::Votes(outcomes) = &replies[0] else { panic!("{replies:?}") };
+    assert!(matches!(outcomes[0], VoteOutcome::Replayed { changed: false, .. }), "{outcomes:?}");
+    assert!(matches!(outcomes[1], VoteOutcome::Changed(_)), "{outcomes:?}");
+    assert!(matches!(outcomes[2], VoteOutcome::Recorded(_)), "{outcomes:?}");
+    tokio::time::advance(PERSIST_INTERVAL).await;
+    sm.apply(vec![entry(5, Command::CastVotes(vec![vote("erin", "o1", "erin")]))]).await.unwrap();
+    let applied = sm.shared.read();
+    let poll = &applied.state.polls[&PollId("p1".into())];
+    assert_eq!(poll.votes.unwritten_blocks(), 1, "only entry 5's block is still in memory");
+    assert_eq!(poll.counts, vec![4, 1], "alice reused her key in entry 3, so kept o1");
+    let carol = poll.vote_of(&VoterId("carol".into())).unwrap().unwrap();
+    assert_eq!((carol.log_index, carol.changes), (4, 1));
+    let first = poll.votes.read(carol.replaces.unwrap()).unwrap();
+    assert_eq!((first.log_index, first.idempotency_key.as_str()), (3, "carol"));
+    let found = poll.find_vote(&first.vote_id()).unwrap().unwrap();
+    assert!(!found.current);
+    assert_eq!(poll.audit_trail().unwrap().len(), 6);
+    applied.state.check_invariants().unwrap();
 }

@@ -1,0 +1,408 @@
+//! A poll's recorded votes: on disk in blocks, one per (poll, log entry), found through a
+//! compact index in memory.
+//!
+//! The index maps a 64-bit fingerprint of each voter id to where the voter's current
+//! version is (a [`Loc`]). It is a lookup aid and never a judge: a fingerprint found means
+//! "read that record and compare the voter id"; only a record says a voter has voted. Two
+//! voters with equal fingerprints are both kept (`clash`). Fingerprints are keyed per
+//! process ([`RandomState`]), so nobody can aim for collisions, and each node builds its
+//! own index from the same blocks: nothing about it is replicated or hashed.
+//!
+//! Blocks applied but not yet written to the store stay in `recent`, so that every read
+//! sees the applied state; the state machine store drops them once they are written. A
+//! state without a store (the pure tests) keeps every block there.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use crate::codec;
+use crate::model::{PollId, VoteRecord, VoterId};
+
+/// Where one version of a vote is: its entry's log index and its slot in the poll's block
+/// for that entry, packed as `index << SLOT_BITS | slot`.
+pub type Loc = u64;
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+
+pub fn loc(index: u64, slot: usize) -> Loc {
+    debug_assert!((slot as u64) <= SLOT_MASK && index < (1 << (64 - SLOT_BITS)));
+    (index << SLOT_BITS) | slot as u64
+}
+
+pub fn loc_index(loc: Loc) -> u64 {
+    loc >> SLOT_BITS
+}
+
+pub fn loc_slot(loc: Loc) -> usize {
+    (loc & SLOT_MASK) as usize
+}
+
+/// A store could not give a record the index points at: the node's storage is failing or
+/// corrupt, and nothing may be decided from it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("vote records: {0}")]
+pub struct RecordError(pub String);
+
+/// Where written blocks are read back from: the state machine's keyspace.
+pub trait BlockSource: Send + Sync + 'static {
+    /// The encoded block of `poll` at log index `index`, if one was written.
+    fn block(&self, poll: &PollId, index: u64) -> Result<Option<Vec<u8>>, RecordError>;
+}
+
+/// A block's encoding: the record count (u32), then each record's end offset (u32), then
+/// the records, so that one record decodes without the others.
+pub fn encode_block(records: &[VoteRecord]) -> Result<Vec<u8>, codec::CodecError> {
+    let encoded: Vec<Vec<u8>> = records.iter().map(codec::encode).collect::<Result<_, _>>()?;
+    let header = 4 + 4 * encoded.len();
+    let mut out = Vec::with_capacity(header + encoded.iter().map(Vec::len).sum::<usize>());
+    out.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    let mut end = 0u32;
+    for record in &encoded {
+        end += record.len() as u32;
+        out.extend_from_slice(&end.to_be_bytes());
+    }
+    for record in encoded {
+        out.extend_from_slice(&record);
+    }
+    Ok(out)
+}
+
+fn corrupt(what: &str) -> RecordError {
+    RecordError(format!("corrupt block: {what}"))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Result<usize, RecordError> {
+    let raw = bytes.get(at..at + 4).ok_or_else(|| corrupt("truncated header"))?;
+    Ok(u32::from_be_bytes(raw.try_into().expect("four bytes")) as usize)
+}
+
+/// Records in a block.
+pub fn block_len(bytes: &[u8]) -> Result<usize, RecordError> {
+    let count = read_u32(bytes, 0)?;
+    if 4 + 4 * count > bytes.len() {
+        return Err(corrupt("count beyond the block"));
+    }
+    Ok(count)
+}
+
+/// The record in `slot`, recorded at `index`.
+pub fn decode_slot(bytes: &[u8], index: u64, slot: usize) -> Result<VoteRecord, RecordError> {
+    let count = block_len(bytes)?;
+    if slot >= count {
+        return Err(corrupt("slot beyond the block"));
+    }
+    let data = 4 + 4 * count;
+    let start = if slot == 0 { 0 } else { read_u32(bytes, 4 + 4 * (slot - 1))? };
+    let end = read_u32(bytes, 4 + 4 * slot)?;
+    let raw = bytes.get(data + start..data + end).filter(|_| start <= end).ok_or_else(|| corrupt("offsets"))?;
+    let mut record: VoteRecord = codec::decode(raw).map_err(|e| corrupt(&e.to_string()))?;
+    record.log_index = index;
+    Ok(record)
+}
+
+/// Every record of a block, in slot order.
+pub fn decode_block(bytes: &[u8], index: u64) -> Result<Vec<VoteRecord>, RecordError> {
+    (0..block_len(bytes)?).map(|slot| decode_slot(bytes, index, slot)).collect()
+}
+
+/// The identity: index keys are already hashes.
+#[derive(Default)]
+pub struct Fingerprinted(u64);
+
+impl Hasher for Fingerprinted {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Index = HashMap<u64, Loc, BuildHasherDefault<Fingerprinted>>;
+
+/// A poll's votes: the index, the blocks' places in the chain, and the blocks not yet
+/// written.
+#[derive(Clone, Default)]
+pub struct PollVotes {
+    poll_id: PollId,
+    keys: RandomState,
+    index: Index,
+    /// Fingerprints shared by more than one voter: the locations beyond the one in `index`.
+    clash: BTreeMap<u64, Vec<Loc>>,
+    voters: u64,
+    /// Each block's first chain position and log index, in log (and so chain) order: the
+    /// audit stream's way from a position to its block.
+    blocks: Vec<(u64, u64)>,
+    recent: BTreeMap<u64, Vec<VoteRecord>>,
+    source: Option<Arc<dyn BlockSource>>,
+}
+
+impl std::fmt::Debug for PollVotes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollVotes")
+            .field("voters", &self.voters)
+            .field("blocks", &self.blocks.len())
+            .field("recent", &self.recent.len())
+            .finish()
+    }
+}
+
+/// Two polls' votes are equal when they hold the same voters in the same blocks (the
+/// chain head, compared with the poll, covers the records themselves).
+impl PartialEq for PollVotes {
+    fn eq(&self, other: &Self) -> bool {
+        self.poll_id == other.poll_id && self.voters == other.voters && self.blocks == other.blocks
+    }
+}
+
+impl Eq for PollVotes {}
+
+impl PollVotes {
+    pub fn new(poll_id: PollId) -> Self {
+        Self { poll_id, ..Self::default() }
+    }
+
+    /// Reads written blocks from `source` from now on.
+    pub fn attach(&mut self, source: Arc<dyn BlockSource>) {
+        self.source = Some(source);
+    }
+
+    /// Stops reading from the store (a copy that must not keep it open): written blocks
+    /// can no longer be read.
+    pub fn detach(&mut self) {
+        self.source = None;
+    }
+
+    /// Voters with a vote (each counted once, whatever their changes).
+    pub fn len(&self) -> u64 {
+        self.voters
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.voters == 0
+    }
+
+    /// Blocks applied and not yet written (so held in memory).
+    pub fn unwritten_blocks(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// (first chain position, log index) of every block, in order.
+    pub fn blocks(&self) -> &[(u64, u64)] {
+        &self.blocks
+    }
+
+    /// Memory the index holds, roughly: for the metrics and the capacity check.
+    pub fn index_bytes(&self) -> usize {
+        self.index.capacity() * (std::mem::size_of::<(u64, Loc)>() + 1) + self.blocks.capacity() * 16
+    }
+
+    fn fingerprint(&self, voter: &VoterId) -> u64 {
+        self.keys.hash_one(voter.as_str())
+    }
+
+    fn candidates(&self, fingerprint: u64) -> impl Iterator<Item = Loc> + '_ {
+        self.index
+            .get(&fingerprint)
+            .copied()
+            .into_iter()
+            .chain(self.clash.get(&fingerprint).into_iter().flatten().copied())
+    }
+
+    /// The version at `loc`.
+    pub fn read(&self, loc: Loc) -> Result<VoteRecord, RecordError> {
+        let (index, slot) = (loc_index(loc), loc_slot(loc));
+        if let Some(block) = self.recent.get(&index) {
+            return block.get(slot).cloned().ok_or_else(|| corrupt("slot beyond an applied block"));
+        }
+        let bytes = self.stored(index)?.ok_or_else(|| RecordError(format!("no block at index {index}")))?;
+        decode_slot(&bytes, index, slot)
+    }
+
+    fn stored(&self, index: u64) -> Result<Option<Vec<u8>>, RecordError> {
+        match &self.source {
+            Some(source) => source.block(&self.poll_id, index),
+            None => Ok(None),
+        }
+    }
+
+    /// Every version recorded at `index`, in slot order (none if the entry recorded none).
+    pub fn block(&self, index: u64) -> Result<Vec<VoteRecord>, RecordError> {
+        if let Some(block) = self.recent.get(&index) {
+            return Ok(block.clone());
+        }
+        match self.stored(index)? {
+            Some(bytes) => decode_block(&bytes, index),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The voter's current version and where it is.
+    pub fn current(&self, voter: &VoterId) -> Result<Option<(Loc, VoteRecord)>, RecordError> {
+        for loc in self.candidates(self.fingerprint(voter)) {
+            let record = self.read(loc)?;
+            if &record.voter_id == voter {
+                return Ok(Some((loc, record)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the version at `loc`, of `voter`, is still the voter's vote. No read.
+    pub fn is_current(&self, voter: &VoterId, loc: Loc) -> bool {
+        self.candidates(self.fingerprint(voter)).any(|at| at == loc)
+    }
+
+    /// Records a version applied at its `log_index`: appended to that entry's block and
+    /// made its voter's current one.
+    pub fn push(&mut self, record: VoteRecord) -> Loc {
+        let index = record.log_index;
+        let fingerprint = self.fingerprint(&record.voter_id);
+        let block = self.recent.entry(index).or_default();
+        let loc = loc(index, block.len());
+        if block.is_empty() {
+            self.blocks.push((record.chain.position, index));
+        }
+        let replaces = record.replaces;
+        block.push(record);
+        self.link(fingerprint, loc, replaces);
+        loc
+    }
+
+    /// Indexes a written block again (a restart, an installed snapshot): the blocks of a
+    /// poll come in log order, so a change finds the version it replaced indexed.
+    pub fn load_block(&mut self, index: u64, records: &[VoteRecord]) {
+        let Some(first) = records.first() else { return };
+        self.blocks.push((first.chain.position, index));
+        for (slot, record) in records.iter().enumerate() {
+            let fingerprint = self.fingerprint(&record.voter_id);
+            self.link(fingerprint, loc(index, slot), record.replaces);
+        }
+    }
+
+    fn link(&mut self, fingerprint: u64, loc: Loc, replaces: Option<Loc>) {
+        if let Some(old) = replaces {
+            if let Some(at) = self.index.get_mut(&fingerprint).filter(|at| **at == old) {
+                *at = loc;
+                return;
+            }
+            if let Some(at) = self.clash.get_mut(&fingerprint).and_then(|locs| locs.iter_mut().find(|at| **at == old)) {
+                *at = loc;
+                return;
+            }
+            // The replaced version is not indexed: the caller judged it current, so this
+            // is a bug or a corrupt block. Indexed as a new voter, the recount catches it.
+        }
+        self.voters += 1;
+        match self.index.entry(fingerprint) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(loc);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => self.clash.entry(fingerprint).or_default().push(loc),
+        }
+    }
+
+    /// The encoded block at `index`, if it is still waiting to be written.
+    pub fn unwritten(&self, index: u64) -> Option<Result<Vec<u8>, codec::CodecError>> {
+        self.recent.get(&index).map(|records| encode_block(records))
+    }
+
+    /// Forgets the applied blocks up to `index`, now written, when a store holds them.
+    pub fn written_through(&mut self, index: u64) {
+        if self.source.is_some() && self.recent.first_key_value().is_some_and(|(first, _)| *first <= index) {
+            self.recent = self.recent.split_off(&(index + 1));
+        }
+    }
+
+    /// Edits a record in place, as a corrupted disk would: for the tests of the checks.
+    #[cfg(test)]
+    pub(crate) fn tamper(&mut self, loc: Loc, edit: impl FnOnce(&mut VoteRecord)) {
+        edit(&mut self.recent.get_mut(&loc_index(loc)).expect("an applied block")[loc_slot(loc)]);
+    }
+
+    /// The block holding chain position `position` (the first if none is before it).
+    pub fn block_at(&self, position: u64) -> usize {
+        self.blocks.partition_point(|(first, _)| *first <= position).saturating_sub(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::ChainLink;
+    use crate::model::Attributes;
+
+    fn record(voter: &str, index: u64, position: u64, replaces: Option<Loc>) -> VoteRecord {
+        VoteRecord {
+            voter_id: VoterId(voter.into()),
+            vote_key: u128::from(position),
+            option_index: 0,
+            idempotency_key: format!("k-{voter}-{position}"),
+            attributes: Attributes::default(),
+            recorded_at_ms: 1,
+            chain: ChainLink { position, hash: [position as u8; 32] },
+            replaces,
+            changes: u8::from(replaces.is_some()),
+            log_index: index,
+        }
+    }
+
+    #[test]
+    fn a_block_decodes_one_slot_or_all() {
+        let records = vec![record("a", 7, 0, None), record("bb", 7, 1, None), record("ccc", 7, 2, Some(3))];
+        let bytes = encode_block(&records).unwrap();
+        assert_eq!(block_len(&bytes).unwrap(), 3);
+        assert_eq!(decode_slot(&bytes, 7, 1).unwrap(), records[1]);
+        assert_eq!(decode_block(&bytes, 7).unwrap(), records);
+        assert!(decode_slot(&bytes, 7, 3).is_err());
+        assert!(decode_slot(&bytes[..10], 7, 0).is_err());
+        assert!(block_len(&[0, 0, 1, 0]).is_err());
+    }
+
+    #[test]
+    fn equal_fingerprints_of_different_voters_are_both_kept() {
+        let mut votes = PollVotes::new(PollId("p".into()));
+        let a = votes.push(record("a", 1, 0, None));
+        // Forge a clash: index "b" under a's fingerprint.
+        let fingerprint = votes.fingerprint(&VoterId("a".into()));
+        let b_loc = loc(2, 0);
+        votes.recent.entry(2).or_default().push(record("b", 2, 1, None));
+        votes.blocks.push((1, 2));
+        votes.link(fingerprint, b_loc, None);
+        assert_eq!(votes.len(), 2);
+        assert_eq!(votes.clash[&fingerprint], vec![b_loc]);
+        // A change of b moves b's entry, not a's.
+        let changed = loc(3, 0);
+        votes.recent.entry(3).or_default().push(record("b", 3, 2, Some(b_loc)));
+        votes.link(fingerprint, changed, Some(b_loc));
+        assert_eq!(votes.len(), 2);
+        assert_eq!(votes.index[&fingerprint], a);
+        assert_eq!(votes.clash[&fingerprint], vec![changed]);
+    }
+
+    #[test]
+    fn a_change_moves_the_voter_and_reads_find_the_latest() {
+        let mut votes = PollVotes::new(PollId("p".into()));
+        let first = votes.push(record("a", 1, 0, None));
+        votes.push(record("b", 1, 1, None));
+        let second = votes.push(record("a", 2, 2, Some(first)));
+        assert_eq!(votes.len(), 2);
+        let (at, current) = votes.current(&VoterId("a".into())).unwrap().unwrap();
+        assert_eq!((at, current.chain.position), (second, 2));
+        assert!(!votes.is_current(&VoterId("a".into()), first));
+        assert_eq!(votes.read(first).unwrap().chain.position, 0);
+        assert_eq!(votes.blocks(), &[(0, 1), (2, 2)]);
+        assert_eq!(votes.block_at(1), 0);
+        assert_eq!(votes.block_at(2), 1);
+        assert!(votes.current(&VoterId("c".into())).unwrap().is_none());
+    }
+}
