@@ -16,6 +16,7 @@ use crate::limits::{ATTRIBUTE_VALUES_MAX, VOTE_CHANGES_MAX};
 use crate::model::*;
 
 pub mod records;
+pub mod voter_index;
 pub use records::{BlockSource, Loc, PollVotes, RecordError};
 
 /// Everything the state machine knows.

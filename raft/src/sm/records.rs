@@ -1,10 +1,10 @@
 //! A poll's recorded votes: on disk in blocks, one per (poll, log entry), found through a
 //! compact index in memory.
 //!
-//! The index maps a 64-bit fingerprint of each voter id to where the voter's current
-//! version is (a [`Loc`]). It is a lookup aid and never a judge: a fingerprint found means
-//! "read that record and compare the voter id"; only a record says a voter has voted. Two
-//! voters with equal fingerprints are both kept (`clash`). Fingerprints are keyed per
+//! The index ([`VoterIndex`]) maps a 64-bit fingerprint of each voter id to where the
+//! voter's current version is (a [`Loc`]). It is a lookup aid and never a judge: a
+//! fingerprint found means "read that record and compare the voter id"; only a record
+//! says a voter has voted. Voters with equal fingerprints are all kept. Fingerprints are keyed per
 //! process ([`RandomState`]), so nobody can aim for collisions, and each node builds its
 //! own index from the same blocks: nothing about it is replicated or hashed.
 //!
@@ -13,9 +13,11 @@
 //! state without a store (the pure tests) keeps every block there.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+
+use super::voter_index::VoterIndex;
 
 use crate::codec;
 use crate::model::{PollId, VoteRecord, VoterId};
@@ -109,7 +111,7 @@ pub fn decode_block(bytes: &[u8], index: u64) -> Result<Vec<VoteRecord>, RecordE
 
 /// The identity: index keys are already hashes.
 #[derive(Default)]
-pub struct Fingerprinted(u64);
+pub(crate) struct Fingerprinted(u64);
 
 impl Hasher for Fingerprinted {
     fn finish(&self) -> u64 {
@@ -127,18 +129,13 @@ impl Hasher for Fingerprinted {
     }
 }
 
-type Index = HashMap<u64, Loc, BuildHasherDefault<Fingerprinted>>;
-
 /// A poll's votes: the index, the blocks' places in the chain, and the blocks not yet
 /// written.
 #[derive(Clone, Default)]
 pub struct PollVotes {
     poll_id: PollId,
     keys: RandomState,
-    index: Index,
-    /// Fingerprints shared by more than one voter: the locations beyond the one in `index`.
-    clash: BTreeMap<u64, Vec<Loc>>,
-    voters: u64,
+    index: VoterIndex,
     /// Each block's first chain position and log index, in log (and so chain) order: the
     /// audit stream's way from a position to its block.
     blocks: Vec<(u64, u64)>,
@@ -149,7 +146,7 @@ pub struct PollVotes {
 impl std::fmt::Debug for PollVotes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PollVotes")
-            .field("voters", &self.voters)
+            .field("voters", &self.index.len())
             .field("blocks", &self.blocks.len())
             .field("recent", &self.recent.len())
             .finish()
@@ -160,7 +157,7 @@ impl std::fmt::Debug for PollVotes {
 /// chain head, compared with the poll, covers the records themselves).
 impl PartialEq for PollVotes {
     fn eq(&self, other: &Self) -> bool {
-        self.poll_id == other.poll_id && self.voters == other.voters && self.blocks == other.blocks
+        self.poll_id == other.poll_id && self.index.len() == other.index.len() && self.blocks == other.blocks
     }
 }
 
@@ -184,11 +181,11 @@ impl PollVotes {
 
     /// Voters with a vote (each counted once, whatever their changes).
     pub fn len(&self) -> u64 {
-        self.voters
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.voters == 0
+        self.index.is_empty()
     }
 
     /// Blocks applied and not yet written (so held in memory).
@@ -203,7 +200,7 @@ impl PollVotes {
 
     /// Memory the index holds, roughly: for the metrics and the capacity check.
     pub fn index_bytes(&self) -> usize {
-        self.index.capacity() * (std::mem::size_of::<(u64, Loc)>() + 1) + self.blocks.capacity() * 16
+        self.index.bytes() + self.blocks.capacity() * 16
     }
 
     fn fingerprint(&self, voter: &VoterId) -> u64 {
@@ -211,11 +208,7 @@ impl PollVotes {
     }
 
     fn candidates(&self, fingerprint: u64) -> impl Iterator<Item = Loc> + '_ {
-        self.index
-            .get(&fingerprint)
-            .copied()
-            .into_iter()
-            .chain(self.clash.get(&fingerprint).into_iter().flatten().copied())
+        self.index.candidates(fingerprint)
     }
 
     /// The version at `loc`.
@@ -290,24 +283,10 @@ impl PollVotes {
     }
 
     fn link(&mut self, fingerprint: u64, loc: Loc, replaces: Option<Loc>) {
-        if let Some(old) = replaces {
-            if let Some(at) = self.index.get_mut(&fingerprint).filter(|at| **at == old) {
-                *at = loc;
-                return;
-            }
-            if let Some(at) = self.clash.get_mut(&fingerprint).and_then(|locs| locs.iter_mut().find(|at| **at == old)) {
-                *at = loc;
-                return;
-            }
-            // The replaced version is not indexed: the caller judged it current, so this
-            // is a bug or a corrupt block. Indexed as a new voter, the recount catches it.
-        }
-        self.voters += 1;
-        match self.index.entry(fingerprint) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(loc);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => self.clash.entry(fingerprint).or_default().push(loc),
+        // A replaced version not indexed would be a bug or a corrupt block: the caller
+        // judged it current. Indexed as a new voter instead, the recount catches it.
+        if !replaces.is_some_and(|old| self.index.replace(fingerprint, old, loc)) {
+            self.index.insert(fingerprint, loc);
         }
     }
 
@@ -379,14 +358,15 @@ mod tests {
         votes.blocks.push((1, 2));
         votes.link(fingerprint, b_loc, None);
         assert_eq!(votes.len(), 2);
-        assert_eq!(votes.clash[&fingerprint], vec![b_loc]);
         // A change of b moves b's entry, not a's.
         let changed = loc(3, 0);
         votes.recent.entry(3).or_default().push(record("b", 3, 2, Some(b_loc)));
         votes.link(fingerprint, changed, Some(b_loc));
         assert_eq!(votes.len(), 2);
-        assert_eq!(votes.index[&fingerprint], a);
-        assert_eq!(votes.clash[&fingerprint], vec![changed]);
+        let mut found: Vec<Loc> = votes.candidates(fingerprint).collect();
+        found.sort_unstable();
+        assert_eq!(found, vec![a, changed]);
+        assert_eq!(votes.current(&VoterId("a".into())).unwrap().map(|(at, _)| at), Some(a));
     }
 
     #[test]
