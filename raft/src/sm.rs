@@ -37,6 +37,10 @@ pub struct State {
     /// Where the polls' written blocks are read (none: every block stays in memory).
     #[serde(skip)]
     pub source: Option<Arc<dyn BlockSource>>,
+    /// Blocks created so far, all polls together: the last block's sequence number.
+    /// Derived (a snapshot's blocks are numbered again when installed).
+    #[serde(skip)]
+    pub blocks: u64,
 }
 
 impl std::fmt::Debug for State {
@@ -60,6 +64,7 @@ impl PartialEq for State {
             && self.votes_recorded == other.votes_recorded
             && self.users == other.users
             && self.alarms == other.alarms
+            && self.blocks == other.blocks
     }
 }
 
@@ -147,7 +152,7 @@ impl PollState {
         if from >= end {
             return Ok(page);
         }
-        for &(first, index) in &self.votes.blocks()[self.votes.block_at(from)..] {
+        for &(first, index, _) in &self.votes.blocks()[self.votes.block_at(from)..] {
             if first >= end {
                 break;
             }
@@ -722,7 +727,7 @@ impl State {
         state.counts[option_index] += 1;
         state.tally_attributes(&record.attributes, option_index, true);
         let receipt = receipt(&state.poll, &record);
-        state.votes.push(record);
+        state.votes.push(record, &mut self.blocks);
         // Cheap enough to keep in release builds: the one invariant a bug here would break.
         assert_eq!(state.total_votes(), state.votes.len(), "counts diverged from votes in poll {}", intent.poll_id);
         if !touched.polls.contains(&intent.poll_id) {

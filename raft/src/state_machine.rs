@@ -3,8 +3,11 @@
 //! ([`crate::sm::records`]).
 //!
 //! Layout of the `sm` keyspace: `m` → [`SmMeta`]; `p/<poll>` → [`PollRecord`];
-//! `b/<poll>\0<log index>` → the block of [`VoteRecord`]s that entry recorded in the poll
-//! (poll ids never contain `\0`); `u/<username>` → [`UserRecord`]. The keys that applies touched are written, with the meta, in one atomic
+//! `u/<username>` → [`UserRecord`]. Vote records are not in the keyspace but in the
+//! `sm-blocks` journal: one record per block (the votes one entry recorded in one poll,
+//! [`records::stored_block`]), numbered 1, 2, ... in apply order. sled keeps every value
+//! it was given in memory (heaptrack: all of a node's blocks, 160 bytes a vote), and
+//! blocks are written once and never changed, which is what a journal is for. The keys that applies touched are written, with the meta, in one atomic
 //! batch at most every [`PERSIST_INTERVAL`] (or [`PERSIST_KEYS_MAX`] keys), so the persisted
 //! state is always exactly the state after some applied index. Neither that write nor a
 //! flush is needed for durability: after a crash openraft re-applies from the persisted
@@ -20,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, SnapshotMeta};
 use serde::{Deserialize, Serialize};
-use tally_storage::{delete_range, Database, Keyspace, WriteBatch};
+use tally_storage::{delete_range, Database, Journal, Keyspace, WriteBatch};
 
 use crate::model::*;
 use crate::sm::records::{self, BlockSource, RecordError};
@@ -30,12 +33,10 @@ use crate::{codec, io_error, TypeConfig};
 
 const META: &[u8] = b"m";
 const POLL_PREFIX: &[u8] = b"p/";
-/// `b/<poll id>\0<log index, big-endian>`: the votes that entry recorded in that poll, as
-/// one value. One value per entry, not per vote: sled's memory and write cost grow with
-/// its keys (a key per vote cost several KB of RSS a vote, bench/viral.sh).
-const BLOCK_PREFIX: &[u8] = b"b/";
-/// Blocks read at a time on load: each holds up to an entry's votes.
-const BLOCK_SCAN_PAGE: usize = 64;
+/// The journal of vote blocks.
+const BLOCKS_JOURNAL: &str = "sm-blocks";
+/// Blocks read or written at a time: each holds up to an entry's votes.
+const BLOCK_PAGE: u64 = 64;
 const USER_PREFIX: &[u8] = b"u/";
 /// The last built (or installed) snapshot, in the `snapshot` keyspace.
 const CURRENT_SNAPSHOT: &[u8] = b"current";
@@ -56,6 +57,9 @@ struct SmMeta {
     /// Set while a snapshot install rewrites the keyspace: on restart, redo it.
     installing: bool,
     alarms: std::collections::BTreeSet<crate::NodeId>,
+    /// Blocks in the journal that belong to this state (the journal may hold more,
+    /// written for applies whose meta a crash lost: they are cut off at open).
+    blocks: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -79,24 +83,46 @@ impl PollRecord {
     }
 }
 
-/// A snapshot's data: the state in memory, every block as the keyspace holds it (key and
-/// value), and where it stands in the log. A backup file holds the same encoding
+/// A snapshot's data: the state in memory, every block as the journal holds it, in
+/// order, and where it stands in the log. A backup file holds the same encoding
 /// ([`crate::backup`]).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct SnapshotData {
     pub(crate) state: State,
-    pub(crate) blocks: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) blocks: Vec<Vec<u8>>,
     pub(crate) last_applied: Option<LogId>,
     pub(crate) membership: StoredMembership,
 }
 
-/// Reads written blocks from the `sm` keyspace.
-struct KeyspaceBlocks(Arc<dyn Keyspace>);
+/// Reads written blocks from the block journal.
+struct JournalBlocks(Arc<dyn Journal>);
 
-impl BlockSource for KeyspaceBlocks {
-    fn block(&self, poll: &PollId, index: u64) -> Result<Option<Vec<u8>>, RecordError> {
-        self.0.get(&block_key(poll, index)).map_err(|e| RecordError(e.to_string()))
+impl BlockSource for JournalBlocks {
+    fn block(&self, seq: u64) -> Result<Option<Vec<u8>>, RecordError> {
+        let mut found = self.0.read(seq, seq + 1).map_err(|e| RecordError(e.to_string()))?;
+        Ok(found.pop().map(|(_, payload)| payload))
     }
+}
+
+/// Visits the journal's blocks 1..=`last`, a page at a time.
+fn read_blocks(
+    journal: &dyn Journal,
+    last: u64,
+    mut visit: impl FnMut(u64, Vec<u8>) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let mut next = 1;
+    while next <= last {
+        let end = (next + BLOCK_PAGE).min(last + 1);
+        let page = journal.read(next, end).map_err(read_err)?;
+        if page.len() as u64 != end - next {
+            return Err(read_err(corrupt(&format!("blocks {next}..{end} are not all in the journal"))));
+        }
+        for (seq, payload) in page {
+            visit(seq, payload)?;
+        }
+        next = end;
+    }
+    Ok(())
 }
 
 /// [`StoredSnapshot`] borrowed, encoding to the same bytes.
@@ -153,6 +179,9 @@ pub struct SmShared {
     unpersisted: Mutex<Unpersisted>,
     /// The `sm` keyspace, where `persist` writes.
     space: Arc<dyn Keyspace>,
+    /// The block journal, which `persist` appends to and syncs before the keyspace write
+    /// that counts the blocks: the journal is never behind the meta.
+    journal: Arc<dyn Journal>,
 }
 
 #[derive(Default)]
@@ -185,7 +214,11 @@ impl SmShared {
             Some(now) => now.duration_since(since) >= PERSIST_INTERVAL || unpersisted.touched.len() >= PERSIST_KEYS_MAX,
         };
         if due {
-            let batch = persist_batch(applied, &unpersisted.touched).map_err(write_err)?;
+            let (blocks, batch) = persist_batch(applied, &unpersisted.touched).map_err(write_err)?;
+            if !blocks.is_empty() {
+                self.journal.append(blocks).map_err(write_err)?;
+                self.journal.sync().map_err(write_err)?;
+            }
             self.space.write(batch).map_err(write_err)?;
             unpersisted.touched.clear();
             unpersisted.since = None;
@@ -228,9 +261,9 @@ impl SmShared {
     /// keyspace holds this very state; the blocks are read with the lock held.
     fn snapshot_data(&self, applied: &Applied) -> Result<SnapshotData, StorageError> {
         self.persist(applied, None)?;
-        let mut blocks = Vec::new();
-        scan(&*self.space, BLOCK_PREFIX, BLOCK_SCAN_PAGE, |key, value| {
-            blocks.push((key.to_vec(), value.to_vec()));
+        let mut blocks = Vec::with_capacity(applied.state.blocks as usize);
+        read_blocks(&*self.journal, applied.state.blocks, |_, payload| {
+            blocks.push(payload);
             Ok(())
         })?;
         Ok(SnapshotData {
@@ -264,21 +297,6 @@ pub struct StateMachineStore {
     space: Arc<dyn Keyspace>,
     snapshots: Arc<dyn Keyspace>,
     touched: Touched,
-}
-
-fn block_key(poll_id: &PollId, index: u64) -> Vec<u8> {
-    let mut key = BLOCK_PREFIX.to_vec();
-    key.extend_from_slice(poll_id.0.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&index.to_be_bytes());
-    key
-}
-
-/// The poll a block key names.
-fn block_poll(key: &[u8]) -> Option<PollId> {
-    let rest = key.strip_prefix(BLOCK_PREFIX)?;
-    let poll = rest.len().checked_sub(9).map(|split| &rest[..split])?;
-    (rest[poll.len()] == 0).then(|| PollId(String::from_utf8_lossy(poll).into_owned()))
 }
 
 fn poll_key(poll_id: &PollId) -> Vec<u8> {
@@ -323,11 +341,6 @@ fn scan(
     }
 }
 
-/// The log index a block key names.
-fn block_index(key: &[u8]) -> Option<u64> {
-    key.len().checked_sub(8).map(|at| u64::from_be_bytes(key[at..].try_into().expect("eight bytes")))
-}
-
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e)
 }
@@ -342,6 +355,7 @@ impl StateMachineStore {
     pub async fn open(db: &dyn Database) -> Result<Self, StorageError> {
         let space = db.keyspace("sm").map_err(read_err)?;
         let snapshots = db.keyspace("snapshot").map_err(read_err)?;
+        let journal = db.journal(BLOCKS_JOURNAL).map_err(read_err)?;
         let mut store = Self {
             shared: Arc::new(SmShared {
                 applied: RwLock::default(),
@@ -353,6 +367,7 @@ impl StateMachineStore {
                 snapshot_lock: Mutex::new(()),
                 unpersisted: Mutex::default(),
                 space: space.clone(),
+                journal,
             }),
             space,
             snapshots,
@@ -368,6 +383,9 @@ impl StateMachineStore {
             })?;
             store.install(&stored.data)?;
         } else {
+            // Blocks past the meta's count were written for applies a crash lost; those
+            // applies come again from the log and write them again.
+            store.shared.journal.truncate(meta.blocks + 1).map_err(write_err)?;
             let state = store.load_state(&meta)?;
             store.replace_applied(Applied { state, last_applied: meta.last_applied, membership: meta.membership });
         }
@@ -387,6 +405,7 @@ impl StateMachineStore {
             users: BTreeMap::new(),
             alarms: meta.alarms.clone(),
             source: None,
+            blocks: meta.blocks,
         };
         scan(&*self.space, USER_PREFIX, SCAN_PAGE, |key, value| {
             let username = String::from_utf8_lossy(&key[USER_PREFIX.len()..]).into_owned();
@@ -406,17 +425,16 @@ impl StateMachineStore {
             state.polls.insert(poll_id, poll);
             Ok(())
         })?;
-        // Blocks come in (poll, log index) order: a change finds the version it replaced
-        // already indexed.
-        scan(&*self.space, BLOCK_PREFIX, BLOCK_SCAN_PAGE, |key, value| {
-            let (poll_id, index) =
-                block_poll(key).zip(block_index(key)).ok_or_else(|| read_err(corrupt("block key")))?;
-            let block = records::decode_block(value, index).map_err(read_err)?;
+        // Blocks come in apply order: a change finds the version it replaced already
+        // indexed.
+        read_blocks(&*self.shared.journal, meta.blocks, |seq, payload| {
+            let (poll_id, index, bytes) = records::read_stored_block(&payload).map_err(read_err)?;
+            let block = records::decode_block(bytes, index).map_err(read_err)?;
             let poll = state.polls.get_mut(&poll_id).ok_or_else(|| read_err(corrupt("votes of an unknown poll")))?;
-            poll.votes.load_block(index, &block);
+            poll.votes.load_block(index, seq, &block);
             Ok(())
         })?;
-        state.attach(Arc::new(KeyspaceBlocks(self.space.clone())));
+        state.attach(Arc::new(JournalBlocks(self.shared.journal.clone())));
         state.check_loaded().map_err(|e| read_err(corrupt(&e)))?;
         Ok(state)
     }
@@ -459,14 +477,15 @@ impl StateMachineStore {
             votes_recorded: snapshot.state.votes_recorded,
             installing: true,
             alarms: snapshot.state.alarms.clone(),
+            blocks: snapshot.blocks.len() as u64,
         };
-        if let Some((key, _)) = snapshot.blocks.iter().find(|(key, _)| block_poll(key).is_none()) {
-            return Err(read_err(corrupt(&format!("a snapshot block under key {key:?}"))));
+        if let Some(bad) = snapshot.blocks.iter().find_map(|b| records::read_stored_block(b).err()) {
+            return Err(read_err(bad));
         }
         self.write_meta_flushed(&meta)?;
         // What applies left unwritten belongs to the state being replaced.
         *self.shared.unpersisted() = Unpersisted::default();
-        for prefix in [POLL_PREFIX, BLOCK_PREFIX, USER_PREFIX] {
+        for prefix in [POLL_PREFIX, USER_PREFIX] {
             delete_range(&*self.space, prefix, Some(&prefix_end(prefix))).map_err(write_err)?;
         }
         let mut batch = WriteBatch::new();
@@ -477,15 +496,22 @@ impl StateMachineStore {
             batch.put(user_key(username), codec::encode(user).map_err(write_err)?);
         }
         self.space.write(batch).map_err(write_err)?;
-        // A page of blocks at a time, so that the batches stay small however large the poll.
-        for page in snapshot.blocks.chunks(BLOCK_SCAN_PAGE) {
-            let mut batch = WriteBatch::new();
-            for (key, value) in page {
-                batch.put(key.clone(), value.clone());
-            }
-            self.space.write(batch).map_err(write_err)?;
+        let journal = self.shared.journal.clone();
+        journal.truncate(1).map_err(write_err)?;
+        let mut seq = 0u64;
+        let mut blocks = snapshot.blocks.into_iter().peekable();
+        while blocks.peek().is_some() {
+            let page: Vec<_> = blocks
+                .by_ref()
+                .take(BLOCK_PAGE as usize)
+                .map(|b| {
+                    seq += 1;
+                    (seq, b)
+                })
+                .collect();
+            journal.append(page).map_err(write_err)?;
         }
-        drop(snapshot.blocks);
+        journal.sync().map_err(write_err)?;
         // The state is read back from what was just written, as a restart would read it,
         // and checked whole: a snapshot from elsewhere is not taken on trust.
         let state = self.load_state(&meta)?;
@@ -533,7 +559,12 @@ fn corrupt(what: &str) -> std::io::Error {
 }
 
 /// Builds the batch that persists what `touched` names, plus the meta.
-fn persist_batch(applied: &Applied, touched: &Touched) -> Result<WriteBatch, codec::CodecError> {
+/// The blocks to append to the journal first, in sequence order, and the batch that
+/// persists the rest of what `touched` names, plus the meta.
+fn persist_batch(
+    applied: &Applied,
+    touched: &Touched,
+) -> Result<(Vec<tally_storage::Record>, WriteBatch), codec::CodecError> {
     let state = &applied.state;
     let mut batch = WriteBatch::new();
     for poll_id in &touched.polls {
@@ -542,12 +573,14 @@ fn persist_batch(applied: &Applied, touched: &Touched) -> Result<WriteBatch, cod
             batch.put(poll_key(poll_id), codec::encode(&record)?);
         }
     }
+    let mut blocks = Vec::with_capacity(touched.blocks.len());
     for (poll_id, index) in &touched.blocks {
         let Some(poll) = state.polls.get(poll_id) else { continue };
-        if let Some(block) = poll.votes.unwritten(*index) {
-            batch.put(block_key(poll_id, *index), block?);
+        if let (Some(block), Some(seq)) = (poll.votes.unwritten(*index), poll.votes.seq_of(*index)) {
+            blocks.push((seq, records::stored_block(poll_id, *index, &block?)));
         }
     }
+    blocks.sort_unstable_by_key(|(seq, _)| *seq);
     for username in &touched.users {
         if let Some(user) = state.users.get(username) {
             batch.put(user_key(username), codec::encode(user)?);
@@ -561,9 +594,10 @@ fn persist_batch(applied: &Applied, touched: &Touched) -> Result<WriteBatch, cod
         votes_recorded: state.votes_recorded,
         installing: false,
         alarms: state.alarms.clone(),
+        blocks: state.blocks,
     };
     batch.put(META.to_vec(), codec::encode(&meta)?);
-    Ok(batch)
+    Ok((blocks, batch))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {

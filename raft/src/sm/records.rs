@@ -47,10 +47,33 @@ pub fn loc_slot(loc: Loc) -> usize {
 #[error("vote records: {0}")]
 pub struct RecordError(pub String);
 
-/// Where written blocks are read back from: the state machine's keyspace.
+/// Where written blocks are read back from: the state machine's block journal, in which
+/// every block has a sequence number (1, 2, ... in apply order, across polls).
 pub trait BlockSource: Send + Sync + 'static {
-    /// The encoded block of `poll` at log index `index`, if one was written.
-    fn block(&self, poll: &PollId, index: u64) -> Result<Option<Vec<u8>>, RecordError>;
+    /// The block written under `seq`, as [`stored_block`] encodes it, if there is one.
+    fn block(&self, seq: u64) -> Result<Option<Vec<u8>>, RecordError>;
+}
+
+/// A block as the journal stores it: its poll and log index, then its encoding, so that a
+/// restart knows whose block it is and a read can check it got the one it asked for.
+pub fn stored_block(poll: &PollId, index: u64, block: &[u8]) -> Vec<u8> {
+    let poll = poll.as_str().as_bytes();
+    let mut out = Vec::with_capacity(2 + poll.len() + 8 + block.len());
+    out.extend_from_slice(&(poll.len() as u16).to_be_bytes());
+    out.extend_from_slice(poll);
+    out.extend_from_slice(&index.to_be_bytes());
+    out.extend_from_slice(block);
+    out
+}
+
+/// The poll, log index and block encoding of a [`stored_block`].
+pub fn read_stored_block(stored: &[u8]) -> Result<(PollId, u64, &[u8]), RecordError> {
+    let len = stored.get(..2).ok_or_else(|| corrupt("stored block header"))?;
+    let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+    let poll = stored.get(2..2 + len).ok_or_else(|| corrupt("stored block poll"))?;
+    let index = stored.get(2 + len..10 + len).ok_or_else(|| corrupt("stored block index"))?;
+    let poll = PollId(String::from_utf8(poll.to_vec()).map_err(|_| corrupt("stored block poll"))?);
+    Ok((poll, u64::from_be_bytes(index.try_into().expect("eight bytes")), &stored[10 + len..]))
 }
 
 /// A block's encoding: the record count (u32), then each record's end offset (u32), then
@@ -136,9 +159,10 @@ pub struct PollVotes {
     poll_id: PollId,
     keys: RandomState,
     index: VoterIndex,
-    /// Each block's first chain position and log index, in log (and so chain) order: the
-    /// audit stream's way from a position to its block.
-    blocks: Vec<(u64, u64)>,
+    /// Each block's first chain position, log index and sequence number, in log (and so
+    /// chain) order: the audit stream's way from a position to its block, and a read's
+    /// from a log index to the journal.
+    blocks: Vec<(u64, u64, u64)>,
     recent: BTreeMap<u64, Vec<VoteRecord>>,
     source: Option<Arc<dyn BlockSource>>,
 }
@@ -193,14 +217,14 @@ impl PollVotes {
         self.recent.len()
     }
 
-    /// (first chain position, log index) of every block, in order.
-    pub fn blocks(&self) -> &[(u64, u64)] {
+    /// (first chain position, log index, sequence number) of every block, in order.
+    pub fn blocks(&self) -> &[(u64, u64, u64)] {
         &self.blocks
     }
 
     /// Memory the index holds, roughly: for the metrics and the capacity check.
     pub fn index_bytes(&self) -> usize {
-        self.index.bytes() + self.blocks.capacity() * 16
+        self.index.bytes() + self.blocks.capacity() * 24
     }
 
     fn fingerprint(&self, voter: &VoterId) -> u64 {
@@ -222,10 +246,21 @@ impl PollVotes {
     }
 
     fn stored(&self, index: u64) -> Result<Option<Vec<u8>>, RecordError> {
-        match &self.source {
-            Some(source) => source.block(&self.poll_id, index),
-            None => Ok(None),
+        let (Some(source), Some(seq)) = (&self.source, self.seq_of(index)) else { return Ok(None) };
+        let Some(stored) = source.block(seq)? else {
+            return Err(RecordError(format!("block {seq} (index {index}) is missing from the journal")));
+        };
+        let (poll, at, block) = read_stored_block(&stored)?;
+        if poll != self.poll_id || at != index {
+            return Err(corrupt(&format!("block {seq} is {poll}'s at {at}, not {}'s at {index}", self.poll_id)));
         }
+        Ok(Some(block.to_vec()))
+    }
+
+    /// The sequence number of the poll's block at log index `index`.
+    pub fn seq_of(&self, index: u64) -> Option<u64> {
+        let at = self.blocks.partition_point(|(_, i, _)| *i < index);
+        self.blocks.get(at).filter(|(_, i, _)| *i == index).map(|(_, _, seq)| *seq)
     }
 
     /// Every version recorded at `index`, in slot order (none if the entry recorded none).
@@ -256,14 +291,16 @@ impl PollVotes {
     }
 
     /// Records a version applied at its `log_index`: appended to that entry's block and
-    /// made its voter's current one.
-    pub fn push(&mut self, record: VoteRecord) -> Loc {
+    /// made its voter's current one. A new block takes the sequence number after
+    /// `last_seq`, which moves on.
+    pub fn push(&mut self, record: VoteRecord, last_seq: &mut u64) -> Loc {
         let index = record.log_index;
         let fingerprint = self.fingerprint(&record.voter_id);
         let block = self.recent.entry(index).or_default();
         let loc = loc(index, block.len());
         if block.is_empty() {
-            self.blocks.push((record.chain.position, index));
+            *last_seq += 1;
+            self.blocks.push((record.chain.position, index, *last_seq));
         }
         let replaces = record.replaces;
         block.push(record);
@@ -273,9 +310,9 @@ impl PollVotes {
 
     /// Indexes a written block again (a restart, an installed snapshot): the blocks of a
     /// poll come in log order, so a change finds the version it replaced indexed.
-    pub fn load_block(&mut self, index: u64, records: &[VoteRecord]) {
+    pub fn load_block(&mut self, index: u64, seq: u64, records: &[VoteRecord]) {
         let Some(first) = records.first() else { return };
-        self.blocks.push((first.chain.position, index));
+        self.blocks.push((first.chain.position, index, seq));
         for (slot, record) in records.iter().enumerate() {
             let fingerprint = self.fingerprint(&record.voter_id);
             self.link(fingerprint, loc(index, slot), record.replaces);
@@ -310,7 +347,7 @@ impl PollVotes {
 
     /// The block holding chain position `position` (the first if none is before it).
     pub fn block_at(&self, position: u64) -> usize {
-        self.blocks.partition_point(|(first, _)| *first <= position).saturating_sub(1)
+        self.blocks.partition_point(|(first, _, _)| *first <= position).saturating_sub(1)
     }
 }
 
@@ -350,12 +387,13 @@ mod tests {
     #[test]
     fn equal_fingerprints_of_different_voters_are_both_kept() {
         let mut votes = PollVotes::new(PollId("p".into()));
-        let a = votes.push(record("a", 1, 0, None));
+        let mut seq = 0;
+        let a = votes.push(record("a", 1, 0, None), &mut seq);
         // Forge a clash: index "b" under a's fingerprint.
         let fingerprint = votes.fingerprint(&VoterId("a".into()));
         let b_loc = loc(2, 0);
         votes.recent.entry(2).or_default().push(record("b", 2, 1, None));
-        votes.blocks.push((1, 2));
+        votes.blocks.push((1, 2, 2));
         votes.link(fingerprint, b_loc, None);
         assert_eq!(votes.len(), 2);
         // A change of b moves b's entry, not a's.
@@ -372,15 +410,17 @@ mod tests {
     #[test]
     fn a_change_moves_the_voter_and_reads_find_the_latest() {
         let mut votes = PollVotes::new(PollId("p".into()));
-        let first = votes.push(record("a", 1, 0, None));
-        votes.push(record("b", 1, 1, None));
-        let second = votes.push(record("a", 2, 2, Some(first)));
+        let mut seq = 0;
+        let first = votes.push(record("a", 1, 0, None), &mut seq);
+        votes.push(record("b", 1, 1, None), &mut seq);
+        let second = votes.push(record("a", 2, 2, Some(first)), &mut seq);
         assert_eq!(votes.len(), 2);
         let (at, current) = votes.current(&VoterId("a".into())).unwrap().unwrap();
         assert_eq!((at, current.chain.position), (second, 2));
         assert!(!votes.is_current(&VoterId("a".into()), first));
         assert_eq!(votes.read(first).unwrap().chain.position, 0);
-        assert_eq!(votes.blocks(), &[(0, 1), (2, 2)]);
+        assert_eq!(votes.blocks(), &[(0, 1, 1), (2, 2, 2)]);
+        assert_eq!((votes.seq_of(2), votes.seq_of(3)), (Some(2), None));
         assert_eq!(votes.block_at(1), 0);
         assert_eq!(votes.block_at(2), 1);
         assert!(votes.current(&VoterId("c".into())).unwrap().is_none());
