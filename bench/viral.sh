@@ -63,11 +63,13 @@ $BIN/tally-node --id $follower --addr 127.0.0.1:720$follower --data-dir "$DATA/$
     --cluster-secret bench ${NODE_ARGS:-} >> "$DATA/log$follower" 2>&1 &
 NODE_PIDS[$((follower - 1))]=$!
 restart_ms=$(wait_ready 720$follower 120)
+echo "ingested $votes at $rate votes/s; exact $exact; replay refused $refused; restart $restart_ms ms" >&2
 
 # A learner's catch-up (a snapshot, then the log).
 $BIN/tally-node --id 4 --addr 127.0.0.1:7204 --data-dir "$DATA/4" --cluster-secret bench > "$DATA/log4" 2>&1 &
 start=$(now_ms)
-"$TALLY" cluster add-member --node-id 4 --addr 127.0.0.1:7204 --learner > /dev/null
+# The leader answers once the learner has caught up (at most its 60 s membership bound).
+"$TALLY" --timeout-ms 70000 cluster add-member --node-id 4 --addr 127.0.0.1:7204 --learner > /dev/null
 target=$(curl -s "localhost:720$(leader)/v1/cluster/status" | json "d['commit_index']")
 for _ in $(seq 1 2400); do
     applied=$(curl -s localhost:7204/v1/cluster/status | json "d['applied_index']" 2>/dev/null || echo 0)
@@ -76,27 +78,31 @@ for _ in $(seq 1 2400); do
 done
 learner_ms=$(($(now_ms) - start))
 learner_count=$(curl -s "localhost:7204/v1/polls/$poll/results" | json "d['total_votes']")
+echo "learner caught up in $learner_ms ms, counting $learner_count" >&2
 # The learner leaves (its memory is needed for the restore below).
 "$TALLY" cluster remove-member 4 > /dev/null
 pkill -TERM -f "tally-node --id 4 --addr 127.0.0.1:7204" || true
 
 # A backup, and a new cluster from it.
 start=$(now_ms)
-saved=$("$TALLY" backup save "$DATA/backup.bin" -o json)
+saved=$("$TALLY" --timeout-ms 300000 backup save "$DATA/backup.bin" -o json)
 backup_ms=$(($(now_ms) - start))
 backup_bytes=$(json "d['bytes']" <<< "$saved")
+echo "backup saved in $backup_ms ms, $backup_bytes bytes" >&2
 R=1=127.0.0.1:7211,2=127.0.0.1:7212,3=127.0.0.1:7213
 start=$(now_ms)
 for i in 1 2 3; do
     $BIN/tally-node --id $i --addr 127.0.0.1:721$i --data-dir "$DATA/r$i" --peers $R --cluster-secret bench \
         --restore "$DATA/backup.bin" > "$DATA/rlog$i" 2>&1 &
 done
-for i in 1 2 3; do wait_ready 721$i 120 > /dev/null; done
+restored=true
+for i in 1 2 3; do wait_ready 721$i 120 > /dev/null || restored=false; done
 restore_ms=$(($(now_ms) - start))
 same_hash=$(python3 -c "
 import json, urllib.request
 h = [json.load(urllib.request.urlopen(f'http://127.0.0.1:{p}/v1/cluster/status'))['state_hash'] for p in (7201, 7211, 7212, 7213)]
-print(len(set(h)) == 1)")
+print(len(set(h)) == 1)" 2>/dev/null || echo "no: a restored node is not up (logs: $DATA/rlog*)")
+$restored || restore_ms="$restore_ms (not all ready)"
 
 cat <<EOF
 

@@ -189,6 +189,12 @@ struct Unpersisted {
     touched: Touched,
     /// When the oldest unwritten apply happened; `None` when everything is written.
     since: Option<tokio::time::Instant>,
+    /// Blocks in the journal that a persisted meta counts: the next block written must
+    /// be the one after.
+    blocks_written: u64,
+    /// Set when an apply or a write failed: the state in memory is then no longer one
+    /// the log explains (an apply stopped halfway), so nothing more of it is written.
+    failed: bool,
 }
 
 impl SmShared {
@@ -208,22 +214,53 @@ impl SmShared {
     /// applied is now written (the applied blocks may then be dropped from memory).
     fn persist(&self, applied: &Applied, now: Option<tokio::time::Instant>) -> Result<bool, StorageError> {
         let mut unpersisted = self.unpersisted();
+        if unpersisted.failed {
+            return Err(write_err(std::io::Error::other("an earlier apply or write failed: nothing more is written")));
+        }
         let Some(since) = unpersisted.since else { return Ok(true) };
         let due = match now {
             None => true,
             Some(now) => now.duration_since(since) >= PERSIST_INTERVAL || unpersisted.touched.len() >= PERSIST_KEYS_MAX,
         };
-        if due {
-            let (blocks, batch) = persist_batch(applied, &unpersisted.touched).map_err(write_err)?;
-            if !blocks.is_empty() {
-                self.journal.append(blocks).map_err(write_err)?;
-                self.journal.sync().map_err(write_err)?;
-            }
-            self.space.write(batch).map_err(write_err)?;
-            unpersisted.touched.clear();
-            unpersisted.since = None;
+        if !due {
+            return Ok(false);
         }
-        Ok(due)
+        let written = self.write_unpersisted(applied, &unpersisted);
+        if written.is_err() {
+            // A retry would append the same blocks again; a restart cuts them off.
+            unpersisted.failed = true;
+        }
+        written?;
+        unpersisted.touched.clear();
+        unpersisted.since = None;
+        unpersisted.blocks_written = applied.state.blocks;
+        Ok(true)
+    }
+
+    fn write_unpersisted(&self, applied: &Applied, unpersisted: &Unpersisted) -> Result<(), StorageError> {
+        let (blocks, batch) = persist_batch(applied, &unpersisted.touched).map_err(write_err)?;
+        // The blocks must follow the journal's without a gap and reach the state's count,
+        // or the meta would count blocks the journal does not hold.
+        let seqs: Vec<u64> = blocks.iter().map(|(seq, _)| *seq).collect();
+        let due: Vec<u64> = (unpersisted.blocks_written + 1..=applied.state.blocks).collect();
+        if seqs != due {
+            return Err(write_err(corrupt(&format!(
+                "blocks to write {:?} are not the {} after {}",
+                seqs.first()..seqs.last(),
+                due.len(),
+                unpersisted.blocks_written
+            ))));
+        }
+        if !blocks.is_empty() {
+            self.journal.append(blocks).map_err(write_err)?;
+            self.journal.sync().map_err(write_err)?;
+        }
+        self.space.write(batch).map_err(write_err)
+    }
+
+    /// Marks the state as failed (an apply stopped halfway): no later persist writes it.
+    fn fail(&self) {
+        self.unpersisted().failed = true;
     }
 }
 
@@ -236,18 +273,18 @@ impl SmShared {
     /// The applied state as a backup file ([`crate::backup`]), with what it holds. The
     /// read lock is held while the state is encoded: applies wait that long.
     pub fn backup(&self) -> Result<(Vec<u8>, crate::backup::BackupInfo), StorageError> {
+        // No snapshot install may rewrite the journal while its blocks are read.
+        let _installs = self.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (payload, mut info) = {
-            let applied = self.read();
-            let data = self.snapshot_data(&applied)?;
+            let data = self.snapshot_data()?;
             let info = crate::backup::BackupInfo {
-                applied_index: applied.last_applied.map_or(0, |l| l.index),
-                polls: applied.state.polls.len(),
-                votes: applied.state.votes_recorded,
-                state_hash: applied.state.hash_hex(),
+                applied_index: data.last_applied.map_or(0, |l| l.index),
+                polls: data.state.polls.len(),
+                votes: data.state.votes_recorded,
+                state_hash: data.state.hash_hex(),
                 bytes: 0,
                 sha256: String::new(),
             };
-            drop(applied);
             (codec::encode(&data).map_err(read_err)?, info)
         };
         let (file, sha256) = crate::backup::frame(payload);
@@ -256,22 +293,30 @@ impl SmShared {
         Ok((file, info))
     }
 
-    /// The applied state (whose lock the caller holds) with every block it recorded: what
-    /// a snapshot or a backup holds. Writes what applies left unwritten first, so that the
-    /// keyspace holds this very state; the blocks are read with the lock held.
-    fn snapshot_data(&self, applied: &Applied) -> Result<SnapshotData, StorageError> {
-        self.persist(applied, None)?;
-        let mut blocks = Vec::with_capacity(applied.state.blocks as usize);
-        read_blocks(&*self.journal, applied.state.blocks, |_, payload| {
-            blocks.push(payload);
+    /// The applied state with every block it recorded: what a snapshot or a backup holds.
+    /// Under the read lock, writes what applies left unwritten (so that the keyspace and
+    /// the journal hold this very state) and copies the state; the blocks are read after
+    /// the lock is released, since written blocks never change. The caller holds
+    /// `snapshot_lock`, so no install truncates the journal meanwhile.
+    fn snapshot_data(&self) -> Result<SnapshotData, StorageError> {
+        let mut data = {
+            let applied = self.read();
+            self.persist(&applied, None)?;
+            let mut state = applied.state.clone();
+            state.detach();
+            SnapshotData {
+                state,
+                blocks: Vec::new(),
+                last_applied: applied.last_applied,
+                membership: applied.membership.clone(),
+            }
+        };
+        data.blocks.reserve_exact(data.state.blocks as usize);
+        read_blocks(&*self.journal, data.state.blocks, |_, payload| {
+            data.blocks.push(payload);
             Ok(())
         })?;
-        Ok(SnapshotData {
-            state: applied.state.clone(),
-            blocks,
-            last_applied: applied.last_applied,
-            membership: applied.membership.clone(),
-        })
+        Ok(data)
     }
 
     /// Whether a member's low-disk alarm is up in the applied state (votes are refused).
@@ -439,8 +484,10 @@ impl StateMachineStore {
         Ok(state)
     }
 
+    /// Makes `applied`, just read from the keyspace and the journal, the applied state.
     fn replace_applied(&self, applied: Applied) {
         let index = applied.last_applied.map_or(0, |l| l.index);
+        self.shared.unpersisted().blocks_written = applied.state.blocks;
         self.shared.alarm_up.store(!applied.state.alarms.is_empty(), Ordering::Release);
         *self.shared.applied.write().unwrap_or_else(|p| p.into_inner()) = applied;
         self.shared.applied_index.store(index, Ordering::Release);
@@ -624,7 +671,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::None,
                     EntryPayload::Normal(ref request) => {
-                        applied.state.apply(entry.log_id.index, request, &mut self.touched).map_err(read_err)?
+                        match applied.state.apply(entry.log_id.index, request, &mut self.touched) {
+                            Ok(response) => response,
+                            Err(error) => {
+                                self.shared.fail();
+                                return Err(read_err(error));
+                            }
+                        }
                     }
                     EntryPayload::Membership(ref membership) => {
                         // A removed member can no longer clear its own alarm.
@@ -703,12 +756,12 @@ impl SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let (data, last_applied, membership) = {
-            let applied = self.shared.read();
-            // The keyspace must hold this very state before the flush below.
-            let data = self.shared.snapshot_data(&applied)?;
-            (data, applied.last_applied, applied.membership.clone())
-        };
+        // Held throughout: an install must not rewrite the journal while it is read, nor
+        // replace the current snapshot between the check below and the write.
+        let _writing = self.shared.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // The keyspace must hold this very state before the flush below.
+        let data = self.shared.snapshot_data()?;
+        let (last_applied, membership) = (data.last_applied, data.membership.clone());
         let bytes = codec::encode(&data).map_err(write_err)?;
         // openraft purges the log up to this snapshot once we return: the state it covers
         // must be durable in our own keyspace first.
@@ -719,7 +772,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data: bytes };
-        let _writing = self.shared.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(newer) = self.read_current()?.filter(|current| current.meta.last_log_id >= last_applied) {
             // A snapshot installed while we built this one is at least as new: keep it.
             return Ok(openraft::Snapshot { meta: newer.meta, snapshot: Box::new(Cursor::new(newer.data)) });
