@@ -133,9 +133,11 @@ pub async fn audit(
         end: length,
         follow,
     };
+    // An error item aborts the chunked body, so the client sees a broken transfer, not a
+    // stream that ended where the chain does.
     let chunks = futures::stream::unfold(reader, |mut reader| async move {
         let chunk = reader.next_chunk().await?;
-        Some((Ok::<_, std::convert::Infallible>(chunk), reader))
+        Some((chunk, reader))
     });
     let mut response = Body::from_stream(chunks).into_response();
     let headers = response.headers_mut();
@@ -169,15 +171,15 @@ struct Following {
 }
 
 impl Reader {
-    /// The next chunk of lines; `None` ends the stream.
-    async fn next_chunk(&mut self) -> Option<Vec<u8>> {
+    /// The next chunk of lines; `None` ends the stream, an error cuts it short (the
+    /// records could not be read: the client resumes with `after`, elsewhere).
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, RecordError>> {
         loop {
             let (page, chain_length, applied_index) = match self.page() {
                 Ok(page) => page,
                 Err(error) => {
-                    // Cut short, not ended: the client resumes with `after`, elsewhere.
                     tracing::warn!(poll_id = %self.poll_id, %error, "audit stream cut: records unreadable");
-                    return None;
+                    return Some(Err(error));
                 }
             };
             if !page.is_empty() {
@@ -185,12 +187,12 @@ impl Reader {
                 if let Some(follow) = &mut self.follow {
                     follow.last_line = tokio::time::Instant::now();
                 }
-                return Some(ndjson(&page));
+                return Some(Ok(ndjson(&page)));
             }
             let follow = self.follow.as_mut()?;
             if follow.last_line.elapsed() >= HEARTBEAT_INTERVAL {
                 follow.last_line = tokio::time::Instant::now();
-                return Some(ndjson(&[Heartbeat { heartbeat: true, chain_length, applied_index }]));
+                return Some(Ok(ndjson(&[Heartbeat { heartbeat: true, chain_length, applied_index }])));
             }
             let wait = FOLLOW_POLL_INTERVAL.min(HEARTBEAT_INTERVAL.saturating_sub(follow.last_line.elapsed()));
             // An error means the poll's actor is gone: the node is shutting down.
