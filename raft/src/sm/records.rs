@@ -222,11 +222,6 @@ impl PollVotes {
         &self.blocks
     }
 
-    /// Memory the index holds, roughly: for the metrics and the capacity check.
-    pub fn index_bytes(&self) -> usize {
-        self.index.bytes() + self.blocks.capacity() * 24
-    }
-
     fn fingerprint(&self, voter: &VoterId) -> u64 {
         self.keys.hash_one(voter.as_str())
     }
