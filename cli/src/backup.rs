@@ -22,7 +22,7 @@ pub enum Command {
         #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         timeout_secs: u64,
     },
-    /// Check a backup file whole (magic, checksum, decoding) and say what it holds.
+    /// Check a backup file whole (magic, checksums, decoding) and say what it holds.
     Inspect { file: PathBuf },
     /// Write a backup into an empty data directory, as node --id of a new cluster of
     /// --peers; then start `tally-node` on it with the same --id, --data-dir and --peers.
@@ -110,13 +110,8 @@ async fn save(settings: &Settings, file: &Path, timeout_secs: u64) -> anyhow::Re
 }
 
 fn check(file: &Path) -> anyhow::Result<tally_raft::backup::BackupInfo> {
-    let size =
-        std::fs::metadata(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?.len();
-    if size > tally_node::BACKUP_FILE_BYTES_MAX {
-        return Err(Failure::usage(format!("{} is {size} bytes: not a backup", file.display())).into());
-    }
-    let bytes = std::fs::read(file).map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
-    tally_raft::backup::inspect(&bytes)
+    let (reader, len) = tally_node::open_backup(file).map_err(|e| Failure::usage(e.to_string()))?;
+    tally_raft::backup::inspect(reader, len)
         .map_err(|e| Failure::failed("BACKUP_INVALID", format!("{}: {e}", file.display())).into())
 }
 

@@ -77,7 +77,7 @@ pub struct App {
     /// Password hashing is CPU- and memory-hungry (argon2): a few at a time.
     pub password_work: tokio::sync::Semaphore,
     /// Backups being encoded and sent (`api::cluster::BACKUPS_MAX`).
-    pub backups: tokio::sync::Semaphore,
+    pub backups: Arc<tokio::sync::Semaphore>,
     /// The HTTP server's timeouts, connection cap and drain (`--http-*`).
     pub http_limits: server::HttpLimits,
     /// With TLS on, peer RPC needs a peer certificate that names its sender.
@@ -250,7 +250,7 @@ impl Node {
             limits,
             requests: Default::default(),
             password_work: tokio::sync::Semaphore::new(api::users::PASSWORD_WORK_MAX),
-            backups: tokio::sync::Semaphore::new(api::cluster::BACKUPS_MAX),
+            backups: Arc::new(tokio::sync::Semaphore::new(api::cluster::BACKUPS_MAX)),
             http_limits: config.http_limits(),
             tls,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
@@ -316,25 +316,25 @@ pub fn open_data_dir(data_dir: &std::path::Path, sled_cache_mb: u64) -> anyhow::
     .map_err(|e| anyhow::anyhow!("cannot open the data directory {}: {e}", data_dir.display()))
 }
 
-/// Backup files are read whole; past this, something else was named.
-pub const BACKUP_FILE_BYTES_MAX: u64 = 16 << 30;
-
 /// Writes the backup `file` into the empty store `db` as the state of a new cluster of
-/// `members` (`tally-node --restore`, `tally backup restore`).
+/// `members` (`tally-node --restore`, `tally backup restore`), reading it a piece at a time.
 pub async fn restore_backup(
     db: &dyn tally_storage::Database,
     file: &std::path::Path,
     members: &std::collections::BTreeMap<tally_raft::NodeId, String>,
 ) -> anyhow::Result<tally_raft::backup::BackupInfo> {
-    let size =
-        std::fs::metadata(file).map_err(|e| anyhow::anyhow!("cannot read the backup {}: {e}", file.display()))?.len();
-    if size > BACKUP_FILE_BYTES_MAX {
-        anyhow::bail!("{} is {size} bytes, more than a backup may be ({BACKUP_FILE_BYTES_MAX})", file.display());
-    }
-    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read the backup {}: {e}", file.display()))?;
-    tally_raft::backup::restore(db, bytes, members)
+    let (reader, len) = open_backup(file)?;
+    tally_raft::backup::restore(db, reader, len, members)
         .await
         .map_err(|e| anyhow::anyhow!("cannot restore {}: {e}", file.display()))
+}
+
+/// A backup file to read, and its length.
+pub fn open_backup(file: &std::path::Path) -> anyhow::Result<(std::io::BufReader<std::fs::File>, u64)> {
+    let opened =
+        std::fs::File::open(file).map_err(|e| anyhow::anyhow!("cannot read the backup {}: {e}", file.display()))?;
+    let len = opened.metadata().map_err(|e| anyhow::anyhow!("cannot read the backup {}: {e}", file.display()))?.len();
+    Ok((std::io::BufReader::with_capacity(1 << 20, opened), len))
 }
 
 /// The production process: sled on disk, tokio TCP, the system clock.

@@ -24,10 +24,9 @@ pub mod network;
 pub mod rpc;
 pub mod runtime;
 pub mod sm;
+pub mod snapshot;
 pub mod state_machine;
 pub mod transport;
-
-use std::io::Cursor;
 
 pub use openraft;
 
@@ -41,7 +40,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot::SnapshotStream,
         AsyncRuntime = runtime::TallyRuntime,
 );
 

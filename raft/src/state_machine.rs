@@ -3,9 +3,13 @@
 //! ([`crate::sm::records`]).
 //!
 //! Layout of the `sm` keyspace: `m` → [`SmMeta`]; `p/<poll>` → [`PollRecord`];
-//! `u/<username>` → [`UserRecord`]. Vote records are not in the keyspace but in the
-//! `sm-blocks` journal: one record per block (the votes one entry recorded in one poll,
-//! [`records::stored_block`]), numbered 1, 2, ... in apply order. sled keeps every value
+//! `u/<username>` → [`UserRecord`]; `s` → the current snapshot's [`StoredSnapshot`]. Vote
+//! records are not in the keyspace but in a block journal, `sm-blocks-0` or `sm-blocks-1`
+//! (the meta says which): one record per block (the votes one entry recorded in one poll,
+//! [`records::stored_block`]), numbered 1, 2, ... in apply order. A snapshot is a small
+//! header plus the first `blocks` blocks of that journal, streamed from it
+//! ([`crate::snapshot`]); an installed snapshot's blocks arrive in the other journal, which
+//! the install then makes the state's. sled keeps every value
 //! it was given in memory (heaptrack: all of a node's blocks, 160 bytes a vote), and
 //! blocks are written once and never changed, which is what a journal is for. The keys that applies touched are written, with the meta, in one atomic
 //! batch at most every [`PERSIST_INTERVAL`] (or [`PERSIST_KEYS_MAX`] keys), so the persisted
@@ -16,8 +20,7 @@
 //! snapshot is reported built, because openraft then purges the log behind it.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -28,18 +31,20 @@ use tally_storage::{delete_range, Database, Journal, Keyspace, WriteBatch};
 use crate::model::*;
 use crate::sm::records::{self, BlockSource, RecordError};
 use crate::sm::{State, Touched};
+use crate::snapshot::{self, HeaderRef, Incoming, Outgoing, SnapshotStream};
 use crate::typ::{Entry, LogId, Snapshot, StorageError, StoredMembership};
 use crate::{codec, io_error, TypeConfig};
 
 const META: &[u8] = b"m";
 const POLL_PREFIX: &[u8] = b"p/";
-/// The journal of vote blocks.
-const BLOCKS_JOURNAL: &str = "sm-blocks";
+/// The two journals of vote blocks: the state's, and the one an incoming snapshot fills.
+const BLOCKS_JOURNALS: [&str; 2] = ["sm-blocks-0", "sm-blocks-1"];
 /// Blocks read or written at a time: each holds up to an entry's votes.
 const BLOCK_PAGE: u64 = 64;
 const USER_PREFIX: &[u8] = b"u/";
-/// The last built (or installed) snapshot, in the `snapshot` keyspace.
-const CURRENT_SNAPSHOT: &[u8] = b"current";
+/// The last built (or installed) snapshot: in the `sm` keyspace, so that an install writes
+/// it in the same atomic batch as the meta naming its journal.
+const CURRENT_SNAPSHOT: &[u8] = b"s";
 const SCAN_PAGE: usize = 4096;
 /// How long applied changes may wait in memory before they are written to the keyspace.
 pub const PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -60,6 +65,8 @@ struct SmMeta {
     /// Blocks in the journal that belong to this state (the journal may hold more,
     /// written for applies whose meta a crash lost: they are cut off at open).
     blocks: u64,
+    /// Which of [`BLOCKS_JOURNALS`] holds them.
+    journal: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -81,17 +88,6 @@ impl PollRecord {
             chain_head: poll.chain_head,
         }
     }
-}
-
-/// A snapshot's data: the state in memory, every block as the journal holds it, in
-/// order, and where it stands in the log. A backup file holds the same encoding
-/// ([`crate::backup`]).
-#[derive(Serialize, Deserialize)]
-pub(crate) struct SnapshotData {
-    pub(crate) state: State,
-    pub(crate) blocks: Vec<Vec<u8>>,
-    pub(crate) last_applied: Option<LogId>,
-    pub(crate) membership: StoredMembership,
 }
 
 /// Reads written blocks from the block journal.
@@ -125,26 +121,13 @@ fn read_blocks(
     Ok(())
 }
 
-/// [`StoredSnapshot`] borrowed, encoding to the same bytes.
-#[derive(Serialize)]
-struct StoredSnapshotRef<'a> {
-    meta: &'a SnapshotMeta<crate::NodeId, openraft::BasicNode>,
-    #[serde(with = "serde_bytes_as_seq")]
-    data: &'a [u8],
-}
-
-/// A `&[u8]` serialised as `Vec<u8>` is (a length, then each byte), so that
-/// [`StoredSnapshotRef`] and [`StoredSnapshot`] share their encoding.
-mod serde_bytes_as_seq {
-    pub fn serialize<S: serde::Serializer>(bytes: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serde::Serialize::serialize(*bytes, serializer)
-    }
-}
-
+/// The current snapshot: its meta and head ([`snapshot::head_bytes`]); its blocks are the
+/// first `blocks` of the state's journal, which only grows until the next install.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<crate::NodeId, openraft::BasicNode>,
-    data: Vec<u8>,
+    head: Vec<u8>,
+    blocks: u64,
 }
 
 /// The applied state, shared read-only with the rest of the node.
@@ -179,9 +162,15 @@ pub struct SmShared {
     unpersisted: Mutex<Unpersisted>,
     /// The `sm` keyspace, where `persist` writes.
     space: Arc<dyn Keyspace>,
-    /// The block journal, which `persist` appends to and syncs before the keyspace write
-    /// that counts the blocks: the journal is never behind the meta.
-    journal: Arc<dyn Journal>,
+    /// The block journals, [`BLOCKS_JOURNALS`]. `persist` appends to the active one and
+    /// syncs it before the keyspace write that counts the blocks: the journal is never
+    /// behind the meta.
+    journals: [Arc<dyn Journal>; 2],
+    /// Which journal is the state's; changed only by an install, under the state lock.
+    active: AtomicUsize,
+    /// Moved on before a journal is cleared or stops being the state's, so that a snapshot
+    /// or backup being streamed from it fails rather than send other blocks.
+    generation: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -238,7 +227,8 @@ impl SmShared {
     }
 
     fn write_unpersisted(&self, applied: &Applied, unpersisted: &Unpersisted) -> Result<(), StorageError> {
-        let (blocks, batch) = persist_batch(applied, &unpersisted.touched).map_err(write_err)?;
+        let journal = self.active.load(Ordering::Acquire);
+        let (blocks, batch) = persist_batch(applied, &unpersisted.touched, journal).map_err(write_err)?;
         // The blocks must follow the journal's without a gap and reach the state's count,
         // or the meta would count blocks the journal does not hold.
         let seqs: Vec<u64> = blocks.iter().map(|(seq, _)| *seq).collect();
@@ -252,8 +242,9 @@ impl SmShared {
             ))));
         }
         if !blocks.is_empty() {
-            self.journal.append(blocks).map_err(write_err)?;
-            self.journal.sync().map_err(write_err)?;
+            let journal = self.journal();
+            journal.append(blocks).map_err(write_err)?;
+            journal.sync().map_err(write_err)?;
         }
         self.space.write(batch).map_err(write_err)
     }
@@ -270,53 +261,43 @@ impl SmShared {
         self.applied.read().unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// The applied state as a backup file ([`crate::backup`]), with what it holds. The
-    /// read lock is held while the state is encoded: applies wait that long.
-    pub fn backup(&self) -> Result<(Vec<u8>, crate::backup::BackupInfo), StorageError> {
-        // No snapshot install may rewrite the journal while its blocks are read.
-        let _installs = self.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (payload, mut info) = {
-            let data = self.snapshot_data()?;
-            let info = crate::backup::BackupInfo {
-                applied_index: data.last_applied.map_or(0, |l| l.index),
-                polls: data.state.polls.len(),
-                votes: data.state.votes_recorded,
-                state_hash: data.state.hash_hex(),
-                bytes: 0,
-                sha256: String::new(),
-            };
-            (codec::encode(&data).map_err(read_err)?, info)
-        };
-        let (file, sha256) = crate::backup::frame(payload);
-        info.bytes = file.len() as u64;
-        info.sha256 = sha256;
-        Ok((file, info))
+    /// The state's block journal.
+    fn journal(&self) -> Arc<dyn Journal> {
+        self.journals[self.active.load(Ordering::Acquire)].clone()
     }
 
-    /// The applied state with every block it recorded: what a snapshot or a backup holds.
-    /// Under the read lock, writes what applies left unwritten (so that the keyspace and
-    /// the journal hold this very state) and copies the state; the blocks are read after
-    /// the lock is released, since written blocks never change. The caller holds
-    /// `snapshot_lock`, so no install truncates the journal meanwhile.
-    fn snapshot_data(&self) -> Result<SnapshotData, StorageError> {
-        let mut data = {
-            let applied = self.read();
-            self.persist(&applied, None)?;
-            let mut state = applied.state.clone();
-            state.detach();
-            SnapshotData {
-                state,
-                blocks: Vec::new(),
-                last_applied: applied.last_applied,
-                membership: applied.membership.clone(),
-            }
+    fn block_source(&self) -> snapshot::BlockSource {
+        snapshot::BlockSource {
+            journal: self.journal(),
+            generation: self.generation.clone(),
+            expected: self.generation.load(Ordering::Acquire),
+        }
+    }
+
+    /// The applied state as a snapshot stream: what a snapshot or a backup holds. Under
+    /// the read lock, writes what applies left unwritten (so that the keyspace and the
+    /// journal hold this very state) and encodes the header; the blocks are read as the
+    /// stream is, since written blocks never change until an install replaces the
+    /// journal (and then the stream fails).
+    pub fn capture(&self) -> Result<Captured, StorageError> {
+        let applied = self.read();
+        self.persist(&applied, None)?;
+        let state = &applied.state;
+        let header = HeaderRef {
+            state,
+            last_applied: &applied.last_applied,
+            membership: &applied.membership,
+            blocks: state.blocks,
         };
-        data.blocks.reserve_exact(data.state.blocks as usize);
-        read_blocks(&*self.journal, data.state.blocks, |_, payload| {
-            data.blocks.push(payload);
-            Ok(())
-        })?;
-        Ok(data)
+        let head = snapshot::head_bytes(&header).map_err(|e| read_err(std::io::Error::other(e)))?;
+        Ok(Captured {
+            stream: Outgoing::new(Arc::new(head), self.block_source(), state.blocks),
+            last_applied: applied.last_applied,
+            membership: applied.membership.clone(),
+            polls: state.polls.len(),
+            votes: state.votes_recorded,
+            state_hash: state.hash_hex(),
+        })
     }
 
     /// Whether a member's low-disk alarm is up in the applied state (votes are refused).
@@ -337,10 +318,19 @@ impl SmShared {
     }
 }
 
+/// The applied state captured as a snapshot stream ([`SmShared::capture`]).
+pub struct Captured {
+    pub stream: Outgoing,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub polls: usize,
+    pub votes: u64,
+    pub state_hash: String,
+}
+
 pub struct StateMachineStore {
     shared: Arc<SmShared>,
     space: Arc<dyn Keyspace>,
-    snapshots: Arc<dyn Keyspace>,
     touched: Touched,
 }
 
@@ -399,8 +389,8 @@ impl StateMachineStore {
     /// snapshot install that a crash interrupted).
     pub async fn open(db: &dyn Database) -> Result<Self, StorageError> {
         let space = db.keyspace("sm").map_err(read_err)?;
-        let snapshots = db.keyspace("snapshot").map_err(read_err)?;
-        let journal = db.journal(BLOCKS_JOURNAL).map_err(read_err)?;
+        let journals =
+            [db.journal(BLOCKS_JOURNALS[0]).map_err(read_err)?, db.journal(BLOCKS_JOURNALS[1]).map_err(read_err)?];
         let mut store = Self {
             shared: Arc::new(SmShared {
                 applied: RwLock::default(),
@@ -412,27 +402,40 @@ impl StateMachineStore {
                 snapshot_lock: Mutex::new(()),
                 unpersisted: Mutex::default(),
                 space: space.clone(),
-                journal,
+                journals,
+                active: AtomicUsize::new(0),
+                generation: Arc::new(AtomicU64::new(0)),
             }),
             space,
-            snapshots,
             touched: Touched::default(),
         };
         let meta: SmMeta = match store.space.get(META).map_err(read_err)? {
             Some(bytes) => codec::decode(&bytes).map_err(read_err)?,
             None => SmMeta::default(),
         };
+        if meta.journal >= BLOCKS_JOURNALS.len() {
+            return Err(read_err(corrupt("the meta names no block journal")));
+        }
+        if let Some(stored) = store.read_stored_snapshot()? {
+            store.shared.last_snapshot_bytes.store(stored.len(&store.shared.journals[meta.journal]), Ordering::Relaxed);
+        }
         if meta.installing {
             let stored = store.read_stored_snapshot()?.ok_or_else(|| {
                 read_err(std::io::Error::other("snapshot install was interrupted and the snapshot is gone"))
             })?;
-            store.install(&stored.data)?;
+            let header = snapshot::decode_head(&stored.head).map_err(|e| read_err(corrupt(&e)))?;
+            store.finish_install(meta, &header.state)?;
         } else {
             // Blocks past the meta's count were written for applies a crash lost; those
-            // applies come again from the log and write them again.
-            store.shared.journal.truncate(meta.blocks + 1).map_err(write_err)?;
+            // applies come again from the log and write them again. The other journal
+            // holds at most a snapshot whose receipt a crash cut short.
+            store.shared.journals[meta.journal].truncate(meta.blocks + 1).map_err(write_err)?;
+            store.shared.journals[1 - meta.journal].truncate(0).map_err(write_err)?;
             let state = store.load_state(&meta)?;
-            store.replace_applied(Applied { state, last_applied: meta.last_applied, membership: meta.membership });
+            store.replace_applied(
+                Applied { state, last_applied: meta.last_applied, membership: meta.membership },
+                meta.journal,
+            );
         }
         Ok(store)
     }
@@ -442,6 +445,7 @@ impl StateMachineStore {
     }
 
     fn load_state(&self, meta: &SmMeta) -> Result<State, StorageError> {
+        let journal = self.shared.journals[meta.journal].clone();
         let mut state = State {
             polls: BTreeMap::new(),
             last_timestamp_ms: meta.last_timestamp_ms,
@@ -472,125 +476,174 @@ impl StateMachineStore {
         })?;
         // Blocks come in apply order: a change finds the version it replaced already
         // indexed.
-        read_blocks(&*self.shared.journal, meta.blocks, |seq, payload| {
+        read_blocks(&*journal, meta.blocks, |seq, payload| {
             let (poll_id, index, bytes) = records::read_stored_block(&payload).map_err(read_err)?;
             let block = records::decode_block(bytes, index).map_err(read_err)?;
             let poll = state.polls.get_mut(&poll_id).ok_or_else(|| read_err(corrupt("votes of an unknown poll")))?;
             poll.votes.load_block(index, seq, &block);
             Ok(())
         })?;
-        state.attach(Arc::new(JournalBlocks(self.shared.journal.clone())));
+        state.attach(Arc::new(JournalBlocks(journal)));
         state.check_loaded().map_err(|e| read_err(corrupt(&e)))?;
         Ok(state)
     }
 
-    /// Makes `applied`, just read from the keyspace and the journal, the applied state.
-    fn replace_applied(&self, applied: Applied) {
+    /// Makes `applied`, just read from the keyspace and from block journal `journal`, the
+    /// applied state.
+    fn replace_applied(&self, applied: Applied, journal: usize) {
         let index = applied.last_applied.map_or(0, |l| l.index);
         self.shared.unpersisted().blocks_written = applied.state.blocks;
         self.shared.alarm_up.store(!applied.state.alarms.is_empty(), Ordering::Release);
-        *self.shared.applied.write().unwrap_or_else(|p| p.into_inner()) = applied;
+        {
+            let mut current = self.shared.applied.write().unwrap_or_else(|p| p.into_inner());
+            *current = applied;
+            if self.shared.active.swap(journal, Ordering::AcqRel) != journal {
+                // Streams from the journal that stops being the state's fail from now on.
+                self.shared.generation.fetch_add(1, Ordering::AcqRel);
+            }
+        }
         self.shared.applied_index.store(index, Ordering::Release);
     }
 
     fn read_stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match self.snapshots.get(CURRENT_SNAPSHOT).map_err(read_err)? {
+        match self.space.get(CURRENT_SNAPSHOT).map_err(read_err)? {
             None => Ok(None),
             Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_err)?)),
         }
     }
 
-    fn store_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::new();
-        batch.put(CURRENT_SNAPSHOT.to_vec(), codec::encode(stored).map_err(write_err)?);
-        self.snapshots.write(batch).map_err(write_err)?;
-        self.snapshots.flush().map_err(write_err)
+    /// An empty journal for a snapshot to arrive in: the one the state does not use.
+    fn begin_incoming(&self) -> Result<(Incoming, usize), StorageError> {
+        let slot = 1 - self.shared.active.load(Ordering::Acquire);
+        // A stream still reading it (from before the last install) must stop.
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        let journal = self.shared.journals[slot].clone();
+        journal.truncate(0).map_err(write_err)?;
+        Ok((Incoming::new(Some(journal)), slot))
     }
 
-    /// Replaces the whole state with a snapshot's. Crash-safe: the snapshot is already
-    /// durable, and the `installing` mark makes a restart redo this.
-    fn install(&mut self, data: &[u8]) -> Result<(), StorageError> {
-        self.shared.last_snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
-        let snapshot: SnapshotData = codec::decode(data).map_err(read_err)?;
-        self.install_decoded(snapshot)
+    /// Installs a snapshot received into journal `slot` as the whole state, under
+    /// `snapshot_id`. With `restore_as`, the snapshot becomes the state of a new cluster
+    /// at that log id and membership ([`crate::backup::restore`]). Crash-safe: the blocks
+    /// are durable before the meta names their journal, and the `installing` mark, written
+    /// in the same batch as the snapshot's head, makes a restart redo the rest.
+    fn install_incoming(
+        &mut self,
+        incoming: Incoming,
+        slot: usize,
+        snapshot_id: Option<String>,
+        restore_as: Option<openraft::Membership<crate::NodeId, openraft::BasicNode>>,
+    ) -> Result<(), StorageError> {
+        let (meta, header) = self.stage_install(incoming, slot, snapshot_id, restore_as)?;
+        self.finish_install(meta, &header.state)
     }
 
-    fn install_decoded(&mut self, snapshot: SnapshotData) -> Result<(), StorageError> {
-        let mut meta = SmMeta {
-            last_applied: snapshot.last_applied,
-            membership: snapshot.membership.clone(),
-            last_timestamp_ms: snapshot.state.last_timestamp_ms,
-            hash: snapshot.state.hash,
-            votes_recorded: snapshot.state.votes_recorded,
-            installing: true,
-            alarms: snapshot.state.alarms.clone(),
-            blocks: snapshot.blocks.len() as u64,
-        };
-        if let Some(bad) = snapshot.blocks.iter().find_map(|b| records::read_stored_block(b).err()) {
-            return Err(read_err(bad));
+    /// The first half of [`Self::install_incoming`]: once it returns, the install is
+    /// decided, and a restart finishes it.
+    fn stage_install(
+        &mut self,
+        incoming: Incoming,
+        slot: usize,
+        snapshot_id: Option<String>,
+        restore_as: Option<openraft::Membership<crate::NodeId, openraft::BasicNode>>,
+    ) -> Result<(SmMeta, snapshot::Header), StorageError> {
+        let mut header = incoming.finish().map_err(|e| read_err(corrupt(&e)))?;
+        if let Some(membership) = restore_as {
+            // Term 0 is below every term the new cluster will elect, so its first entries
+            // sort after the restored point whoever leads.
+            let index = header.last_applied.map_or(0, |l| l.index);
+            let log_id = LogId::new(openraft::CommittedLeaderId::new(0, 0), index);
+            // Alarms name members of the old cluster, whose disks are not the new one's.
+            header.state.alarms.clear();
+            header.last_applied = Some(log_id);
+            header.membership = StoredMembership::new(Some(log_id), membership);
         }
-        self.write_meta_flushed(&meta)?;
+        let state = &header.state;
+        let head = snapshot::head_bytes(&HeaderRef {
+            state,
+            last_applied: &header.last_applied,
+            membership: &header.membership,
+            blocks: header.blocks,
+        })
+        .map_err(|e| write_err(std::io::Error::other(e)))?;
+        let snapshot_id = snapshot_id
+            .unwrap_or_else(|| format!("restored-{}-{}", header.last_applied.map_or(0, |l| l.index), state.hash_hex()));
+        let stored = StoredSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: header.last_applied,
+                last_membership: header.membership.clone(),
+                snapshot_id,
+            },
+            head,
+            blocks: header.blocks,
+        };
+        let meta = SmMeta {
+            last_applied: header.last_applied,
+            membership: header.membership.clone(),
+            last_timestamp_ms: state.last_timestamp_ms,
+            hash: state.hash,
+            votes_recorded: state.votes_recorded,
+            installing: true,
+            alarms: state.alarms.clone(),
+            blocks: header.blocks,
+            journal: slot,
+        };
+        let mut batch = WriteBatch::new();
+        batch.put(META.to_vec(), codec::encode(&meta).map_err(write_err)?);
+        batch.put(CURRENT_SNAPSHOT.to_vec(), codec::encode(&stored).map_err(write_err)?);
+        self.space.write(batch).map_err(write_err)?;
+        self.space.flush().map_err(write_err)?;
+        self.shared.last_snapshot_bytes.store(stored.len(&self.shared.journals[slot]), Ordering::Relaxed);
+        Ok((meta, header))
+    }
+
+    /// The rest of an install, once the meta names the new journal (`installing`): the
+    /// polls and accounts of `snapshot` replace the keyspace's, the state is read back and
+    /// checked, and the old journal is cleared.
+    fn finish_install(&mut self, mut meta: SmMeta, snapshot: &State) -> Result<(), StorageError> {
         // What applies left unwritten belongs to the state being replaced.
         *self.shared.unpersisted() = Unpersisted::default();
         for prefix in [POLL_PREFIX, USER_PREFIX] {
             delete_range(&*self.space, prefix, Some(&prefix_end(prefix))).map_err(write_err)?;
         }
         let mut batch = WriteBatch::new();
-        for (poll_id, poll) in &snapshot.state.polls {
+        for (poll_id, poll) in &snapshot.polls {
             batch.put(poll_key(poll_id), codec::encode(&PollRecord::of(poll)).map_err(write_err)?);
         }
-        for (username, user) in &snapshot.state.users {
+        for (username, user) in &snapshot.users {
             batch.put(user_key(username), codec::encode(user).map_err(write_err)?);
         }
         self.space.write(batch).map_err(write_err)?;
-        let journal = self.shared.journal.clone();
-        journal.truncate(1).map_err(write_err)?;
-        let mut seq = 0u64;
-        let mut blocks = snapshot.blocks.into_iter().peekable();
-        while blocks.peek().is_some() {
-            let page: Vec<_> = blocks
-                .by_ref()
-                .take(BLOCK_PAGE as usize)
-                .map(|b| {
-                    seq += 1;
-                    (seq, b)
-                })
-                .collect();
-            journal.append(page).map_err(write_err)?;
-        }
-        journal.sync().map_err(write_err)?;
         // The state is read back from what was just written, as a restart would read it,
         // and checked whole: a snapshot from elsewhere is not taken on trust.
         let state = self.load_state(&meta)?;
         state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
         meta.installing = false;
         self.write_meta_flushed(&meta)?;
-        let index = snapshot.last_applied.map_or(0, |l| l.index);
-        self.replace_applied(Applied { state, last_applied: snapshot.last_applied, membership: snapshot.membership });
+        let index = meta.last_applied.map_or(0, |l| l.index);
+        self.replace_applied(
+            Applied { state, last_applied: meta.last_applied, membership: meta.membership.clone() },
+            meta.journal,
+        );
+        // The old state's blocks: no stream reads them any more (the generation moved on).
+        self.shared.journals[1 - meta.journal].truncate(0).map_err(write_err)?;
         if let Some(listener) = self.shared.listener() {
             listener.state_replaced(index);
         }
         Ok(())
     }
 
-    /// Makes `data` this state machine's state and its current snapshot, as an installed
-    /// snapshot would ([`crate::backup::restore`]).
-    pub(crate) fn restore(&mut self, data: SnapshotData) -> Result<(), StorageError> {
-        let snapshot_id = format!("restored-{}-{}", data.last_applied.map_or(0, |l| l.index), data.state.hash_hex());
-        let meta =
-            SnapshotMeta { last_log_id: data.last_applied, last_membership: data.membership.clone(), snapshot_id };
-        {
-            // Borrowed all the way: a large state is held once, not copied per step.
-            let bytes = codec::encode(&data).map_err(write_err)?;
-            self.shared.last_snapshot_bytes.store(bytes.len() as u64, Ordering::Relaxed);
-            let stored = codec::encode(&StoredSnapshotRef { meta: &meta, data: &bytes }).map_err(write_err)?;
-            drop(bytes);
-            let mut batch = WriteBatch::new();
-            batch.put(CURRENT_SNAPSHOT.to_vec(), stored);
-            self.snapshots.write(batch).map_err(write_err)?;
-            self.snapshots.flush().map_err(write_err)?;
-        }
-        self.install_decoded(data)
+    /// Makes a snapshot stream (a backup's body, which `feed` writes in pieces) this state
+    /// machine's state and its current snapshot, at its index in term 0 under `membership`
+    /// ([`crate::backup::restore`]).
+    pub(crate) fn restore(
+        &mut self,
+        feed: impl FnOnce(&mut Incoming) -> Result<(), String>,
+        membership: openraft::Membership<crate::NodeId, openraft::BasicNode>,
+    ) -> Result<(), String> {
+        let (mut incoming, slot) = self.begin_incoming().map_err(|e| e.to_string())?;
+        feed(&mut incoming)?;
+        self.install_incoming(incoming, slot, None, Some(membership)).map_err(|e| e.to_string())
     }
 
     fn write_meta_flushed(&self, meta: &SmMeta) -> Result<(), StorageError> {
@@ -598,6 +651,13 @@ impl StateMachineStore {
         batch.put(META.to_vec(), codec::encode(meta).map_err(write_err)?);
         self.space.write(batch).map_err(write_err)?;
         self.space.flush().map_err(write_err)
+    }
+}
+
+impl StoredSnapshot {
+    /// The stream's length, with its blocks in `journal`.
+    fn len(&self, journal: &Arc<dyn Journal>) -> u64 {
+        snapshot::stream_len(self.head.len(), self.blocks, &**journal)
     }
 }
 
@@ -611,6 +671,7 @@ fn corrupt(what: &str) -> std::io::Error {
 fn persist_batch(
     applied: &Applied,
     touched: &Touched,
+    journal: usize,
 ) -> Result<(Vec<tally_storage::Record>, WriteBatch), codec::CodecError> {
     let state = &applied.state;
     let mut batch = WriteBatch::new();
@@ -642,6 +703,7 @@ fn persist_batch(
         installing: false,
         alarms: state.alarms.clone(),
         blocks: state.blocks,
+        journal,
     };
     batch.put(META.to_vec(), codec::encode(&meta)?);
     Ok((blocks, batch))
@@ -713,76 +775,101 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { shared: self.shared.clone(), space: self.space.clone(), snapshots: self.snapshots.clone() }
+        SnapshotBuilder { shared: self.shared.clone(), space: self.space.clone() }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotStream>, StorageError> {
+        let (incoming, _) = self.begin_incoming()?;
+        Ok(Box::new(SnapshotStream::Incoming(incoming)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<crate::NodeId, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotStream>,
     ) -> Result<(), StorageError> {
-        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
         let shared = self.shared.clone();
         let _writing = shared.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.store_snapshot(&stored)?;
-        self.install(&stored.data)
+        let slot = 1 - self.shared.active.load(Ordering::Acquire);
+        let incoming = match *snapshot {
+            SnapshotStream::Incoming(incoming)
+                if incoming.sink().is_some_and(|sink| Arc::ptr_eq(sink, &self.shared.journals[slot])) =>
+            {
+                incoming
+            }
+            SnapshotStream::Incoming(_) => {
+                return Err(write_err(std::io::Error::other("a snapshot arrived in the state's own journal")))
+            }
+            // Handed a snapshot to read (openraft's test suite does): received here whole.
+            SnapshotStream::Outgoing(mut outgoing) => {
+                let (mut incoming, _) = self.begin_incoming()?;
+                let mut buf = vec![0; 1 << 20];
+                loop {
+                    let n = outgoing.read_sync(&mut buf).map_err(read_err)?;
+                    if n == 0 {
+                        break;
+                    }
+                    incoming.write_sync(&buf[..n]).map_err(read_err)?;
+                }
+                incoming
+            }
+        };
+        self.install_incoming(incoming, slot, Some(meta.snapshot_id.clone()), None)?;
+        let installed = self.shared.read().last_applied;
+        if installed != meta.last_log_id {
+            return Err(read_err(corrupt(&format!(
+                "the snapshot's header is at {installed:?}, its meta at {:?}",
+                meta.last_log_id
+            ))));
+        }
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self
-            .read_stored_snapshot()?
-            .map(|stored| openraft::Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+        let Some(stored) = self.read_stored_snapshot()? else { return Ok(None) };
+        let stream = Outgoing::new(Arc::new(stored.head), self.shared.block_source(), stored.blocks);
+        Ok(Some(openraft::Snapshot { meta: stored.meta, snapshot: Box::new(SnapshotStream::Outgoing(stream)) }))
     }
 }
 
 pub struct SnapshotBuilder {
     shared: Arc<SmShared>,
     space: Arc<dyn Keyspace>,
-    snapshots: Arc<dyn Keyspace>,
-}
-
-impl SnapshotBuilder {
-    fn read_current(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match self.snapshots.get(CURRENT_SNAPSHOT).map_err(read_err)? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_err)?)),
-        }
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        // Held throughout: an install must not rewrite the journal while it is read, nor
-        // replace the current snapshot between the check below and the write.
+        // Held throughout: an install must not replace the journal or the current
+        // snapshot between the capture and the write below.
         let _writing = self.shared.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // The keyspace must hold this very state before the flush below.
-        let data = self.shared.snapshot_data()?;
-        let (last_applied, membership) = (data.last_applied, data.membership.clone());
-        let bytes = codec::encode(&data).map_err(write_err)?;
+        let captured = self.shared.capture()?;
         // openraft purges the log up to this snapshot once we return: the state it covers
-        // must be durable in our own keyspace first.
-        self.space.flush().map_err(write_err)?;
-        let snapshot_id = match last_applied {
-            Some(log_id) => format!("{}-{}-{}", log_id.leader_id, log_id.index, data.state.hash_hex()),
+        // (its meta, counting the blocks, already synced) must be durable first.
+        let snapshot_id = match captured.last_applied {
+            Some(log_id) => format!("{}-{}-{}", log_id.leader_id, log_id.index, captured.state_hash),
             None => "empty".to_string(),
         };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        let stored = StoredSnapshot { meta: meta.clone(), data: bytes };
-        if let Some(newer) = self.read_current()?.filter(|current| current.meta.last_log_id >= last_applied) {
-            // A snapshot installed while we built this one is at least as new: keep it.
-            return Ok(openraft::Snapshot { meta: newer.meta, snapshot: Box::new(Cursor::new(newer.data)) });
+        let meta =
+            SnapshotMeta { last_log_id: captured.last_applied, last_membership: captured.membership, snapshot_id };
+        let stream = captured.stream;
+        let current = match self.space.get(CURRENT_SNAPSHOT).map_err(read_err)? {
+            Some(bytes) => Some(codec::decode::<StoredSnapshot>(&bytes).map_err(read_err)?),
+            None => None,
+        };
+        if let Some(newer) = current.filter(|current| current.meta.last_log_id >= meta.last_log_id) {
+            // A snapshot at least as new is already current (built or installed): keep it.
+            self.space.flush().map_err(write_err)?;
+            let stream = Outgoing::new(Arc::new(newer.head), self.shared.block_source(), newer.blocks);
+            return Ok(openraft::Snapshot { meta: newer.meta, snapshot: Box::new(SnapshotStream::Outgoing(stream)) });
         }
+        let stored = StoredSnapshot { meta: meta.clone(), head: stream.head().to_vec(), blocks: stream.blocks() };
         let mut batch = WriteBatch::new();
         batch.put(CURRENT_SNAPSHOT.to_vec(), codec::encode(&stored).map_err(write_err)?);
-        self.snapshots.write(batch).map_err(write_err)?;
-        self.snapshots.flush().map_err(write_err)?;
+        self.space.write(batch).map_err(write_err)?;
+        self.space.flush().map_err(write_err)?;
         self.shared.snapshots_built.fetch_add(1, Ordering::Relaxed);
-        self.shared.last_snapshot_bytes.store(stored.data.len() as u64, Ordering::Relaxed);
-        Ok(openraft::Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        self.shared.last_snapshot_bytes.store(stream.len(), Ordering::Relaxed);
+        Ok(openraft::Snapshot { meta, snapshot: Box::new(SnapshotStream::Outgoing(stream)) })
     }
 }
 

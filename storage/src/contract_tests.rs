@@ -166,6 +166,10 @@ fn check_journal_contract(db: &dyn Database) {
     journal.purge(6).unwrap();
     assert_eq!(indexes(0, u64::MAX), vec![7, 8], "reads start after the purge");
     assert_eq!(journal.read(8, 9).unwrap(), vec![(8, b"new".to_vec())]);
+    // Payload lengths of what is there: 7 (one byte) and 8 ("new"), none purged or beyond.
+    assert_eq!(journal.payload_bytes(0, 100), 4);
+    assert_eq!(journal.payload_bytes(8, 9), 3);
+    assert_eq!(journal.payload_bytes(9, 100), 0);
     // A second handle sees the same journal.
     assert_eq!(db.journal("j").unwrap().last().unwrap(), Some((8, b"new".to_vec())));
 }

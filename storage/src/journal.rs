@@ -49,6 +49,10 @@ pub trait Journal: Send + Sync + 'static {
     /// `index` may come back after a reopen: callers remember where they purged.
     fn purge(&self, index: u64) -> Result<(), StoreError>;
 
+    /// The payloads' total length of the records with `start <= index < end`, without
+    /// reading them (a snapshot stream's length is known before it is read).
+    fn payload_bytes(&self, start: u64, end: u64) -> u64;
+
     /// Bytes on disk.
     fn size_on_disk(&self) -> u64;
 }
@@ -361,6 +365,23 @@ impl Journal for FileJournal {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+
+    fn payload_bytes(&self, start: u64, end: u64) -> u64 {
+        let state = self.lock();
+        let start = start.max(state.start);
+        state
+            .segments
+            .iter()
+            .map(|segment| {
+                let (from, to) = (start.max(segment.first), end.min(segment.end()));
+                if from >= to {
+                    return 0;
+                }
+                let records = &segment.records[(from - segment.first) as usize..(to - segment.first) as usize];
+                records.iter().map(|(_, len)| u64::from(*len)).sum::<u64>()
+            })
+            .sum()
     }
 
     fn size_on_disk(&self) -> u64 {

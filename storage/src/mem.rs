@@ -280,6 +280,17 @@ impl Journal for MemJournal {
         Ok(())
     }
 
+    fn payload_bytes(&self, start: u64, end: u64) -> u64 {
+        self.with(|journal| {
+            journal
+                .records
+                .iter()
+                .filter(|(index, _)| *index >= start && *index < end)
+                .map(|(_, p)| p.len() as u64)
+                .sum()
+        })
+    }
+
     fn size_on_disk(&self) -> u64 {
         0
     }

@@ -225,12 +225,16 @@ pub async fn remove_member(
     Ok(Json(serde_json::json!({"removed": node_id})))
 }
 
-/// Backups are taken a few at a time: each holds the whole state in memory while sent.
+/// Backups are taken a few at a time: each reads every vote block and keeps a blocking
+/// thread busy while it is sent.
 pub const BACKUPS_MAX: usize = 2;
+/// Read from the store and sent at a time.
+const BACKUP_CHUNK_BYTES: usize = 1 << 20;
 
 #[utoipa::path(get, path = "/v1/cluster/backup", operation_id = "saveBackup", tag = "cluster",
     summary = "A consistent backup of the applied state, for `tally backup save`",
-    responses((status = 200, description = "The backup file (`tally-node --restore` starts a new cluster from it)",
+    responses((status = 200, description = "The backup file (`tally-node --restore` starts a new cluster from it), streamed: \
+        its length is known at the start and its SHA-256 ends it",
         content_type = "application/octet-stream"),
         (status = 503, description = "UNAVAILABLE: no leader or quorum to confirm the state is current, or too many backups at once")))]
 pub async fn backup(
@@ -240,25 +244,45 @@ pub async fn backup(
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     require_operator(&app, &identity, &headers)?;
-    let _turn = app
-        .backups
-        .try_acquire()
-        .map_err(|_| ApiError::unavailable(format!("{BACKUPS_MAX} backups are being taken on this node already")))?;
+    let turn =
+        app.backups.clone().try_acquire_owned().map_err(|_| {
+            ApiError::unavailable(format!("{BACKUPS_MAX} backups are being taken on this node already"))
+        })?;
     // Everything acknowledged before the request is in it, whichever node answers.
     app.node.linearizable_barrier().await?;
     let sm = app.node.sm.clone();
-    let (file, info) = tokio::task::spawn_blocking(move || sm.backup().map_err(|e| e.to_string()))
+    let captured = tokio::task::spawn_blocking(move || sm.capture().map_err(|e| e.to_string()))
         .await
         .map_err(|e| ApiError::internal(format!("the backup task failed: {e}")))?
-        .map_err(|e| ApiError::internal(format!("cannot encode the backup: {e}")))?;
+        .map_err(|e| ApiError::internal(format!("cannot capture the state: {e}")))?;
+    let (mut writer, info) = tally_raft::backup::BackupWriter::new(captured);
+    // Read from the journal on a blocking thread, a chunk at a time, while the body is
+    // sent: the state lock is not held, and a slow reader holds at most a few chunks.
+    let (chunks, received) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        loop {
+            let (chunk, last) = match writer.next_chunk(BACKUP_CHUNK_BYTES) {
+                Ok(Some(bytes)) => (Ok(bytes), false),
+                Ok(None) => return,
+                Err(error) => (Err(error), true),
+            };
+            if chunks.blocking_send(chunk).is_err() || last {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|chunk| (chunk, received))
+    });
     let headers = [
         (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (axum::http::header::CONTENT_LENGTH, info.bytes.to_string()),
         (
             axum::http::header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"tally-backup-{}.bin\"", info.applied_index),
         ),
         (axum::http::HeaderName::from_static("tally-backup-applied-index"), info.applied_index.to_string()),
-        (axum::http::HeaderName::from_static("tally-backup-sha256"), info.sha256.clone()),
     ];
-    Ok((headers, file).into_response())
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
 }

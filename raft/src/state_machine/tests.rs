@@ -132,23 +132,106 @@ async fn snapshot_round_trips_into_a_fresh_store() {
     assert_eq!(snapshot_of(&reopened.shared), snapshot_of(&sm.shared));
 }
 
+/// Reads a whole outgoing snapshot.
+fn read_all(stream: &mut Outgoing) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut buf = vec![0; 1000];
+    loop {
+        let n = stream.read_sync(&mut buf).unwrap();
+        if n == 0 {
+            return bytes;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A crash right after the install was staged (blocks synced, the meta naming their
+/// journal and marked `installing`, with the snapshot's head): the reopened store finishes
+/// the install.
 #[tokio::test]
 async fn an_interrupted_install_is_redone_on_open() {
     let db = MemDb::new();
     let mut sm = StateMachineStore::open(&db).await.unwrap();
     sm.apply(sample_log()).await.unwrap();
-    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let expected = snapshot_of(&sm.shared);
+    let SnapshotStream::Outgoing(outgoing) = &mut *snapshot.snapshot else { panic!("built snapshots are read") };
+    let bytes = read_all(outgoing);
 
     let target = MemDb::new();
-    let store = StateMachineStore::open(&target).await.unwrap();
-    let stored = StoredSnapshot { meta: snapshot.meta.clone(), data: snapshot.snapshot.into_inner() };
-    store.store_snapshot(&stored).unwrap();
-    // Simulate a crash right after the `installing` mark was made durable.
-    store.write_meta_flushed(&SmMeta { installing: true, ..SmMeta::default() }).unwrap();
+    let mut store = StateMachineStore::open(&target).await.unwrap();
+    let (mut incoming, slot) = store.begin_incoming().unwrap();
+    incoming.write_sync(&bytes).unwrap();
+    store.stage_install(incoming, slot, Some(snapshot.meta.snapshot_id.clone()), None).unwrap();
+    target.crash();
+    let mut reopened = StateMachineStore::open(&target).await.unwrap();
+    assert_eq!(snapshot_of(&reopened.shared), expected);
+    reopened.shared.read().state.check_invariants().unwrap();
+    let current = reopened.get_current_snapshot().await.unwrap().expect("the installed snapshot is current");
+    assert_eq!(current.meta, snapshot.meta);
+}
+
+/// A crash while a snapshot arrives leaves the old state, and the blocks received so far
+/// are cleared at open.
+#[tokio::test]
+async fn a_crash_while_a_snapshot_arrives_keeps_the_old_state() {
+    let db = MemDb::new();
+    let mut sm = StateMachineStore::open(&db).await.unwrap();
+    sm.apply(sample_log()).await.unwrap();
+    let mut snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let SnapshotStream::Outgoing(outgoing) = &mut *snapshot.snapshot else { panic!("built snapshots are read") };
+    let bytes = read_all(outgoing);
+
+    let target = MemDb::new();
+    let mut store = StateMachineStore::open(&target).await.unwrap();
+    store.apply(sample_log()[..1].to_vec()).await.unwrap();
+    store.shared.persist_now().unwrap();
+    store.space.flush().unwrap();
+    let before = snapshot_of(&store.shared);
+    let (mut incoming, slot) = store.begin_incoming().unwrap();
+    incoming.write_sync(&bytes[..bytes.len() - 3]).unwrap();
+    assert!(incoming.finish().is_err(), "a stream cut short does not install");
+    assert_eq!(target.journal(BLOCKS_JOURNALS[slot]).unwrap().last().unwrap().map(|(seq, _)| seq), Some(1));
     target.crash();
     let reopened = StateMachineStore::open(&target).await.unwrap();
-    assert_eq!(snapshot_of(&reopened.shared), expected);
+    assert_eq!(snapshot_of(&reopened.shared), before);
+    assert_eq!(target.journal(BLOCKS_JOURNALS[slot]).unwrap().last().unwrap(), None);
+}
+
+/// The way openraft moves a snapshot: the sender seeks and reads chunks, the receiver
+/// seeks and writes them, and a chunk may be sent twice. Small chunks cross frames.
+#[tokio::test]
+async fn a_snapshot_sent_in_chunks_with_a_resend_installs() {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+    let db = MemDb::new();
+    let mut sm = StateMachineStore::open(&db).await.unwrap();
+    sm.apply(sample_log_with_vote_change()).await.unwrap();
+    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut sending = snapshot.snapshot;
+    let end = sending.seek(std::io::SeekFrom::End(0)).await.unwrap();
+
+    let other_db = MemDb::new();
+    let mut other = StateMachineStore::open(&other_db).await.unwrap();
+    let mut receiving = other.begin_receiving_snapshot().await.unwrap();
+    let mut offset = 0;
+    let mut resent = false;
+    while offset < end {
+        sending.seek(std::io::SeekFrom::Start(offset)).await.unwrap();
+        let mut chunk = vec![0; 37];
+        let n = sending.read(&mut chunk).await.unwrap();
+        chunk.truncate(n);
+        receiving.seek(std::io::SeekFrom::Start(offset)).await.unwrap();
+        receiving.write_all(&chunk).await.unwrap();
+        if offset > 100 && !resent {
+            // The reply was lost: the same chunk again, from the same offset.
+            resent = true;
+            continue;
+        }
+        offset += n as u64;
+    }
+    other.install_snapshot(&snapshot.meta, receiving).await.unwrap();
+    assert_eq!(snapshot_of(&other.shared), snapshot_of(&sm.shared));
+    other.shared.read().state.check_invariants().unwrap();
 }
 
 #[tokio::test]
@@ -224,6 +307,18 @@ async fn changed_votes_come_back_from_their_blocks_after_a_reopen() {
     assert_eq!(snapshot_of(&sm.shared), before);
 }
 
+/// A backup file, made as the node sends it.
+fn backup_file(shared: &SmShared) -> (Vec<u8>, crate::backup::BackupInfo) {
+    let (mut writer, mut info) = crate::backup::BackupWriter::new(shared.capture().unwrap());
+    let mut file = Vec::new();
+    while let Some(chunk) = writer.next_chunk(50).unwrap() {
+        file.extend_from_slice(&chunk);
+    }
+    assert_eq!(file.len() as u64, info.bytes, "the length announced is the length sent");
+    info.sha256 = crate::sm::hex(&file[file.len() - 32..]);
+    (file, info)
+}
+
 /// A backup of one store restores into an empty one: the same state and hash, stored as
 /// its current snapshot (which a learner is sent), and the log starting after it.
 #[tokio::test]
@@ -231,28 +326,39 @@ async fn a_backup_restores_into_an_empty_store_as_its_current_snapshot() {
     let db = MemDb::new();
     let mut sm = StateMachineStore::open(&db).await.unwrap();
     sm.apply(sample_log()).await.unwrap();
-    let (file, info) = sm.shared.backup().unwrap();
-    assert_eq!(crate::backup::inspect(&file).unwrap(), info);
-    let mut damaged = file.clone();
-    damaged[40] ^= 1;
-    assert!(crate::backup::inspect(&damaged).is_err());
+    let (file, info) = backup_file(&sm.shared);
+    let len = file.len() as u64;
+    assert_eq!(crate::backup::inspect(&file[..], len).unwrap(), info);
+    for at in [3, 40, file.len() - 40, file.len() - 1] {
+        let mut damaged = file.clone();
+        damaged[at] ^= 1;
+        assert!(crate::backup::inspect(&damaged[..], len).is_err(), "a flipped bit at {at} is found");
+    }
+    assert!(crate::backup::inspect(&file[..file.len() - 1], len - 1).is_err(), "a file cut short is refused");
 
-    let fresh = MemDb::new();
     let members = [(1, "a:1".to_string()), (2, "b:2".to_string())].into_iter().collect();
-    let restored = crate::backup::restore(&fresh, file.clone(), &members).await.unwrap();
-    assert_eq!(restored.state_hash, info.state_hash);
+    let mut damaged = file.clone();
+    damaged[60] ^= 1;
+    let fresh = MemDb::new();
+    assert!(crate::backup::restore(&fresh, &damaged[..], len, &members).await.is_err());
+    // A failed restore installed nothing: the same directory takes the good file.
+    let restored = crate::backup::restore(&fresh, &file[..], len, &members).await.unwrap();
+    assert_eq!(restored, info);
     let mut reopened = StateMachineStore::open(&fresh).await.unwrap();
     assert_eq!(snapshot_of(&reopened.shared).0, snapshot_of(&sm.shared).0);
     let current = reopened.get_current_snapshot().await.unwrap().expect("a current snapshot");
     assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(3));
-    let data: SnapshotData = codec::decode(current.snapshot.get_ref()).unwrap();
+    let SnapshotStream::Outgoing(mut stream) = *current.snapshot else { panic!("current snapshots are read") };
+    let mut check = crate::snapshot::Incoming::new(None);
+    check.write_sync(&read_all(&mut stream)).unwrap();
+    let header = check.finish().unwrap();
     let original = snapshot_of(&sm.shared).0;
-    assert_eq!((data.state.hash, data.state.votes_recorded), (original.hash, original.votes_recorded));
-    assert!(!data.blocks.is_empty(), "the snapshot carries the blocks");
+    assert_eq!((header.state.hash, header.state.votes_recorded), (original.hash, original.votes_recorded));
+    assert_eq!(header.blocks, 2, "the snapshot carries the blocks");
     let mut log = LogStore::open(&fresh).unwrap();
     let state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await.unwrap();
     assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
-    assert!(crate::backup::restore(&fresh, file, &members).await.is_err(), "a used store is refused");
+    assert!(crate::backup::restore(&fresh, &file[..], len, &members).await.is_err(), "a used store is refused");
 }
 
 /// Once applied blocks are written, memory lets them go and every read (a voter's vote,
