@@ -122,6 +122,9 @@ impl AuditEntry {
     }
 }
 
+/// Chain positions read at a time by [`State::check_invariants`].
+const CHECK_PAGE: usize = 16_384;
+
 /// The most versions a voter's chain of changes can hold, and so the most reads a walk
 /// back through it takes (a corrupt loop stops there).
 const VERSIONS_MAX: usize = VOTE_CHANGES_MAX + 1;
@@ -227,34 +230,38 @@ impl PollState {
     /// verify`-like checks and installed snapshots, not for every restart.
     fn check_votes(&self) -> Result<(), String> {
         let mut hash = audit::genesis(self.poll.poll_id.as_str());
-        let trail = self.audit_trail().map_err(|e| e.to_string())?;
         let mut recount = PollState { votes: PollVotes::default(), ..PollState::new(self.poll.clone()) };
         let mut current = 0u64;
-        for (position, entry) in trail.iter().enumerate() {
-            if entry.chain.position != position as u64 {
-                return Err(format!("chain position {} where {position} was due", entry.chain.position));
+        let mut position = 0u64;
+        // A page at a time: a poll of millions of votes is checked in bounded memory.
+        loop {
+            let page = self.audit_page(position, CHECK_PAGE).map_err(|e| e.to_string())?;
+            if page.is_empty() {
+                break;
             }
-            hash = audit::next_link(&hash, position as u64, &entry.link_fields());
-            if hash != entry.chain.hash {
-                return Err(format!("chain hash of {} does not follow from its vote", entry.vote_id));
+            for entry in &page {
+                if entry.chain.position != position {
+                    return Err(format!("chain position {} where {position} was due", entry.chain.position));
+                }
+                hash = audit::next_link(&hash, position, &entry.link_fields());
+                if hash != entry.chain.hash {
+                    return Err(format!("chain hash of {} does not follow from its vote", entry.vote_id));
+                }
+                position += 1;
+                if !entry.current {
+                    continue;
+                }
+                current += 1;
+                let option = self
+                    .poll
+                    .option_index(&entry.option_id)
+                    .ok_or_else(|| format!("vote {} for option {}", entry.vote_id, entry.option_id))?;
+                recount.counts[option] += 1;
+                recount.tally_attributes(&Attributes::from(&entry.attributes), option, true);
             }
-            if !entry.current {
-                continue;
-            }
-            current += 1;
-            let option = self
-                .poll
-                .option_index(&entry.option_id)
-                .ok_or_else(|| format!("vote {} for option {}", entry.vote_id, entry.option_id))?;
-            recount.counts[option] += 1;
-            recount.tally_attributes(&Attributes::from(&entry.attributes), option, true);
         }
-        if trail.len() as u64 != self.chain_len || hash != self.chain_head {
-            return Err(format!(
-                "chain head or length ({}) disagrees with the votes ({})",
-                self.chain_len,
-                trail.len()
-            ));
+        if position != self.chain_len || hash != self.chain_head {
+            return Err(format!("chain head or length ({}) disagrees with the votes ({position})", self.chain_len));
         }
         if recount.counts != self.counts {
             return Err(format!("counts {:?} but recount {:?}", self.counts, recount.counts));

@@ -534,8 +534,20 @@ impl StateMachineStore {
         snapshot_id: Option<String>,
         restore_as: Option<openraft::Membership<crate::NodeId, openraft::BasicNode>>,
     ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
+        let received = incoming.received();
         let (meta, header) = self.stage_install(incoming, slot, snapshot_id, restore_as)?;
-        self.finish_install(meta, &header.state)
+        let staged = started.elapsed();
+        self.finish_install(meta, &header.state)?;
+        tracing::info!(
+            bytes = received,
+            blocks = header.blocks,
+            votes = header.state.votes_recorded,
+            staged_ms = staged.as_millis() as u64,
+            installed_ms = started.elapsed().as_millis() as u64,
+            "snapshot installed"
+        );
+        Ok(())
     }
 
     /// The first half of [`Self::install_incoming`]: once it returns, the install is
@@ -616,8 +628,15 @@ impl StateMachineStore {
         self.space.write(batch).map_err(write_err)?;
         // The state is read back from what was just written, as a restart would read it,
         // and checked whole: a snapshot from elsewhere is not taken on trust.
+        let started = std::time::Instant::now();
         let state = self.load_state(&meta)?;
+        let loaded = started.elapsed();
         state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
+        tracing::info!(
+            load_ms = loaded.as_millis() as u64,
+            check_ms = (started.elapsed() - loaded).as_millis() as u64,
+            "installed state read back and checked"
+        );
         meta.installing = false;
         self.write_meta_flushed(&meta)?;
         let index = meta.last_applied.map_or(0, |l| l.index);
