@@ -86,13 +86,23 @@ async fn save(settings: &Settings, file: &Path, timeout_secs: u64) -> anyhow::Re
         // a complete, checked backup or untouched.
         let mut out = std::fs::File::create(&partial)
             .map_err(|e| Failure::usage(format!("cannot write {}: {e}", partial.display())))?;
-        while let Some(chunk) = response.chunk().await.map_err(|e| {
-            Failure::unavailable("CONNECTION_LOST", format!("{endpoint}: the backup was cut short: {}", root_cause(&e)))
-        })? {
-            out.write_all(&chunk)?;
+        let written: anyhow::Result<()> = async {
+            while let Some(chunk) = response.chunk().await.map_err(|e| {
+                Failure::unavailable(
+                    "CONNECTION_LOST",
+                    format!("{endpoint}: the backup was cut short: {}", root_cause(&e)),
+                )
+            })? {
+                out.write_all(&chunk)?;
+            }
+            Ok(out.sync_all()?)
         }
-        out.sync_all()?;
+        .await;
         drop(out);
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&partial);
+            return Err(error);
+        }
         let info = match check(&partial) {
             Ok(info) => info,
             Err(error) => {

@@ -20,8 +20,9 @@ use crate::snapshot::{Header, Incoming, Outgoing};
 use crate::state_machine::{Captured, StateMachineStore};
 use crate::NodeId;
 
-/// The first bytes of every backup file (and its format's version).
-pub const MAGIC: &[u8; 15] = b"TALLY-BACKUP-3\n";
+/// The first bytes of every backup file (and its format's version: 4 streams a snapshot
+/// with vote records in varint).
+pub const MAGIC: &[u8; 15] = b"TALLY-BACKUP-4\n";
 const DIGEST_BYTES: usize = 32;
 /// Read from a backup file at a time.
 const READ_BYTES: usize = 1 << 20;

@@ -31,7 +31,8 @@ const FORMAT: &[u8] = b"format";
 /// journal of their own rather than in sled. 4: members' low-disk alarms in the state
 /// machine's meta. 5: the state machine's votes in one block per entry and poll.
 /// 6: vote records found through an index, with vote ids that name their entry.
-const FORMAT_VERSION: &[u8; 1] = b"7";
+/// 7: two block journals, snapshots streamed from them. 8: vote records in varint.
+const FORMAT_VERSION: &[u8; 1] = b"8";
 /// The journal that holds the entries.
 const JOURNAL: &str = "raft-log";
 const PURGED: &[u8] = b"purged";

@@ -24,17 +24,23 @@ use crate::sm::records;
 use crate::sm::State;
 use crate::typ::{LogId, StoredMembership};
 
-/// The first bytes of every snapshot stream (and its format's version).
-pub const MAGIC: &[u8; 13] = b"TALLY-SNAP-3\n";
+/// The first bytes of every snapshot stream (and its format's version: 4 has vote records
+/// in varint).
+pub const MAGIC: &[u8; 13] = b"TALLY-SNAP-4\n";
 const FRAME_HEAD: usize = 8;
-/// A frame's payload larger than this is refused: blocks are journal records, bounded by
-/// the same limit, and the header holds polls and accounts, not votes.
+/// A block frame's payload larger than this is refused: blocks are journal records,
+/// bounded by the same limit.
 pub const FRAME_BYTES_MAX: u32 = RECORD_BYTES_MAX;
-/// Blocks read from, or appended to, a journal at a time: each holds up to an entry's
-/// votes, so a page is a few MB at most.
+/// The header's limit: it holds every poll (with breakdowns of up to a few MB each) and
+/// account, which the state holds in memory anyway, so only a corrupt length is refused.
+pub const HEADER_BYTES_MAX: u32 = 1 << 30;
+/// Blocks read from, or appended to, a journal at a time (each holds up to an entry's
+/// votes), and the bytes an outgoing page reaches before it stops adding blocks: small
+/// blocks (single votes) still make pages of a MiB.
 const PAGE_BLOCKS: u64 = 16;
-/// Places to seek back to that an outgoing stream remembers (openraft seeks back only to
-/// resend its last chunk, or to the start).
+const PAGE_BYTES: usize = 1 << 20;
+/// Pages an outgoing stream remembers where to find again: openraft seeks back only to
+/// resend its last chunk (4 MiB), or to the start.
 const MARKS_MAX: usize = 64;
 
 /// What comes before the blocks.
@@ -67,7 +73,7 @@ fn frame_into(out: &mut Vec<u8>, payload: &[u8]) {
 /// [`MAGIC`] and the header's frame: the part of a stream that is not blocks.
 pub fn head_bytes(header: &HeaderRef<'_>) -> Result<Vec<u8>, String> {
     let payload = codec::encode(header).map_err(|e| e.to_string())?;
-    if payload.len() > FRAME_BYTES_MAX as usize {
+    if payload.len() > HEADER_BYTES_MAX as usize {
         return Err(format!("a snapshot header of {} bytes is over the frame limit", payload.len()));
     }
     let mut out = MAGIC.to_vec();
@@ -89,9 +95,9 @@ fn changed() -> io::Error {
     io::Error::other("the block journal was replaced under this snapshot (a newer one was installed): start again")
 }
 
-/// The blocks of one journal as they stand now, with a way to tell that they were replaced.
+/// A journal as of one generation: reads fail once it was replaced or cleared.
 #[derive(Clone)]
-pub struct BlockSource {
+pub struct JournalAt {
     pub journal: Arc<dyn Journal>,
     /// Moved on by whoever replaces or clears a journal, before doing so: a read that still
     /// sees the value it started with read blocks that were there all along.
@@ -99,7 +105,12 @@ pub struct BlockSource {
     pub expected: u64,
 }
 
-impl BlockSource {
+impl JournalAt {
+    /// Still the journal it was when this was made.
+    pub fn current(&self) -> bool {
+        self.generation.load(Ordering::Acquire) == self.expected
+    }
+
     fn read(&self, start: u64, end: u64) -> io::Result<Vec<Record>> {
         if self.generation.load(Ordering::Acquire) != self.expected {
             return Err(changed());
@@ -127,7 +138,7 @@ pub fn stream_len(head_len: usize, blocks: u64, journal: &dyn Journal) -> u64 {
 /// a time.
 pub struct Outgoing {
     head: Arc<Vec<u8>>,
-    source: BlockSource,
+    source: JournalAt,
     blocks: u64,
     len: u64,
     pos: u64,
@@ -142,7 +153,7 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    pub fn new(head: Arc<Vec<u8>>, source: BlockSource, blocks: u64) -> Self {
+    pub fn new(head: Arc<Vec<u8>>, source: JournalAt, blocks: u64) -> Self {
         let len = stream_len(head.len(), blocks, &*source.journal);
         let start = head.len() as u64;
         Self {
@@ -184,20 +195,27 @@ impl Outgoing {
 
     /// Reads from the current position; 0 at the end.
     pub fn read_sync(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.len || buf.is_empty() {
-            return Ok(0);
+        let next = self.next_bytes(buf.len())?;
+        let n = next.len();
+        buf[..n].copy_from_slice(next);
+        Ok(n)
+    }
+
+    /// Up to `max` bytes from the current position, which moves past them; none at the end.
+    fn next_bytes(&mut self, max: usize) -> io::Result<&[u8]> {
+        if self.pos >= self.len || max == 0 {
+            return Ok(&[]);
         }
-        let head_len = self.head.len() as u64;
-        let (from, at) = if self.pos < head_len {
-            (&self.head[..], self.pos as usize)
+        let at = if self.pos < self.head.len() as u64 {
+            self.pos as usize
         } else {
             self.position()?;
-            (&self.window[..], (self.pos - self.window_start) as usize)
+            (self.pos - self.window_start) as usize
         };
-        let n = buf.len().min(from.len() - at);
-        buf[..n].copy_from_slice(&from[at..at + n]);
+        let from = if self.pos < self.head.len() as u64 { &self.head[..] } else { &self.window[..] };
+        let n = max.min(from.len() - at);
         self.pos += n as u64;
-        Ok(n)
+        Ok(&from[at..at + n])
     }
 
     /// Makes the window hold `pos`, which is past the head and before the end.
@@ -218,8 +236,6 @@ impl Outgoing {
             if self.next_seq > self.blocks {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "the blocks are shorter than the stream"));
             }
-            let end = (self.next_seq + PAGE_BLOCKS).min(self.blocks + 1);
-            let page = self.source.read(self.next_seq, end)?;
             if self.marks.back().is_none_or(|(seq, _)| *seq < self.next_seq) {
                 if self.marks.len() == MARKS_MAX {
                     self.marks.pop_front();
@@ -227,12 +243,17 @@ impl Outgoing {
                 self.marks.push_back((self.next_seq, self.next_offset));
             }
             self.window.clear();
-            for (_, payload) in &page {
-                frame_into(&mut self.window, payload);
+            let first = self.next_seq;
+            while self.next_seq <= self.blocks && self.window.len() < PAGE_BYTES {
+                let end = (self.next_seq + PAGE_BLOCKS).min(self.blocks + 1);
+                for (_, payload) in &self.source.read(self.next_seq, end)? {
+                    frame_into(&mut self.window, payload);
+                }
+                self.next_seq = end;
             }
+            debug_assert!(self.next_seq > first, "a page holds at least one block");
             self.window_start = self.next_offset;
             self.next_offset += self.window.len() as u64;
-            self.next_seq = end;
         }
         Ok(())
     }
@@ -244,6 +265,7 @@ pub struct FrameParser {
     buf: Vec<u8>,
     start: usize,
     magic_seen: bool,
+    frames: u64,
 }
 
 impl FrameParser {
@@ -279,8 +301,9 @@ impl FrameParser {
         }
         let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if len > FRAME_BYTES_MAX {
-            return Err(format!("a snapshot frame of {len} bytes is over the limit"));
+        let limit = if self.frames == 0 { HEADER_BYTES_MAX } else { FRAME_BYTES_MAX };
+        if len > limit {
+            return Err(format!("a snapshot frame of {len} bytes is over the limit of {limit}"));
         }
         let end = FRAME_HEAD + len as usize;
         if rest.len() < end {
@@ -292,6 +315,7 @@ impl FrameParser {
         }
         let payload = payload.to_vec();
         self.start += end;
+        self.frames += 1;
         Ok(Some(payload))
     }
 }
@@ -303,7 +327,7 @@ fn not_a_snapshot() -> String {
 /// A snapshot being received: checked frame by frame as the bytes come, its blocks
 /// appended to a journal as they arrive (or, with none, only checked and counted).
 pub struct Incoming {
-    sink: Option<Arc<dyn Journal>>,
+    sink: Option<JournalAt>,
     /// Bytes taken so far; `pos` is where the next write goes (a resent chunk starts before).
     received: u64,
     pos: u64,
@@ -312,11 +336,13 @@ pub struct Incoming {
     next_seq: u64,
     page: Vec<Record>,
     failed: Option<String>,
+    /// Handed on whole ([`Incoming::finish`]): dropping it no longer clears the sink.
+    finished: bool,
 }
 
 impl Incoming {
-    /// Into `sink`, which must be empty; `None` only checks.
-    pub fn new(sink: Option<Arc<dyn Journal>>) -> Self {
+    /// Into `sink`, which must be empty; `None` only checks (and decodes every record).
+    pub fn new(sink: Option<JournalAt>) -> Self {
         Self {
             sink,
             received: 0,
@@ -326,7 +352,20 @@ impl Incoming {
             next_seq: 1,
             page: Vec::new(),
             failed: None,
+            finished: false,
         }
+    }
+
+    /// Forgets what arrived, to take the stream again from its start.
+    fn restart(&mut self) -> Result<(), String> {
+        if let Some(sink) = &self.sink {
+            if !sink.current() {
+                return Err("another snapshot is being received into the same journal".into());
+            }
+            sink.journal.truncate(0).map_err(|e| format!("cannot clear the snapshot's journal: {e}"))?;
+        }
+        *self = Self::new(self.sink.take());
+        Ok(())
     }
 
     pub fn seek_to(&mut self, pos: u64) {
@@ -334,7 +373,7 @@ impl Incoming {
     }
 
     /// The journal the blocks go to.
-    pub fn sink(&self) -> Option<&Arc<dyn Journal>> {
+    pub fn sink(&self) -> Option<&JournalAt> {
         self.sink.as_ref()
     }
 
@@ -349,8 +388,13 @@ impl Incoming {
     }
 
     /// Takes `data` at the current position. Bytes already received (a resent chunk) are
-    /// skipped; a gap is an error. After an error every later write fails.
+    /// skipped; a gap is an error. After an error every later write fails, except one at
+    /// the start, which starts again (openraft resends a snapshot from offset 0 under the
+    /// same id).
     pub fn write_sync(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.failed.is_some() && self.pos == 0 {
+            self.restart().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
         if let Some(error) = &self.failed {
             return Err(io::Error::new(io::ErrorKind::InvalidData, error.clone()));
         }
@@ -378,9 +422,14 @@ impl Incoming {
             if self.next_seq > header.blocks {
                 return Err(format!("the snapshot has more blocks than its header's {}", header.blocks));
             }
-            records::read_stored_block(&payload).map_err(|e| format!("snapshot block {}: {e}", self.next_seq))?;
+            let (_, index, block) =
+                records::read_stored_block(&payload).map_err(|e| format!("snapshot block {}: {e}", self.next_seq))?;
             if self.sink.is_some() {
                 self.page.push((self.next_seq, payload));
+            } else {
+                // Only checking (a backup file): every record must decode. An install
+                // reads them all anyway, and checks far more.
+                records::decode_block(block, index).map_err(|e| format!("snapshot block {}: {e}", self.next_seq))?;
             }
             self.next_seq += 1;
             if self.page.len() as u64 >= PAGE_BLOCKS {
@@ -390,9 +439,13 @@ impl Incoming {
         Ok(())
     }
 
-    fn flush_page(&mut self) -> Result<(), String> {
+    pub(crate) fn flush_page(&mut self) -> Result<(), String> {
         if let (Some(sink), false) = (&self.sink, self.page.is_empty()) {
-            sink.append(std::mem::take(&mut self.page)).map_err(|e| format!("cannot store snapshot blocks: {e}"))?;
+            if !sink.current() {
+                return Err("another snapshot is being received into the same journal".into());
+            }
+            let page = std::mem::take(&mut self.page);
+            sink.journal.append(page).map_err(|e| format!("cannot store snapshot blocks: {e}"))?;
         }
         Ok(())
     }
@@ -413,9 +466,29 @@ impl Incoming {
             ));
         }
         if let Some(sink) = &self.sink {
-            sink.sync().map_err(|e| format!("cannot store snapshot blocks: {e}"))?;
+            sink.journal.sync().map_err(|e| format!("cannot store snapshot blocks: {e}"))?;
+            // Checked last: no other receipt cleared or refilled the journal meanwhile.
+            let last = sink.journal.last().map_err(|e| e.to_string())?.map_or(0, |(seq, _)| seq);
+            if !sink.current() || last != header.blocks {
+                return Err("another snapshot was received into the same journal meanwhile".into());
+            }
         }
+        self.finished = true;
         Ok(*header)
+    }
+}
+
+/// A receipt dropped before it was handed on whole (cut short, failed, or not installed
+/// because it was not newer) leaves no copy of a state on disk.
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let (Some(sink), false) = (&self.sink, self.finished) {
+            if sink.current() {
+                if let Err(error) = sink.journal.truncate(0) {
+                    tracing::warn!(%error, "cannot clear an abandoned snapshot's blocks");
+                }
+            }
+        }
     }
 }
 
@@ -448,8 +521,9 @@ fn wrong_way(what: &str) -> io::Error {
 impl tokio::io::AsyncRead for SnapshotStream {
     fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
         let SnapshotStream::Outgoing(out) = self.get_mut() else { return Poll::Ready(Err(wrong_way("received"))) };
-        let n = out.read_sync(buf.initialize_unfilled())?;
-        buf.advance(n);
+        // Copied into the unfilled part as is: openraft hands a fresh 4 MiB buffer each
+        // time, which initialising would zero again and again.
+        buf.put_slice(out.next_bytes(buf.remaining())?);
         Poll::Ready(Ok(()))
     }
 }

@@ -100,6 +100,21 @@ impl BlockSource for JournalBlocks {
     }
 }
 
+/// Indexes the votes of `state.blocks` blocks of `journal` into their polls, and makes the
+/// polls read their records there.
+fn index_blocks(state: &mut State, journal: Arc<dyn Journal>) -> Result<(), StorageError> {
+    // Blocks come in apply order: a change finds the version it replaced already indexed.
+    read_blocks(&*journal, state.blocks, |seq, payload| {
+        let (poll_id, index, bytes) = records::read_stored_block(&payload).map_err(read_err)?;
+        let block = records::decode_block(bytes, index).map_err(read_err)?;
+        let poll = state.polls.get_mut(&poll_id).ok_or_else(|| read_err(corrupt("votes of an unknown poll")))?;
+        poll.votes.load_block(index, seq, &block);
+        Ok(())
+    })?;
+    state.attach(Arc::new(JournalBlocks(journal)));
+    state.check_loaded().map_err(|e| read_err(corrupt(&e)))
+}
+
 /// Visits the journal's blocks 1..=`last`, a page at a time.
 fn read_blocks(
     journal: &dyn Journal,
@@ -184,6 +199,9 @@ struct Unpersisted {
     /// Set when an apply or a write failed: the state in memory is then no longer one
     /// the log explains (an apply stopped halfway), so nothing more of it is written.
     failed: bool,
+    /// Set while an install replaces the state: the old state's changes are not written
+    /// over the meta that names the new state's journal.
+    installing: bool,
 }
 
 impl SmShared {
@@ -205,6 +223,9 @@ impl SmShared {
         let mut unpersisted = self.unpersisted();
         if unpersisted.failed {
             return Err(write_err(std::io::Error::other("an earlier apply or write failed: nothing more is written")));
+        }
+        if unpersisted.installing {
+            return Err(write_err(std::io::Error::other("a snapshot install is replacing the state")));
         }
         let Some(since) = unpersisted.since else { return Ok(true) };
         let due = match now {
@@ -266,8 +287,10 @@ impl SmShared {
         self.journals[self.active.load(Ordering::Acquire)].clone()
     }
 
-    fn block_source(&self) -> snapshot::BlockSource {
-        snapshot::BlockSource {
+    /// The state's block journal as of now. The caller holds the state lock (or runs on
+    /// the state machine's worker), so that the journal and the generation go together.
+    fn block_source(&self) -> snapshot::JournalAt {
+        snapshot::JournalAt {
             journal: self.journal(),
             generation: self.generation.clone(),
             expected: self.generation.load(Ordering::Acquire),
@@ -424,7 +447,9 @@ impl StateMachineStore {
                 read_err(std::io::Error::other("snapshot install was interrupted and the snapshot is gone"))
             })?;
             let header = snapshot::decode_head(&stored.head).map_err(|e| read_err(corrupt(&e)))?;
-            store.finish_install(meta, &header.state)?;
+            // Checked whole before the install was staged: indexed again, not rechecked.
+            let state = store.state_from_header(header.state, meta.journal, meta.blocks)?;
+            store.finish_install(meta, state)?;
         } else {
             // Blocks past the meta's count were written for applies a crash lost; those
             // applies come again from the log and write them again. The other journal
@@ -474,17 +499,19 @@ impl StateMachineStore {
             state.polls.insert(poll_id, poll);
             Ok(())
         })?;
-        // Blocks come in apply order: a change finds the version it replaced already
-        // indexed.
-        read_blocks(&*journal, meta.blocks, |seq, payload| {
-            let (poll_id, index, bytes) = records::read_stored_block(&payload).map_err(read_err)?;
-            let block = records::decode_block(bytes, index).map_err(read_err)?;
-            let poll = state.polls.get_mut(&poll_id).ok_or_else(|| read_err(corrupt("votes of an unknown poll")))?;
-            poll.votes.load_block(index, seq, &block);
-            Ok(())
-        })?;
-        state.attach(Arc::new(JournalBlocks(journal)));
-        state.check_loaded().map_err(|e| read_err(corrupt(&e)))?;
+        index_blocks(&mut state, journal)?;
+        Ok(state)
+    }
+
+    /// The state a snapshot's header describes, its votes indexed from the first
+    /// `blocks` of journal `slot`.
+    fn state_from_header(&self, mut state: State, slot: usize, blocks: u64) -> Result<State, StorageError> {
+        for (poll_id, poll) in state.polls.iter_mut() {
+            // Not in the header: the blocks are.
+            poll.votes = records::PollVotes::new(poll_id.clone());
+        }
+        state.blocks = blocks;
+        index_blocks(&mut state, self.shared.journals[slot].clone())?;
         Ok(state)
     }
 
@@ -492,7 +519,7 @@ impl StateMachineStore {
     /// applied state.
     fn replace_applied(&self, applied: Applied, journal: usize) {
         let index = applied.last_applied.map_or(0, |l| l.index);
-        self.shared.unpersisted().blocks_written = applied.state.blocks;
+        *self.shared.unpersisted() = Unpersisted { blocks_written: applied.state.blocks, ..Unpersisted::default() };
         self.shared.alarm_up.store(!applied.state.alarms.is_empty(), Ordering::Release);
         {
             let mut current = self.shared.applied.write().unwrap_or_else(|p| p.into_inner());
@@ -515,51 +542,81 @@ impl StateMachineStore {
     /// An empty journal for a snapshot to arrive in: the one the state does not use.
     fn begin_incoming(&self) -> Result<(Incoming, usize), StorageError> {
         let slot = 1 - self.shared.active.load(Ordering::Acquire);
-        // A stream still reading it (from before the last install) must stop.
-        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        // A receipt still writing into it, or a stream still reading it from before the
+        // last install, must stop.
+        let expected = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let journal = self.shared.journals[slot].clone();
         journal.truncate(0).map_err(write_err)?;
-        Ok((Incoming::new(Some(journal)), slot))
+        let sink = snapshot::JournalAt { journal, generation: self.shared.generation.clone(), expected };
+        Ok((Incoming::new(Some(sink)), slot))
     }
 
-    /// Installs a snapshot received into journal `slot` as the whole state, under
-    /// `snapshot_id`. With `restore_as`, the snapshot becomes the state of a new cluster
-    /// at that log id and membership ([`crate::backup::restore`]). Crash-safe: the blocks
-    /// are durable before the meta names their journal, and the `installing` mark, written
-    /// in the same batch as the snapshot's head, makes a restart redo the rest.
+    /// Installs a snapshot received into journal `slot` as the whole state. `expected` is
+    /// what openraft's meta says it is (checked against its header); with `restore_as`
+    /// instead, the snapshot becomes the state of a new cluster of those members, at its
+    /// index in term 0 ([`crate::backup::restore`]).
+    ///
+    /// Everything that can refuse the snapshot runs first, writing nothing but the spare
+    /// journal: the stream is whole, its header matches, its state is built from it and
+    /// checked whole (`check_invariants`: a snapshot from elsewhere is not taken on trust).
+    /// Then one flushed batch writes the meta naming the new journal (`installing`) and the
+    /// snapshot's head; from there a restart finishes the install.
     fn install_incoming(
         &mut self,
         incoming: Incoming,
         slot: usize,
-        snapshot_id: Option<String>,
+        expected: Option<&SnapshotMeta<crate::NodeId, openraft::BasicNode>>,
         restore_as: Option<openraft::Membership<crate::NodeId, openraft::BasicNode>>,
     ) -> Result<(), StorageError> {
         let started = std::time::Instant::now();
         let received = incoming.received();
-        let (meta, header) = self.stage_install(incoming, slot, snapshot_id, restore_as)?;
-        let staged = started.elapsed();
-        self.finish_install(meta, &header.state)?;
+        let sink = incoming.sink().cloned();
+        let checked = self.check_incoming(incoming, slot, expected, restore_as);
+        let (header, state) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                // Refused: its blocks go, unless another receipt owns the journal by now.
+                if let Some(sink) = sink.filter(|sink| sink.current()) {
+                    sink.journal.truncate(0).map_err(write_err)?;
+                }
+                return Err(error);
+            }
+        };
+        let checked_ms = started.elapsed().as_millis() as u64;
+        let snapshot_id = match expected {
+            Some(meta) => meta.snapshot_id.clone(),
+            None => format!("restored-{}-{}", header.last_applied.map_or(0, |l| l.index), state.hash_hex()),
+        };
+        let meta = self.stage_install(&header, slot, snapshot_id)?;
+        self.finish_install(meta, state)?;
         tracing::info!(
             bytes = received,
             blocks = header.blocks,
             votes = header.state.votes_recorded,
-            staged_ms = staged.as_millis() as u64,
+            checked_ms,
             installed_ms = started.elapsed().as_millis() as u64,
             "snapshot installed"
         );
         Ok(())
     }
 
-    /// The first half of [`Self::install_incoming`]: once it returns, the install is
-    /// decided, and a restart finishes it.
-    fn stage_install(
-        &mut self,
+    /// The received stream made whole and checked: its header, and the state it describes.
+    fn check_incoming(
+        &self,
         incoming: Incoming,
         slot: usize,
-        snapshot_id: Option<String>,
+        expected: Option<&SnapshotMeta<crate::NodeId, openraft::BasicNode>>,
         restore_as: Option<openraft::Membership<crate::NodeId, openraft::BasicNode>>,
-    ) -> Result<(SmMeta, snapshot::Header), StorageError> {
+    ) -> Result<(snapshot::Header, State), StorageError> {
         let mut header = incoming.finish().map_err(|e| read_err(corrupt(&e)))?;
+        if let Some(meta) = expected {
+            if (header.last_applied, &header.membership) != (meta.last_log_id, &meta.last_membership) {
+                return Err(read_err(corrupt(&format!(
+                    "the snapshot's header is at {:?}, its meta at {:?}",
+                    header.last_applied, meta.last_log_id
+                ))));
+            }
+        }
         if let Some(membership) = restore_as {
             // Term 0 is below every term the new cluster will elect, so its first entries
             // sort after the restored point whoever leads.
@@ -570,6 +627,26 @@ impl StateMachineStore {
             header.last_applied = Some(log_id);
             header.membership = StoredMembership::new(Some(log_id), membership);
         }
+        let started = std::time::Instant::now();
+        let state = self.state_from_header(header.state.clone(), slot, header.blocks)?;
+        let loaded = started.elapsed();
+        state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
+        tracing::info!(
+            load_ms = loaded.as_millis() as u64,
+            check_ms = (started.elapsed() - loaded).as_millis() as u64,
+            "received state indexed and checked"
+        );
+        Ok((header, state))
+    }
+
+    /// Decides the install: one flushed batch with the meta naming journal `slot`
+    /// (`installing`) and the snapshot's head as the current snapshot.
+    fn stage_install(
+        &self,
+        header: &snapshot::Header,
+        slot: usize,
+        snapshot_id: String,
+    ) -> Result<SmMeta, StorageError> {
         let state = &header.state;
         let head = snapshot::head_bytes(&HeaderRef {
             state,
@@ -578,8 +655,6 @@ impl StateMachineStore {
             blocks: header.blocks,
         })
         .map_err(|e| write_err(std::io::Error::other(e)))?;
-        let snapshot_id = snapshot_id
-            .unwrap_or_else(|| format!("restored-{}-{}", header.last_applied.map_or(0, |l| l.index), state.hash_hex()));
         let stored = StoredSnapshot {
             meta: SnapshotMeta {
                 last_log_id: header.last_applied,
@@ -600,43 +675,33 @@ impl StateMachineStore {
             blocks: header.blocks,
             journal: slot,
         };
+        // What applies left unwritten belongs to the state being replaced, and must not
+        // be written over this meta (a backup's capture or a shutdown would).
+        *self.shared.unpersisted() = Unpersisted { installing: true, ..Unpersisted::default() };
         let mut batch = WriteBatch::new();
         batch.put(META.to_vec(), codec::encode(&meta).map_err(write_err)?);
         batch.put(CURRENT_SNAPSHOT.to_vec(), codec::encode(&stored).map_err(write_err)?);
         self.space.write(batch).map_err(write_err)?;
         self.space.flush().map_err(write_err)?;
         self.shared.last_snapshot_bytes.store(stored.len(&self.shared.journals[slot]), Ordering::Relaxed);
-        Ok((meta, header))
+        Ok(meta)
     }
 
     /// The rest of an install, once the meta names the new journal (`installing`): the
-    /// polls and accounts of `snapshot` replace the keyspace's, the state is read back and
-    /// checked, and the old journal is cleared.
-    fn finish_install(&mut self, mut meta: SmMeta, snapshot: &State) -> Result<(), StorageError> {
-        // What applies left unwritten belongs to the state being replaced.
-        *self.shared.unpersisted() = Unpersisted::default();
+    /// polls and accounts of `state` (built from the snapshot) replace the keyspace's,
+    /// `state` becomes the applied one, and the old journal is cleared.
+    fn finish_install(&mut self, mut meta: SmMeta, state: State) -> Result<(), StorageError> {
         for prefix in [POLL_PREFIX, USER_PREFIX] {
             delete_range(&*self.space, prefix, Some(&prefix_end(prefix))).map_err(write_err)?;
         }
         let mut batch = WriteBatch::new();
-        for (poll_id, poll) in &snapshot.polls {
+        for (poll_id, poll) in &state.polls {
             batch.put(poll_key(poll_id), codec::encode(&PollRecord::of(poll)).map_err(write_err)?);
         }
-        for (username, user) in &snapshot.users {
+        for (username, user) in &state.users {
             batch.put(user_key(username), codec::encode(user).map_err(write_err)?);
         }
         self.space.write(batch).map_err(write_err)?;
-        // The state is read back from what was just written, as a restart would read it,
-        // and checked whole: a snapshot from elsewhere is not taken on trust.
-        let started = std::time::Instant::now();
-        let state = self.load_state(&meta)?;
-        let loaded = started.elapsed();
-        state.check_invariants().map_err(|e| read_err(corrupt(&e)))?;
-        tracing::info!(
-            load_ms = loaded.as_millis() as u64,
-            check_ms = (started.elapsed() - loaded).as_millis() as u64,
-            "installed state read back and checked"
-        );
         meta.installing = false;
         self.write_meta_flushed(&meta)?;
         let index = meta.last_applied.map_or(0, |l| l.index);
@@ -812,7 +877,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let slot = 1 - self.shared.active.load(Ordering::Acquire);
         let incoming = match *snapshot {
             SnapshotStream::Incoming(incoming)
-                if incoming.sink().is_some_and(|sink| Arc::ptr_eq(sink, &self.shared.journals[slot])) =>
+                if incoming.sink().is_some_and(|sink| Arc::ptr_eq(&sink.journal, &self.shared.journals[slot])) =>
             {
                 incoming
             }
@@ -833,15 +898,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 incoming
             }
         };
-        self.install_incoming(incoming, slot, Some(meta.snapshot_id.clone()), None)?;
-        let installed = self.shared.read().last_applied;
-        if installed != meta.last_log_id {
-            return Err(read_err(corrupt(&format!(
-                "the snapshot's header is at {installed:?}, its meta at {:?}",
-                meta.last_log_id
-            ))));
-        }
-        Ok(())
+        self.install_incoming(incoming, slot, Some(meta), None)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {

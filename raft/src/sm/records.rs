@@ -77,9 +77,9 @@ pub fn read_stored_block(stored: &[u8]) -> Result<(PollId, u64, &[u8]), RecordEr
 }
 
 /// A block's encoding: the record count (u32), then each record's end offset (u32), then
-/// the records, so that one record decodes without the others.
+/// the records ([`codec::encode_compact`]), so that one record decodes without the others.
 pub fn encode_block(records: &[VoteRecord]) -> Result<Vec<u8>, codec::CodecError> {
-    let encoded: Vec<Vec<u8>> = records.iter().map(codec::encode).collect::<Result<_, _>>()?;
+    let encoded: Vec<Vec<u8>> = records.iter().map(codec::encode_compact).collect::<Result<_, _>>()?;
     let header = 4 + 4 * encoded.len();
     let mut out = Vec::with_capacity(header + encoded.iter().map(Vec::len).sum::<usize>());
     out.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
@@ -122,7 +122,7 @@ pub fn decode_slot(bytes: &[u8], index: u64, slot: usize) -> Result<VoteRecord, 
     let start = if slot == 0 { 0 } else { read_u32(bytes, 4 + 4 * (slot - 1))? };
     let end = read_u32(bytes, 4 + 4 * slot)?;
     let raw = bytes.get(data + start..data + end).filter(|_| start <= end).ok_or_else(|| corrupt("offsets"))?;
-    let mut record: VoteRecord = codec::decode(raw).map_err(|e| corrupt(&e.to_string()))?;
+    let mut record: VoteRecord = codec::decode_compact(raw).map_err(|e| corrupt(&e.to_string()))?;
     record.log_index = index;
     Ok(record)
 }

@@ -159,10 +159,11 @@ async fn an_interrupted_install_is_redone_on_open() {
     let bytes = read_all(outgoing);
 
     let target = MemDb::new();
-    let mut store = StateMachineStore::open(&target).await.unwrap();
+    let store = StateMachineStore::open(&target).await.unwrap();
     let (mut incoming, slot) = store.begin_incoming().unwrap();
     incoming.write_sync(&bytes).unwrap();
-    store.stage_install(incoming, slot, Some(snapshot.meta.snapshot_id.clone()), None).unwrap();
+    let (header, _) = store.check_incoming(incoming, slot, Some(&snapshot.meta), None).unwrap();
+    store.stage_install(&header, slot, snapshot.meta.snapshot_id.clone()).unwrap();
     target.crash();
     let mut reopened = StateMachineStore::open(&target).await.unwrap();
     assert_eq!(snapshot_of(&reopened.shared), expected);
@@ -171,31 +172,93 @@ async fn an_interrupted_install_is_redone_on_open() {
     assert_eq!(current.meta, snapshot.meta);
 }
 
-/// A crash while a snapshot arrives leaves the old state, and the blocks received so far
-/// are cleared at open.
-#[tokio::test]
-async fn a_crash_while_a_snapshot_arrives_keeps_the_old_state() {
+/// A snapshot built from the sample log: its meta, and its bytes as sent.
+async fn sample_snapshot() -> (SnapshotMeta<crate::NodeId, openraft::BasicNode>, Vec<u8>) {
     let db = MemDb::new();
     let mut sm = StateMachineStore::open(&db).await.unwrap();
     sm.apply(sample_log()).await.unwrap();
     let mut snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let SnapshotStream::Outgoing(outgoing) = &mut *snapshot.snapshot else { panic!("built snapshots are read") };
-    let bytes = read_all(outgoing);
+    (snapshot.meta, read_all(outgoing))
+}
 
-    let target = MemDb::new();
-    let mut store = StateMachineStore::open(&target).await.unwrap();
+/// A store holding the sample log's poll (entry 1), written and flushed: the state that a
+/// refused or interrupted install must leave as it was.
+async fn store_with_a_poll(db: &MemDb) -> (StateMachineStore, (State, Option<LogId>)) {
+    let mut store = StateMachineStore::open(db).await.unwrap();
     store.apply(sample_log()[..1].to_vec()).await.unwrap();
     store.shared.persist_now().unwrap();
     store.space.flush().unwrap();
     let before = snapshot_of(&store.shared);
+    (store, before)
+}
+
+/// A crash while a snapshot arrives leaves the old state, and the blocks received so far
+/// are cleared at open.
+#[tokio::test]
+async fn a_crash_while_a_snapshot_arrives_keeps_the_old_state() {
+    let (_, bytes) = sample_snapshot().await;
+    let target = MemDb::new();
+    let (store, before) = store_with_a_poll(&target).await;
+    let spare = |target: &MemDb, slot| target.journal(BLOCKS_JOURNALS[slot]).unwrap().last().unwrap();
     let (mut incoming, slot) = store.begin_incoming().unwrap();
     incoming.write_sync(&bytes[..bytes.len() - 3]).unwrap();
-    assert!(incoming.finish().is_err(), "a stream cut short does not install");
-    assert_eq!(target.journal(BLOCKS_JOURNALS[slot]).unwrap().last().unwrap().map(|(seq, _)| seq), Some(1));
+    assert_eq!(spare(&target, slot).map(|(seq, _)| seq), None, "blocks wait for a page or the end");
+    // A crash with half a snapshot in the spare journal: the old state, and the spare cleared.
+    incoming.flush_page().unwrap();
+    assert_eq!(spare(&target, slot).map(|(seq, _)| seq), Some(1));
+    std::mem::forget(incoming);
     target.crash();
     let reopened = StateMachineStore::open(&target).await.unwrap();
     assert_eq!(snapshot_of(&reopened.shared), before);
-    assert_eq!(target.journal(BLOCKS_JOURNALS[slot]).unwrap().last().unwrap(), None);
+    assert_eq!(spare(&target, slot), None);
+    // A stream cut short is refused, and dropping it leaves no copy behind.
+    let (mut incoming, slot) = reopened.begin_incoming().unwrap();
+    incoming.write_sync(&bytes[..bytes.len() - 3]).unwrap();
+    assert!(incoming.finish().is_err(), "a stream cut short does not install");
+    assert_eq!(spare(&target, slot), None);
+    let (mut incoming, slot) = reopened.begin_incoming().unwrap();
+    incoming.write_sync(&bytes).unwrap();
+    incoming.flush_page().unwrap();
+    drop(incoming);
+    assert_eq!(spare(&target, slot), None, "a receipt never installed leaves nothing");
+    assert_eq!(snapshot_of(&reopened.shared), before);
+}
+
+/// A snapshot whose state does not check (here: counts that its votes do not add up to),
+/// or whose header is not what openraft's meta says, is refused before anything but the
+/// spare journal was written: the store keeps its state and opens again.
+#[tokio::test]
+async fn a_snapshot_that_does_not_check_is_refused_before_it_is_staged() {
+    let (meta, bytes) = sample_snapshot().await;
+    let mut parser = crate::snapshot::FrameParser::default();
+    parser.push(&bytes);
+    let head_len = crate::snapshot::MAGIC.len() + 8 + parser.next_frame().unwrap().unwrap().len();
+    let mut header = crate::snapshot::decode_head(&bytes[..head_len]).unwrap();
+    header.state.polls.values_mut().next().unwrap().counts[0] += 1;
+    let forged = crate::snapshot::head_bytes(&HeaderRef {
+        state: &header.state,
+        last_applied: &header.last_applied,
+        membership: &header.membership,
+        blocks: header.blocks,
+    })
+    .unwrap();
+    let forged = [forged.as_slice(), &bytes[head_len..]].concat();
+
+    let target = MemDb::new();
+    let (mut store, before) = store_with_a_poll(&target).await;
+    let mut later = meta.clone();
+    later.last_log_id = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 9));
+    for (stream, meta) in [(&forged, &meta), (&bytes, &later)] {
+        let (mut incoming, slot) = store.begin_incoming().unwrap();
+        incoming.write_sync(stream).unwrap();
+        assert!(store.install_incoming(incoming, slot, Some(meta), None).is_err());
+        assert_eq!(target.journal(BLOCKS_JOURNALS[slot]).unwrap().last().unwrap(), None);
+        assert_eq!(snapshot_of(&store.shared), before);
+    }
+    target.crash();
+    let reopened = StateMachineStore::open(&target).await.unwrap();
+    assert_eq!(snapshot_of(&reopened.shared).0.polls, before.0.polls);
 }
 
 /// The way openraft moves a snapshot: the sender seeks and reads chunks, the receiver
