@@ -3,7 +3,8 @@
 //! cluster on other ports started from the file, two members by `tally-node --restore`
 //! and one by `tally backup restore`. Counts, state hash, audit chains and receipts must
 //! come out identical, and the new cluster must go on taking votes and refusing
-//! duplicates of the old ones.
+//! duplicates of the old ones, and bring a learner up to date through the restored
+//! snapshot.
 
 mod common;
 
@@ -169,6 +170,61 @@ fn a_backup_restores_into_a_new_cluster_with_identical_counts_hash_and_chains() 
     let (code, _, stderr) = tally(&["vote", &poll, "--option", "Go", "--voter", &first_voter]);
     assert_ne!(code, 0, "{first_voter} voted twice across the restore");
     assert!(stderr.contains("ALREADY_VOTED"), "{stderr}");
+
+    // A learner joins. The restored cluster's log starts after the backup's index, so the
+    // learner can only catch up through the restored snapshot, streamed from the block
+    // journal of whichever node leads.
+    let learner_addr = format!("127.0.0.1:{}", RESTORED_PORT_BASE + 3);
+    let log = std::fs::File::create(restored.path().join("node4.log")).unwrap();
+    nodes.0.push(
+        Command::new(node_bin())
+            .args(["--id", "4", "--addr", &learner_addr])
+            .arg("--data-dir")
+            .arg(dir(4))
+            .env("TALLY_CLUSTER_SECRET", "restored-cluster")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("tally-node starts"),
+    );
+    let secret = restored.path().join("secret");
+    std::fs::write(&secret, "restored-cluster").unwrap();
+    let secret = secret.to_str().unwrap();
+    let (code, _, stderr) = tally(&[
+        "--cluster-secret-file",
+        secret,
+        "cluster",
+        "add-member",
+        "--node-id",
+        "4",
+        "--addr",
+        &learner_addr,
+        "--learner",
+    ]);
+    assert_eq!(code, 0, "{stderr}\n{}", logs());
+    let learner = format!("http://{learner_addr}");
+    let status_of = |endpoints: &str| demo_less_tally(&["--endpoints", endpoints, "cluster", "status"]).1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (leader, mine) = (status_of(&endpoints)[0]["status"].clone(), status_of(&learner)[0]["status"].clone());
+        let caught_up = mine["applied_index"].is_u64() && mine["applied_index"] == leader["applied_index"];
+        if caught_up && mine["state_hash"] == leader["state_hash"] {
+            break;
+        }
+        let learner_log = std::fs::read_to_string(restored.path().join("node4.log")).unwrap_or_default();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the learner did not catch up: {mine} vs {leader}\n{learner_log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let learner_log = std::fs::read_to_string(restored.path().join("node4.log")).unwrap_or_default();
+    assert!(learner_log.contains("snapshot installed"), "the learner caught up without a snapshot:\n{learner_log}");
+    let (_, learner_results, _) = demo_less_tally(&["--endpoints", &learner, "results", &election]);
+    for field in ["total_votes", "options"] {
+        assert_eq!(learner_results[field], old_results[field], "{field} on the learner: {learner_results}");
+    }
+    assert_eq!(audit_feed(&learner, &election), old_audit, "the election's audit feed on the learner");
 }
 
 /// `tally args -o json` against whatever endpoints `args` name.
