@@ -107,6 +107,11 @@ pub struct Config {
     #[arg(long, env = "TALLY_SNAPSHOT_INTERVAL_ENTRIES", default_value_t = 2_000)]
     pub snapshot_interval_entries: u64,
 
+    /// Log entries kept behind a snapshot for followers that fall behind; one further
+    /// behind is sent the snapshot instead.
+    #[arg(long, env = "TALLY_SNAPSHOT_KEEP_ENTRIES", default_value_t = 1_000)]
+    pub snapshot_keep_entries: u64,
+
     /// How long a write may wait for commit before the client gets 503/504.
     #[arg(long, env = "TALLY_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
     pub write_timeout_ms: u64,
@@ -332,7 +337,7 @@ impl Config {
             replication_lag_threshold: 5_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_interval_entries),
             snapshot_max_chunk_size: 4 * 1024 * 1024,
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: self.snapshot_keep_entries,
             purge_batch_size: 1_000,
             enable_tick: true,
             enable_heartbeat: true,

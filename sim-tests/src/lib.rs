@@ -102,6 +102,11 @@ mod clap_free {
             "3000",
             "--snapshot-interval-entries",
             "100",
+            // Fewer entries kept behind a snapshot than in production: a node that was down
+            // or cut off for a while catches up through a streamed snapshot, so the faults
+            // reach snapshot installs too (a few seeds in a hundred).
+            "--snapshot-keep-entries",
+            "20",
             // governor's limiters run on the wall clock, which a simulation does not control.
             "--rate-limit-voter-per-sec",
             "0",
