@@ -382,11 +382,6 @@ impl Incoming {
         self.received
     }
 
-    /// The header, once it has arrived.
-    pub fn header(&self) -> Option<&Header> {
-        self.header.as_deref()
-    }
-
     /// Takes `data` at the current position. Bytes already received (a resent chunk) are
     /// skipped; a gap is an error. After an error every later write fails, except one at
     /// the start, which starts again (openraft resends a snapshot from offset 0 under the

@@ -170,8 +170,9 @@ pub struct SmShared {
     listener: Mutex<Option<Arc<dyn ApplyListener>>>,
     pub snapshots_built: AtomicU64,
     pub last_snapshot_bytes: AtomicU64,
-    /// Serialises writing the current snapshot: openraft builds snapshots in a task of
-    /// their own, which may finish after a newer snapshot was installed.
+    /// Serialises writing the current snapshot and switching block journals: openraft
+    /// builds snapshots in a task of their own, which may finish after a newer snapshot
+    /// was installed. Backups do not take it: a journal switch makes their stream fail.
     snapshot_lock: Mutex<()>,
     /// Applied, not yet written to the keyspace. Taken with the `applied` lock held.
     unpersisted: Mutex<Unpersisted>,
@@ -439,11 +440,12 @@ impl StateMachineStore {
         if meta.journal >= BLOCKS_JOURNALS.len() {
             return Err(read_err(corrupt("the meta names no block journal")));
         }
-        if let Some(stored) = store.read_stored_snapshot()? {
+        let stored = store.read_stored_snapshot()?;
+        if let Some(stored) = &stored {
             store.shared.last_snapshot_bytes.store(stored.len(&store.shared.journals[meta.journal]), Ordering::Relaxed);
         }
         if meta.installing {
-            let stored = store.read_stored_snapshot()?.ok_or_else(|| {
+            let stored = stored.ok_or_else(|| {
                 read_err(std::io::Error::other("snapshot install was interrupted and the snapshot is gone"))
             })?;
             let header = snapshot::decode_head(&stored.head).map_err(|e| read_err(corrupt(&e)))?;
