@@ -31,6 +31,11 @@ cpu_per_thread() { # pid: "comm ticks" per thread name, summed
         echo "$(tr ' ' '_' < "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
     done 2>/dev/null | awk '{s[$1] += $2} END {for (k in s) print k, s[k]}'
 }
+# Context switches (voluntary and not, every thread) and minor page faults the nodes have
+# had so far: wake-ups and fresh pages are where a vote's CPU hides on a VM.
+switches() { for pid in "${NODE_PIDS[@]}"; do cat /proc/"$pid"/task/*/status 2>/dev/null; done |
+    awk '/ctxt_switches/ {s += $2} END {print s}'; }
+faults() { for pid in "${NODE_PIDS[@]}"; do cat "/proc/$pid/stat"; done | awk '{s += $10} END {print s}'; }
 rss_kb() { for pid in "${NODE_PIDS[@]}"; do awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; done | awk '{s += $1} END {print s}'; }
 TICK=$(getconf CLK_TCK)
 printf '%s\n' "via $VIA (${via[*]}), leader $l, $DURATION per step, $(nproc) cores"
@@ -43,9 +48,9 @@ for c in ${CONNS:-1 16 64 256}; do
     export POLL OPTION
     POLL=$(json 'd["poll_id"]' <<< "$poll"); OPTION=$(json 'd["options"][0]["option_id"]' <<< "$poll")
     for pid in "${NODE_PIDS[@]}"; do cpu_per_thread "$pid" > "$DATA/threads-before-$pid"; done
-    t0=$(node_cpu_ticks); r0=$(rss_kb)
+    t0=$(node_cpu_ticks); r0=$(rss_kb); s0=$(switches); f0=$(faults)
     v=$(VOTE=1 wrk -t "$threads" -c "$c" -d "$DURATION" -s bench/vote.lua http://127.0.0.1:7201 | grep RESULT)
-    t1=$(node_cpu_ticks); r1=$(rss_kb)
+    t1=$(node_cpu_ticks); r1=$(rss_kb); s1=$(switches); f1=$(faults)
     ok=$(sed 's/.*ok=\([0-9]*\).*/\1/' <<< "$v"); other=$(sed 's/.*other=\([0-9]*\).*/\1/' <<< "$v")
     vs=$(sed 's/.*seconds=\([0-9.]*\).*/\1/' <<< "$v")
     p50=$(sed 's/.*p50_ms=\([0-9.]*\).*/\1/' <<< "$v"); p99=$(sed 's/.*p99_ms=\([0-9.]*\).*/\1/' <<< "$v")
@@ -59,16 +64,18 @@ for c in ${CONNS:-1 16 64 256}; do
         fi
         sleep 0.1
     done
-    python3 - "$c" "$ok" "$other" "$vs" "$hok" "$hs" "$p50" "$p99" "$t0" "$t1" "$TICK" "$r0" "$r1" "$check" <<'PY'
+    python3 - "$c" "$ok" "$other" "$vs" "$hok" "$hs" "$p50" "$p99" "$t0" "$t1" "$TICK" "$r0" "$r1" "$check" "$((s1 - s0))" "$((f1 - f0))" <<'PY'
 import sys
 c, ok, other, vs, hok, hs, p50, p99, t0, t1, tick, r0, r1 = map(float, sys.argv[1:14])
 check = sys.argv[14]
+switches, faults = int(sys.argv[15]), int(sys.argv[16])
 vps, hps = ok / vs, hok / hs
 cpu = (t1 - t0) / tick
 print(f"c={int(c):>3}  votes/s {vps:8.0f} (non-200: {int(other)})  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
       f"/health {hps:8.0f}/s  ratio {100 * vps / hps:5.1f}%  nodes' CPU {cpu:5.2f} s = "
       f"{1e6 * cpu / max(ok, 1):6.1f} µs/vote ({ok / max(cpu, 1e-9):7.0f} votes per CPU-second)  "
-      f"RSS {1024 * (r1 - r0) / 3 / max(ok, 1):5.0f} B/vote/node  check {check}")
+      f"RSS {1024 * (r1 - r0) / 3 / max(ok, 1):5.0f} B/vote/node  "
+      f"{switches / max(ok, 1):5.1f} context switches and {faults / max(ok, 1):5.2f} page faults per vote  check {check}")
 PY
     if [ -n "${THREADS:-}" ]; then # where each node's CPU went, by thread name
         for pid in "${NODE_PIDS[@]}"; do

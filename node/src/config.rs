@@ -236,9 +236,9 @@ pub struct Config {
     /// Log filter, in tracing's EnvFilter syntax (RUST_LOG overrides it).
     #[arg(long, env = "TALLY_LOG", default_value = "info,openraft=warn,sled=warn")]
     pub log: String,
-    /// Threads of the async runtime (0: one per core). Each hand-off between threads
-    /// costs a wake-up; where several nodes share few cores (BENCHMARKS.md), fewer threads
-    /// do the same work with less CPU.
+    /// Threads of the async runtime (0: half the cores, at least one). Each hand-off
+    /// between threads costs a wake-up, and the node has threads of its own beside these
+    /// (the log's fsync thread, sled's flusher): more workers than that add switching.
     #[arg(long, env = "TALLY_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 }

@@ -9,6 +9,18 @@ use tally_node::config::Config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Half the cores, at least one, unless set. A node has threads of its own beside tokio's
+/// (the log's fsync thread, sled's flusher, blocking reads for snapshots and backups), and
+/// every idle worker that a new task wakes costs a context switch: with three nodes on two
+/// cores, one worker each cut the CPU per single vote by about a fifth against two, and
+/// bulk votes lost nothing (BENCHMARKS.md, session 17).
+fn worker_threads(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
+}
+
 fn main() -> ExitCode {
     let config = Config::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -17,9 +29,7 @@ fn main() -> ExitCode {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.worker_threads > 0 {
-        builder.worker_threads(config.worker_threads);
-    }
+    builder.worker_threads(worker_threads(config.worker_threads));
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
