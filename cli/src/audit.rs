@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tally_raft::audit::{from_hex, genesis, next_link, to_hex, LinkFields};
+use tally_api::audit::{from_hex, genesis, next_link, to_hex, LinkFields};
 
 use crate::client::{segment, Client, Request};
 use crate::exit::Failure;

@@ -45,7 +45,7 @@ pub fn node_key_file(dir: &Path, id: u64) -> PathBuf {
 /// Writes `ca.pem`, `node-<id>.pem`/`.key` for each id, and `client.pem`/`.key`.
 pub fn write(dir: &Path, ids: impl IntoIterator<Item = u64>, hosts: &[String]) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let ca = tally_node::tls::dev::Ca::new("Tally cluster CA")?;
+    let ca = tally_api::certs::Ca::new("Tally cluster CA")?;
     write_file(&dir.join(CA_FILE), &ca.cert_pem(), 0o644)?;
     let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
     for id in ids {

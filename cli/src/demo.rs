@@ -34,7 +34,6 @@ use crate::output::{self, Format, Table};
 use crate::{vote, Settings};
 
 const HOST: &str = "127.0.0.1";
-const NODE_BIN_NAME: &str = "tally-node";
 /// Kept in the data dir so that a re-run on the same data reuses the cluster's secret.
 const SECRET_FILE: &str = "cluster-secret";
 const SECRET_BYTES: usize = 16;
@@ -169,7 +168,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         AuthMode::Jwt => Some(JwtSetup::load_or_create(&args.data_dir)?),
     };
     ensure_ports_free(&plan)?;
-    let bin = locate_node_bin(args.node_bin.clone(), std::env::current_exe().ok());
+    let bin = crate::sibling::locate(crate::sibling::NODE, args.node_bin.clone(), std::env::current_exe().ok());
     // Installed before any child exists, so every Ctrl-C goes through the orderly stop.
     let mut shutdown = Shutdown::install()?;
     let mut nodes = spawn_all(&plan, &bin, &args.data_dir, &secret, jwt.as_ref())?;
@@ -252,17 +251,6 @@ fn prepare_certificates(tls_dir: &Path, plan: &[NodePlan]) -> anyhow::Result<()>
         return Ok(());
     }
     crate::certs::write(tls_dir, plan.iter().map(|node| node.id), &[])
-}
-
-/// `--node-bin` (or TALLY_NODE_BIN, via clap), else `tally-node` next to this binary (as
-/// cargo builds them), else whatever `tally-node` is on PATH.
-fn locate_node_bin(flag: Option<PathBuf>, current_exe: Option<PathBuf>) -> PathBuf {
-    let bin_name = format!("{NODE_BIN_NAME}{}", std::env::consts::EXE_SUFFIX);
-    if let Some(path) = flag {
-        return path;
-    }
-    let sibling = current_exe.as_deref().and_then(Path::parent).map(|dir| dir.join(&bin_name));
-    sibling.filter(|path| path.is_file()).unwrap_or_else(|| PathBuf::from(bin_name))
 }
 
 /// `--fresh` deletes only what looks like a demo data dir (it has the secret file, or is
@@ -381,12 +369,7 @@ fn spawn_node(
 
 fn spawn_failure(bin: &Path, error: io::Error) -> anyhow::Error {
     if error.kind() == io::ErrorKind::NotFound {
-        let message = format!(
-            "cannot find {}: build it with `cargo build -p tally-node`, \
-             or give its path with --node-bin or TALLY_NODE_BIN",
-            bin.display()
-        );
-        return Failure::failed("NODE_BIN_NOT_FOUND", message).into();
+        return crate::sibling::not_found(bin).into();
     }
     anyhow::Error::new(error).context(format!("cannot start {}", bin.display()))
 }
@@ -816,18 +799,6 @@ mod tests {
         let expected = ["--cert-file", "d/tls/node-2.pem", "--key-file", "d/tls/node-2.key"];
         assert_eq!(tail[..4], expected);
         assert_eq!(tail[4..], ["--peer-trusted-ca-file", "d/tls/ca.pem"]);
-    }
-
-    #[test]
-    fn node_bin_comes_from_the_flag_then_a_sibling_then_path() {
-        let flag = Some(PathBuf::from("/opt/tally-node"));
-        assert_eq!(locate_node_bin(flag, None), PathBuf::from("/opt/tally-node"));
-        assert_eq!(locate_node_bin(None, None), PathBuf::from(NODE_BIN_NAME));
-        let dir = scratch("bin");
-        assert_eq!(locate_node_bin(None, Some(dir.join("tally"))), PathBuf::from(NODE_BIN_NAME));
-        fs::write(dir.join(NODE_BIN_NAME), "").expect("write sibling");
-        assert_eq!(locate_node_bin(None, Some(dir.join("tally"))), dir.join(NODE_BIN_NAME));
-        fs::remove_dir_all(dir).expect("clean up");
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod exit;
 mod output;
 mod poll;
 mod results;
-mod sim;
+mod sibling;
 mod simulate;
 mod user;
 mod vote;
@@ -93,8 +93,6 @@ enum Command {
     Demo(demo::Args),
     /// Make a private CA and node certificates for TLS (`tally-node --cert-file`).
     Certs(certs::Args),
-    /// Run deterministic chaos simulations by seed (no cluster needed).
-    Sim(sim::Args),
     /// Generate a realistic election or viral poll against a cluster: an electorate with
     /// regions, a turnout curve, duplicates and retries; live standings, then turnout.
     Simulate(simulate::Args),
@@ -173,9 +171,7 @@ fn main() -> ExitCode {
 
 fn try_main() -> anyhow::Result<()> {
     let cli = Cli::try_parse()?;
-    // Simulations build their own (simulated) runtimes, so they run outside tokio.
     match cli.command {
-        Command::Sim(args) => return sim::run_seeds(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -211,7 +207,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => user::run(command, &settings).await,
         Command::Simulate(args) => simulate::run(args, &settings).await,
         // Handled in `try_main`, before the runtime starts.
-        Command::Sim(args) => sim::run_seeds(args),
         Command::Completions { .. } | Command::Man => Ok(()),
     }
 }

@@ -17,7 +17,9 @@ use tally_raft::NodeId;
     long_about = "A Tally node: serves the HTTP API (API.md) and the peer RPC on one address, and stores its \
                   Raft log and state machine in sled under --data-dir.\n\n\
                   Three nodes started with the same --peers form a cluster by themselves on first start; a \
-                  restart with the same flags rejoins it."
+                  restart with the same flags rejoins it.\n\n\
+                  `tally-node backup inspect FILE` and `tally-node backup restore FILE --data-dir DIR --id N \
+                  --peers ...` work on backup files offline (`tally-node backup --help`)."
 )]
 pub struct Config {
     /// This node's id, a positive integer unique in the cluster.
@@ -249,7 +251,7 @@ pub enum AuthMode {
     Jwt,
 }
 
-fn parse_peer(text: &str) -> Result<(NodeId, String), String> {
+pub(crate) fn parse_peer(text: &str) -> Result<(NodeId, String), String> {
     let (id, addr) = text.split_once('=').ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
     let id: NodeId = id.trim().parse().map_err(|_| format!("{id:?} is not a node id"))?;
     if id == 0 {

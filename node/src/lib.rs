@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod disk;
 pub mod metrics;
+pub mod offline;
 pub mod peer;
 pub mod ratelimit;
 pub mod schedule;

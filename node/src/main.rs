@@ -22,7 +22,11 @@ fn worker_threads(configured: usize) -> usize {
 }
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if tally_node::offline::is_backup_command(&args) {
+        return tally_node::offline::run(args);
+    }
+    let config = Config::parse_from(args);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
     // Colours only for a person at a terminal: a log file or a log shipper gets plain text.

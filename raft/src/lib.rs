@@ -12,7 +12,7 @@
 // the same type rather than convert twice.
 #![allow(clippy::result_large_err)]
 
-pub mod audit;
+pub use tally_api::audit;
 pub mod backup;
 #[cfg(feature = "bug-injection")]
 pub mod bugs;

@@ -804,9 +804,7 @@ fn chain_hash(previous: &[u8; 32], index: u64, request: &Request, response: &Res
     hasher.finalize().into()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use tally_api::audit::hex;
 
 #[cfg(test)]
 mod tests;

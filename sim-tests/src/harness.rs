@@ -156,7 +156,7 @@ impl SimOptions {
     pub fn replay_command(&self) -> String {
         let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
         let mut command = format!(
-            "tally sim --seed {} --nodes {} --clients {} --client-hosts {} --duration-secs {} --polls {} --voters {} --read-ratio {}/{} --read-burst-ms {} --faults {}",
+            "tally-sim --seed {} --nodes {} --clients {} --client-hosts {} --duration-secs {} --polls {} --voters {} --read-ratio {}/{} --read-burst-ms {} --faults {}",
             self.seed,
             self.nodes,
             self.clients,

@@ -11,7 +11,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Seeds CI runs on every change; `tally sim --seeds A..B` runs more.
+/// Seeds CI runs on every change; `tally-sim --seeds A..B` runs more.
 const CI_SEEDS: std::ops::Range<u64> = 1..9;
 
 fn check_seed(options: &SimOptions) {
@@ -53,7 +53,7 @@ fn five_node_seeds_pass_the_checker() {
 
 /// Issue 14: right after a majority crash, a linearizable read on the restarted old leader
 /// saw 99 votes where 100 had been acknowledged and read back. The options are the run's
-/// as it was found (`tally sim --seed 95059 --clients 16 --duration-secs 60`, before
+/// as it was found (`tally-sim --seed 95059 --clients 16 --duration-secs 60`, before
 /// voters scaled and reads burst). Up to the HTTP server rewrite (`node::server`) this
 /// replayed the report exactly and failed without the fix in `LogStore::read_vote`; the
 /// server's timers shifted its schedule since, so the bug itself is now held by
@@ -87,7 +87,7 @@ fn the_checker_catches_a_leader_resuming_its_term_after_a_restart() {
 }
 
 /// A few seeds of the swarm, whose shapes (clients, length, voters, read mix, faults) come
-/// from the seed; `tally sim --swarm --seeds A..B` runs many more.
+/// from the seed; `tally-sim --swarm --seeds A..B` runs many more.
 #[test]
 fn swarm_seeds_pass_the_checker() {
     let _serial = serial();

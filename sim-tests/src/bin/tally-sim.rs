@@ -1,6 +1,10 @@
-//! `tally sim`: deterministic chaos simulations of a cluster running the real node code,
+//! `tally-sim`: deterministic chaos simulations of a cluster running the real node code,
 //! for chaos testers. Each seed gives a verdict and a trace hash; the same seed (and the
 //! same build) replays the same run.
+//!
+//! A binary of its own, built only when asked for (`cargo build --release -p
+//! tally-sim-tests`): it compiles the node's deliberate bugs (`--inject-bug`), which the
+//! product's `tally-node` and `tally` must not carry.
 //!
 //! Every seed runs in a fresh process of this same binary (`--child`): a simulation that
 //! runs after others in one process can diverge (some process-wide state in a dependency),
@@ -10,18 +14,47 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::ops::Range;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use clap::Parser;
 use tally_sim_tests::faults::{self, FaultKind};
 use tally_sim_tests::{run, Bug, SimOptions};
 
-use crate::exit::Failure;
+/// Exit status: 0 every seed passed, 1 a seed found a violation (or a run failed), 2 bad
+/// usage.
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run_seeds(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-#[derive(clap::Args, Debug)]
+enum Failure {
+    Usage(String),
+    Failed(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::Failed(error.to_string())
+    }
+}
+
+/// Deterministic chaos simulations of a Tally cluster running the real node code.
+#[derive(Parser, Debug)]
+#[command(name = "tally-sim", version)]
 pub struct Args {
     /// Run one seed.
     #[arg(long, conflicts_with = "seeds")]
@@ -177,14 +210,14 @@ fn parse_bug(text: &str) -> Result<Bug, String> {
 
 /// Runs the seeds, printing a verdict and a trace per seed and a summary; fails if any
 /// seed found a violation.
-pub fn run_seeds(args: Args) -> anyhow::Result<()> {
+fn run_seeds(args: Args) -> Result<(), Failure> {
     if args.child {
         return run_child(&args);
     }
     let seeds = match (args.seed, &args.seeds) {
         (Some(seed), _) => seed..seed + 1,
         (None, Some(range)) => range.clone(),
-        (None, None) => return Err(Failure::usage("give --seed N or --seeds A..B").into()),
+        (None, None) => return Err(Failure::Usage("give --seed N or --seeds A..B".into())),
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let jobs = args.jobs.unwrap_or(cores).min(seeds.end - seeds.start).max(1);
@@ -194,8 +227,8 @@ pub fn run_seeds(args: Args) -> anyhow::Result<()> {
     let (mut failed, mut acknowledged, mut faults_injected, mut violations) = (Vec::new(), 0, 0, 0);
     let total = seeds.end - seeds.start;
     let queue = Mutex::new(seeds.clone());
-    let (results, finished) = mpsc::channel::<(u64, anyhow::Result<SeedResult>, Duration)>();
-    std::thread::scope(|scope| -> anyhow::Result<()> {
+    let (results, finished) = mpsc::channel::<(u64, Result<SeedResult, String>, Duration)>();
+    std::thread::scope(|scope| -> Result<(), Failure> {
         for _ in 0..jobs {
             let (queue, results, args) = (&queue, results.clone(), &args);
             scope.spawn(move || loop {
@@ -215,7 +248,7 @@ pub fn run_seeds(args: Args) -> anyhow::Result<()> {
             waiting.insert(seed, (result, took));
             while let Some((result, took)) = waiting.remove(&next) {
                 let done = next - seeds.start + 1;
-                let r = result.map_err(|e| anyhow::anyhow!("seed {next}: {e}"))?;
+                let r = result.map_err(|e| format!("seed {next}: {e}"))?;
                 out.write_all(r.verbose.as_bytes())?;
                 let verdict = if r.passed { "PASS" } else { "FAIL" };
                 writeln!(
@@ -250,14 +283,14 @@ pub fn run_seeds(args: Args) -> anyhow::Result<()> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(Failure::failed("VIOLATION", format!("{} of {total} seeds found violations", failed.len())).into())
+        Err(Failure::Failed(format!("VIOLATION: {} of {total} seeds found violations", failed.len())))
     }
 }
 
 /// Runs `seed` in a fresh process of this binary, with the same options.
-fn run_in_child(args: &Args, seed: u64) -> anyhow::Result<SeedResult> {
-    let mut command = Command::new(std::env::current_exe()?);
-    command.args(["sim", "--child", "--seed", &seed.to_string(), "--nodes", &args.nodes.to_string()]);
+fn run_in_child(args: &Args, seed: u64) -> Result<SeedResult, String> {
+    let mut command = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+    command.args(["--child", "--seed", &seed.to_string(), "--nodes", &args.nodes.to_string()]);
     if args.swarm {
         command.arg("--swarm");
     }
@@ -287,18 +320,18 @@ fn run_in_child(args: &Args, seed: u64) -> anyhow::Result<SeedResult> {
     if args.verbose {
         command.arg("--verbose");
     }
-    let output = command.stdin(Stdio::null()).stderr(Stdio::inherit()).output()?;
+    let output = command.stdin(Stdio::null()).stderr(Stdio::inherit()).output().map_err(|e| e.to_string())?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().rev().find_map(|line| line.strip_prefix(RESULT_PREFIX));
     match line {
-        Some(json) => Ok(serde_json::from_str(json)?),
-        None => anyhow::bail!("the simulation process ended without a result ({})", output.status),
+        Some(json) => serde_json::from_str(json).map_err(|e| e.to_string()),
+        None => Err(format!("the simulation process ended without a result ({})", output.status)),
     }
 }
 
 /// The child's side: one seed, in this process.
-fn run_child(args: &Args) -> anyhow::Result<()> {
-    let seed = args.seed.ok_or_else(|| Failure::usage("--child needs --seed"))?;
+fn run_child(args: &Args) -> Result<(), Failure> {
+    let seed = args.seed.ok_or_else(|| Failure::Usage("--child needs --seed".into()))?;
     let options = args.options(seed);
     let report = run(&options);
     let mut verbose = String::new();
@@ -348,5 +381,10 @@ mod tests {
         assert_eq!(parse_fault("crash-majority"), Ok(FaultKind::CrashMajority));
         assert!(parse_fault("meteor").is_err());
         assert_eq!(parse_bug("skip-dedup"), Ok(Bug::SkipDedup));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        <Args as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -72,7 +72,18 @@ pub fn next_link(previous: &[u8; 32], position: u64, fields: &LinkFields<'_>) ->
 }
 
 pub fn to_hex(bytes: &[u8; 32]) -> String {
-    crate::sm::hex(bytes)
+    hex(bytes)
+}
+
+/// Lower-case hex, two digits a byte.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    text
 }
 
 /// Parses 64 hex digits.
@@ -101,6 +112,16 @@ mod tests {
             log_index: 7,
             replaces: None,
         }
+    }
+
+    #[test]
+    fn hex_round_trips_and_is_lower_case() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        let text = to_hex(&bytes);
+        assert_eq!(&text[..6], "052a4f");
+        assert!(text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_eq!(from_hex(&text), Some(bytes));
+        assert_eq!(hex(&[0x00, 0xff, 0x0a]), "00ff0a");
     }
 
     #[test]

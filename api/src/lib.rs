@@ -1,0 +1,9 @@
+//! What the `tally` client, the node and the simulator share, kept apart from the server's
+//! engine (openraft, sled, axum) so that the client links none of it.
+//!
+//! - [`audit`]: the per-poll receipt chain, computed by the state machine and checked by
+//!   `tally audit verify` and the simulation's checker alike.
+//! - [`certs`]: a private CA for clusters on one machine (`tally demo --tls`, the tests).
+
+pub mod audit;
+pub mod certs;
