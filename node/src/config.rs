@@ -238,11 +238,21 @@ pub struct Config {
     /// Log filter, in tracing's EnvFilter syntax (RUST_LOG overrides it).
     #[arg(long, env = "TALLY_LOG", default_value = "info,openraft=warn,sled=warn")]
     pub log: String,
+    /// `text` for people, or `json`: one object per line with the level, message, fields
+    /// and spans, for a log shipper.
+    #[arg(long, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Threads of the async runtime (0: half the cores, at least one). Each hand-off
     /// between threads costs a wake-up, and the node has threads of its own beside these
     /// (the log's fsync thread, sled's flusher): more workers than that add switching.
     #[arg(long, env = "TALLY_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,8 +344,8 @@ impl Config {
             election_timeout_min: self.election_timeout_ms_min,
             election_timeout_max: self.election_timeout_ms_max,
             install_snapshot_timeout: 10_000,
-            // 64 entries of at most VOTES_PER_ENTRY_MAX votes stay far below the frame limit.
-            max_payload_entries: 64,
+            // Below the peer frame limit even when every entry is full (asserted in `limits`).
+            max_payload_entries: tally_raft::limits::ENTRIES_PER_APPEND_MAX as u64,
             replication_lag_threshold: 5_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_interval_entries),
             snapshot_max_chunk_size: 4 * 1024 * 1024,
@@ -344,7 +354,11 @@ impl Config {
             enable_tick: true,
             enable_heartbeat: true,
             enable_elect: true,
-            ..Default::default()
+            // Deprecated in 0.9 (snapshots are no longer sent in chunks) but still a field:
+            // 0 leaves every send to `install_snapshot_timeout`. Named, not defaulted, so a
+            // new field in an openraft upgrade fails the build until someone chooses it.
+            #[allow(deprecated)]
+            send_snapshot_timeout: 0,
         };
         config.validate().map_err(|e| e.to_string())
     }
