@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tally_node::config::Config;
+use tally_node::config::{Config, LogFormat};
 
 /// glibc's malloc and free were a sixth of a node's CPU under votes (perf, BENCHMARKS.md):
 /// many small, short-lived allocations across worker threads, which mimalloc serves from
@@ -29,9 +29,12 @@ fn main() -> ExitCode {
     let config = Config::parse_from(args);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
-    // Colours only for a person at a terminal: a log file or a log shipper gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match config.log_format {
+        LogFormat::Json => logs.json().init(),
+        // Colours only for a person at a terminal: a log file or a log shipper gets plain text.
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).init(),
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(worker_threads(config.worker_threads));
     let runtime = match builder.enable_all().build() {

@@ -107,6 +107,21 @@ async fn votes_through_every_node_are_counted_on_every_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_log_format_json_every_line_a_node_logs_is_a_json_object() {
+    let cluster = Cluster::start_with(3, vec!["--log-format".into(), "json".into()]).await;
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    for i in 0..3 {
+        let log = cluster.log(i);
+        let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty(), "node {} logged nothing", i + 1);
+        for line in lines {
+            let object: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(object["level"].is_string() && object["fields"]["message"].is_string(), "{line}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_racing_requests_of_one_voter_record_exactly_one() {
     let _serial = SERIAL.lock().await;
     let cluster = Arc::new(Cluster::start(3).await);

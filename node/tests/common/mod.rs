@@ -270,6 +270,11 @@ impl Cluster {
         (0..self.children.len()).filter(|i| self.child(*i).is_some()).collect()
     }
 
+    /// Everything node `i` (from 0) has logged so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{}.log", i + 1))).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let mut out = String::new();
         for i in 0..self.children.len() {
