@@ -67,7 +67,7 @@ pub struct PollHandle {
     pub(crate) actor: ActorRef<PollMsg>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) mailbox_max: usize,
-    pub(crate) clock: crate::registry::Clock,
+    pub(crate) clock: crate::registry::IdleClock,
     pub(crate) source: Arc<dyn PollSource>,
     pub(crate) proposer: Proposer,
 }
@@ -134,27 +134,31 @@ pub(crate) struct PollArgs {
     pub shared: Arc<Shared>,
 }
 
-pub(crate) struct PollState {
+pub(crate) struct PollActorState {
     args: PollArgs,
     live: Option<LiveResults>,
 }
 
 impl Actor for PollActor {
     type Msg = PollMsg;
-    type State = PollState;
+    type State = PollActorState;
     type Arguments = PollArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<PollMsg>, args: PollArgs) -> Result<PollState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<PollMsg>,
+        args: PollArgs,
+    ) -> Result<PollActorState, ActorProcessingErr> {
         let live = args.source.results(&args.poll_id);
         publish(&args.shared, &live);
-        Ok(PollState { args, live })
+        Ok(PollActorState { args, live })
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<PollMsg>,
         message: PollMsg,
-        state: &mut PollState,
+        state: &mut PollActorState,
     ) -> Result<(), ActorProcessingErr> {
         state.args.shared.mailbox.fetch_sub(1, Ordering::AcqRel);
         match message {

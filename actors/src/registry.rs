@@ -30,9 +30,9 @@ impl Default for RegistryConfig {
 
 /// Milliseconds on tokio's clock (simulated under turmoil), since the registry started.
 #[derive(Clone, Copy)]
-pub(crate) struct Clock(tokio::time::Instant);
+pub(crate) struct IdleClock(tokio::time::Instant);
 
-impl Clock {
+impl IdleClock {
     pub fn now_ms(&self) -> u64 {
         self.0.elapsed().as_millis() as u64
     }
@@ -43,7 +43,7 @@ pub struct PollRegistry {
     source: Arc<dyn PollSource>,
     proposer: Proposer,
     config: RegistryConfig,
-    clock: Clock,
+    clock: IdleClock,
 }
 
 impl PollRegistry {
@@ -53,7 +53,7 @@ impl PollRegistry {
             source,
             proposer,
             config,
-            clock: Clock(tokio::time::Instant::now()),
+            clock: IdleClock(tokio::time::Instant::now()),
         });
         tokio::spawn(sweep(Arc::downgrade(&registry)));
         registry

@@ -24,7 +24,7 @@ use crate::App;
 pub fn router(app: Arc<App>) -> Router<Arc<App>> {
     Router::new()
         .route(PATH_APPEND, post(append))
-        .route(PATH_VOTE, post(vote))
+        .route(PATH_ELECTION_VOTE, post(election_vote))
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_FORWARD, post(forward))
         .route(PATH_READ_INDEX, post(read_index))
@@ -116,10 +116,10 @@ async fn append(
     encode(&app.node.raft.append_entries(request).await)
 }
 
-async fn vote(
+async fn election_vote(
     State(app): State<Arc<App>>,
     peer: Option<Extension<PeerCertificate>>,
-    Frame(request): Frame<typ::VoteRequest>,
+    Frame(request): Frame<typ::ElectionVoteRequest>,
 ) -> Response {
     if let Some(refused) = refuse_impostor(&app, &peer.unwrap_or_default(), &request.vote) {
         return refused;

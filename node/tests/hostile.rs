@@ -368,7 +368,8 @@ async fn a_non_member_cannot_speak_raft_even_with_the_secret() {
         entries: Vec::new(),
         leader_commit: None,
     };
-    let campaign: tally_raft::typ::VoteRequest = VoteRequest { vote: Vote::new(term + 1, 9), last_log_id: None };
+    let campaign: tally_raft::typ::ElectionVoteRequest =
+        VoteRequest { vote: Vote::new(term + 1, 9), last_log_id: None };
     let frames = [
         ("/raft/append", tally_raft::codec::encode(&append).expect("frame")),
         ("/raft/vote", tally_raft::codec::encode(&campaign).expect("frame")),

@@ -75,7 +75,8 @@ async fn raft_messages_are_taken_only_from_the_node_the_certificate_names() {
             entries: Vec::new(),
             leader_commit: None,
         };
-        let campaign: tally_raft::typ::VoteRequest = VoteRequest { vote: Vote::new(term + 1, id), last_log_id: None };
+        let campaign: tally_raft::typ::ElectionVoteRequest =
+            VoteRequest { vote: Vote::new(term + 1, id), last_log_id: None };
         [
             ("/raft/append", tally_raft::codec::encode(&append).expect("frame")),
             ("/raft/vote", tally_raft::codec::encode(&campaign).expect("frame")),

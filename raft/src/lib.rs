@@ -65,8 +65,8 @@ pub mod typ {
     pub type InstallSnapshotError = openraft::error::InstallSnapshotError;
     pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
     pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<NodeId>;
-    pub type VoteRequest = openraft::raft::VoteRequest<NodeId>;
-    pub type VoteResponse = openraft::raft::VoteResponse<NodeId>;
+    pub type ElectionVoteRequest = openraft::raft::VoteRequest<NodeId>;
+    pub type ElectionVoteResponse = openraft::raft::VoteResponse<NodeId>;
     pub type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeConfig>;
     pub type InstallSnapshotResponse = openraft::raft::InstallSnapshotResponse<NodeId>;
 }

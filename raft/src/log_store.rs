@@ -24,7 +24,8 @@ use tokio::sync::mpsc;
 use crate::typ::{Entry, LogId, StorageError, Vote};
 use crate::{codec, io_error, TypeConfig};
 
-const VOTE: &[u8] = b"vote";
+/// Raft's election vote (term and candidate), not a ballot: the key stays `vote` on disk.
+const ELECTION_VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const FORMAT: &[u8] = b"format";
 /// The log entries' format. 2: `Request.entropy` (unguessable vote ids). 3: entries in a
@@ -162,7 +163,7 @@ impl LogStore {
         let store = Self { entries, meta: db.keyspace("log_meta")?, stats, unflushed };
         let format = store.meta.get(FORMAT)?;
         if format.as_deref() != Some(FORMAT_VERSION.as_slice()) {
-            let used = format.is_some() || store.entries.last()?.is_some() || store.meta.get(VOTE)?.is_some();
+            let used = format.is_some() || store.entries.last()?.is_some() || store.meta.get(ELECTION_VOTE)?.is_some();
             if used {
                 return Err(StoreError::Io(std::io::Error::other(format!(
                     "this data dir holds a log of another format (version {:?}, this build writes {}): \
@@ -181,7 +182,9 @@ impl LogStore {
 
     /// Whether this log was ever used: entries, a vote, a purge point.
     pub fn holds_anything(&self) -> Result<bool, StoreError> {
-        Ok(self.entries.last()?.is_some() || self.meta.get(VOTE)?.is_some() || self.meta.get(PURGED)?.is_some())
+        Ok(self.entries.last()?.is_some()
+            || self.meta.get(ELECTION_VOTE)?.is_some()
+            || self.meta.get(PURGED)?.is_some())
     }
 
     /// Starts an unused log after `log_id`, where a restored state stands: the entries up
@@ -262,7 +265,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.write_meta(VOTE, vote, true)
+        self.write_meta(ELECTION_VOTE, vote, true)
     }
 
     /// openraft reads the vote only at startup. It comes back *uncommitted*: the same term
@@ -277,7 +280,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Forcing an election after every restart gives every leader a new term whose first
     /// entry commits only after everything committed before it.
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        let vote: Option<Vote> = self.read_meta(VOTE)?;
+        let vote: Option<Vote> = self.read_meta(ELECTION_VOTE)?;
         #[cfg(feature = "bug-injection")]
         if crate::bugs::resume_leadership() {
             return Ok(vote);

@@ -180,8 +180,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         self.raft_call(PATH_SNAPSHOT, Self::encode(&rpc)?, &option).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RpcError> {
-        self.raft_call(PATH_VOTE, Self::encode(&rpc)?, &option).await
+    async fn vote(&mut self, rpc: ElectionVoteRequest, option: RPCOption) -> Result<ElectionVoteResponse, RpcError> {
+        self.raft_call(PATH_ELECTION_VOTE, Self::encode(&rpc)?, &option).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {

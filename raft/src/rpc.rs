@@ -6,7 +6,7 @@ use crate::model::{Command, Response};
 use crate::NodeId;
 
 pub const PATH_APPEND: &str = "/raft/append";
-pub const PATH_VOTE: &str = "/raft/vote";
+pub const PATH_ELECTION_VOTE: &str = "/raft/vote";
 pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 /// A follower hands a command to the leader, which proposes it and answers with the
 /// state machine's response.

@@ -32,6 +32,32 @@ pub struct ResultsQuery {
     pub breakdown: Option<String>,
 }
 
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// This node's applied state (a follower read).
+    Eventual,
+    /// Every vote acknowledged before the request began (a read index through the leader).
+    Linearizable,
+}
+
+impl Consistency {
+    fn parse(text: Option<&str>) -> ApiResult<Self> {
+        match text.unwrap_or("eventual") {
+            "eventual" => Ok(Consistency::Eventual),
+            "linearizable" => Ok(Consistency::Linearizable),
+            other => Err(ApiError::invalid(format!("consistency must be eventual or linearizable, not {other:?}"))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Eventual => "eventual",
+            Consistency::Linearizable => "linearizable",
+        }
+    }
+}
+
 /// Attribute value → option id → votes.
 pub type Breakdown = BTreeMap<String, BTreeMap<String, u64>>;
 
@@ -70,7 +96,7 @@ fn percentage(votes: u64, total: u64) -> f64 {
     (votes as f64 * 1000.0 / total as f64).round() / 10.0
 }
 
-pub fn body(app: &App, live: &LiveResults, consistency: &str) -> ResultsBody {
+pub fn body(app: &App, live: &LiveResults, consistency: Consistency) -> ResultsBody {
     let poll = &live.poll;
     let total_votes = live.counts.iter().sum();
     ResultsBody {
@@ -92,7 +118,7 @@ pub fn body(app: &App, live: &LiveResults, consistency: &str) -> ResultsBody {
         as_of: format_ms(live.as_of_ms),
         applied_index: live.applied_index,
         served_by: app.node.id,
-        consistency: consistency.to_string(),
+        consistency: consistency.as_str().to_string(),
         breakdown: None,
     }
 }
@@ -132,28 +158,21 @@ pub async fn get(
     Extension(identity): Extension<Identity>,
     ApiQuery(query): ApiQuery<ResultsQuery>,
 ) -> ApiResult<Json<ResultsBody>> {
-    let consistency = query.consistency.as_deref().unwrap_or("eventual");
     let poll = app.known_poll(&poll_id).await?;
     if let Some(name) = &query.breakdown {
         if !poll.settings.breakdowns.contains(name) {
             return Err(ApiError::invalid(format!("{name:?} is not one of the poll's breakdowns")));
         }
     }
-    let (live, breakdown) = match (consistency, &query.breakdown) {
-        // Read from the state machine, not from the poll actor's copy: that copy is as of
-        // the poll's last change, while `applied_index` tells how fresh this node is, and
-        // a read lock costs less than the actor's round trip.
-        ("eventual", name) => from_state(&app, &poll.poll_id, name.as_deref()),
-        ("linearizable", name) => {
-            app.node.linearizable_barrier().await?;
-            // Straight from the state machine: the actor may be a refresh behind.
-            from_state(&app, &poll.poll_id, name.as_deref())
-        }
-        (other, _) => {
-            return Err(ApiError::invalid(format!("consistency must be eventual or linearizable, not {other:?}")))
-        }
+    let consistency = Consistency::parse(query.consistency.as_deref())?;
+    if consistency == Consistency::Linearizable {
+        app.node.linearizable_barrier().await?;
     }
-    .ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
+    // Read from the state machine, not from the poll actor's copy: that copy is as of the
+    // poll's last change (and may be a refresh behind a barrier), while `applied_index`
+    // tells how fresh this node is, and a read lock costs less than the actor's round trip.
+    let (live, breakdown) = from_state(&app, &poll.poll_id, query.breakdown.as_deref())
+        .ok_or_else(|| ApiError::poll_not_found(&poll_id))?;
     check_visible(&app, &live, &identity)?;
     let mut result = body(&app, &live, consistency);
     if let (Some(name), Some(counts)) = (query.breakdown, breakdown) {
@@ -258,7 +277,7 @@ impl EventCache {
                 return json.clone();
             }
         }
-        let json: Arc<str> = serde_json::to_string(&body(app, live, "eventual")).unwrap_or_default().into();
+        let json: Arc<str> = serde_json::to_string(&body(app, live, Consistency::Eventual)).unwrap_or_default().into();
         if latest.len() >= EVENT_CACHE_POLLS_MAX {
             latest.clear();
         }
@@ -293,7 +312,7 @@ pub async fn stream(
         // A poll can hide its results once they are being streamed only by closing,
         // which makes them public; so the first check holds for the whole stream.
         let json: Arc<str> = match s.first.take() {
-            Some(first) => serde_json::to_string(&body(&app, &first, "eventual")).unwrap_or_default().into(),
+            Some(first) => serde_json::to_string(&body(&app, &first, Consistency::Eventual)).unwrap_or_default().into(),
             None => {
                 let interval = stream_interval(app.streams.load(Ordering::Relaxed), app.stream_event_budget);
                 tokio::time::sleep_until(s.last_sent + interval).await;
