@@ -39,6 +39,44 @@ const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
 /// Bound on a membership change, learner catch-up included.
 const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The attempts of one request through whichever node leads: at most
+/// `PROPOSE_ATTEMPTS_MAX`, all within one deadline, with pauses of 25 ms doubling to
+/// `PROPOSE_PAUSE_MAX` between them (about what an election takes).
+struct Attempts {
+    deadline: Instant,
+    made: u32,
+}
+
+impl Attempts {
+    fn within(timeout: Duration) -> Self {
+        Attempts { deadline: Instant::now() + timeout, made: 0 }
+    }
+
+    /// The time left for the next attempt; `None` once the attempts or the time ran out.
+    fn next(&mut self) -> Option<Duration> {
+        let remaining = self.remaining();
+        if self.made >= PROPOSE_ATTEMPTS_MAX || remaining.is_zero() {
+            return None;
+        }
+        self.made += 1;
+        Some(remaining)
+    }
+
+    fn made(&self) -> u32 {
+        self.made
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Before the next attempt; never past the deadline.
+    async fn pause(&self) {
+        let pause = Duration::from_millis(25 << self.made.saturating_sub(1).min(4)).min(PROPOSE_PAUSE_MAX);
+        tokio::time::sleep(pause.min(self.remaining())).await;
+    }
+}
+
 pub struct RaftNode {
     pub id: NodeId,
     pub raft: typ::Raft,
@@ -104,14 +142,10 @@ impl RaftNode {
     /// The final error says "not recorded" (anything but `Unknown`) only if no attempt
     /// could have put the command in the log.
     pub async fn propose(&self, command: Command) -> Result<Committed, ProposeError> {
-        let deadline = Instant::now() + self.write_timeout;
+        let mut attempts = Attempts::within(self.write_timeout);
         let mut last_error = ProposeError::NotLeader { leader: None };
         let mut maybe_in_log = false;
-        for attempt in 0..PROPOSE_ATTEMPTS_MAX {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                break;
-            }
+        while let Some(remaining) = attempts.next() {
             if let Some(reason) = self.failure() {
                 last_error = ProposeError::StorageFailed(reason);
                 break;
@@ -131,7 +165,7 @@ impl RaftNode {
                     // then truncated; in clusters of five or more such an entry can still be
                     // committed by another leader. So any answer from a proposer counts.
                     maybe_in_log |= sent;
-                    tracing::debug!(attempt, %error, "propose: retrying");
+                    tracing::debug!(attempt = attempts.made(), %error, "propose: retrying");
                     last_error = error;
                 }
                 Err(other) => {
@@ -140,8 +174,7 @@ impl RaftNode {
                     break;
                 }
             }
-            let pause = Duration::from_millis(25 << attempt.min(4)).min(PROPOSE_PAUSE_MAX);
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            attempts.pause().await;
         }
         if maybe_in_log {
             return Err(ProposeError::Unknown(format!("no definite answer within the write timeout ({last_error})")));
@@ -220,13 +253,9 @@ impl RaftNode {
     /// Waits until this node has applied everything committed before the call began, as
     /// confirmed by the leader: after it, a local read is linearizable.
     pub async fn linearizable_barrier(&self) -> Result<u64, ProposeError> {
-        let deadline = Instant::now() + self.write_timeout;
+        let mut attempts = Attempts::within(self.write_timeout);
         let mut last_error = ProposeError::NotLeader { leader: None };
-        for attempt in 0..PROPOSE_ATTEMPTS_MAX {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                break;
-            }
+        while let Some(remaining) = attempts.next() {
             if let Some(reason) = self.failure() {
                 // This node cannot apply any more: a linearizable read here cannot be had.
                 return Err(ProposeError::StorageFailed(reason));
@@ -245,8 +274,7 @@ impl RaftNode {
             };
             match result {
                 Ok(index) => {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    return if self.wait_applied(index, remaining).await {
+                    return if self.wait_applied(index, attempts.remaining()).await {
                         Ok(index)
                     } else {
                         Err(ProposeError::Unknown(format!("index {index} not applied in time")))
@@ -255,8 +283,7 @@ impl RaftNode {
                 Err(ProposeError::ShuttingDown) => return Err(ProposeError::ShuttingDown),
                 Err(error) => last_error = error,
             }
-            let pause = Duration::from_millis(25 << attempt.min(4)).min(PROPOSE_PAUSE_MAX);
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            attempts.pause().await;
         }
         Err(last_error)
     }
