@@ -3,7 +3,9 @@
 //!
 //! - [`audit`]: the per-poll receipt chain, computed by the state machine and checked by
 //!   `tally audit verify` and the simulation's checker alike.
+//! - [`backup_file`]: a backup file's frame (magic, digest), which the client checks.
 //! - [`certs`]: a private CA for clusters on one machine (`tally demo --tls`, the tests).
 
 pub mod audit;
+pub mod backup_file;
 pub mod certs;

@@ -136,28 +136,32 @@ async fn check_saved(file: &Path) -> anyhow::Result<Value> {
     }
 }
 
-/// A backup is MAGIC, a stream, and the stream's SHA-256: checks the last against the
-/// middle. The file's length and the digest in hex.
+/// A backup is MAGIC, a stream, and the stream's SHA-256: checks the magic, and the last
+/// against the middle. The file's length and the digest in hex.
 fn digest_only(file: &Path) -> anyhow::Result<(u64, String)> {
     use sha2::Digest;
-    use std::io::{Read, Seek, SeekFrom};
-    const MAGIC_BYTES: u64 = 15;
+    use std::io::Read;
+    use tally_api::backup_file::{DIGEST_BYTES, MAGIC};
     let mut opened = std::fs::File::open(file)?;
     let len = opened.metadata()?.len();
-    let damaged =
-        || Failure::failed("BACKUP_INVALID", format!("{}: the backup's checksum does not match", file.display()));
-    if len < MAGIC_BYTES + 32 {
-        return Err(damaged().into());
+    let invalid = |why: &str| Failure::failed("BACKUP_INVALID", format!("{}: {why}", file.display()));
+    let frame = (MAGIC.len() + DIGEST_BYTES) as u64;
+    if len < frame {
+        return Err(invalid("the backup is cut short").into());
     }
-    opened.seek(SeekFrom::Start(MAGIC_BYTES))?;
-    let mut body = std::io::BufReader::with_capacity(1 << 20, opened).take(len - MAGIC_BYTES - 32);
+    let mut magic = [0u8; MAGIC.len()];
+    opened.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(invalid("not a Tally backup (or of another format version)").into());
+    }
+    let mut body = std::io::BufReader::with_capacity(1 << 20, opened).take(len - frame);
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut body, &mut hasher)?;
-    let mut stored = [0u8; 32];
+    let mut stored = [0u8; DIGEST_BYTES];
     body.into_inner().read_exact(&mut stored)?;
     let computed: [u8; 32] = hasher.finalize().into();
     if computed != stored {
-        return Err(damaged().into());
+        return Err(invalid("the backup's checksum does not match: it is damaged or cut short").into());
     }
     Ok((len, tally_api::audit::to_hex(&computed)))
 }
@@ -165,7 +169,9 @@ fn digest_only(file: &Path) -> anyhow::Result<(u64, String)> {
 /// Backup files are read and data directories written by `tally-node backup ...`, with
 /// the node's own storage code; this client links none of it.
 async fn inspect(file: &Path) -> anyhow::Result<Value> {
-    let mut report = crate::sibling::node_json(&["backup".as_ref(), "inspect".as_ref(), file.as_os_str()]).await?;
+    // `--` first: a FILE that starts with `-` is still a file.
+    let args = ["backup".as_ref(), "inspect".as_ref(), "--".as_ref(), file.as_os_str()];
+    let mut report = crate::sibling::node_json(&args).await?;
     report["file"] = json!(file.display().to_string());
     Ok(report)
 }
@@ -175,18 +181,21 @@ async fn restore(file: &Path, data_dir: &Path, id: u64, peers: &[crate::cluster:
         return Err(Failure::usage(format!("--peers does not include this member (--id {id})")).into());
     }
     let peers_flag = peers.iter().map(|m| format!("{}={}", m.node_id, m.addr)).collect::<Vec<_>>().join(",");
-    let id_flag = id.to_string();
-    let args = ["backup", "restore"].map(std::ffi::OsStr::new);
-    let flags = [
-        file.as_os_str(),
-        "--data-dir".as_ref(),
-        data_dir.as_os_str(),
-        "--id".as_ref(),
+    // Each flag with its value in one word, and `--` before FILE: paths that start with
+    // `-` stay paths.
+    let mut data_dir_flag = std::ffi::OsString::from("--data-dir=");
+    data_dir_flag.push(data_dir);
+    let (id_flag, peers_flag) = (format!("--id={id}"), format!("--peers={peers_flag}"));
+    let args: [&std::ffi::OsStr; 7] = [
+        "backup".as_ref(),
+        "restore".as_ref(),
+        &data_dir_flag,
         id_flag.as_ref(),
-        "--peers".as_ref(),
         peers_flag.as_ref(),
+        "--".as_ref(),
+        file.as_os_str(),
     ];
-    let mut report = crate::sibling::node_json(&[&args[..], &flags[..]].concat()).await?;
+    let mut report = crate::sibling::node_json(&args).await?;
     report["data_dir"] = json!(data_dir.display().to_string());
     report["next"] = json!(format!(
         "tally-node --id {id} --data-dir {} --peers {} (and the other members likewise)",

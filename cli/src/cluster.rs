@@ -51,7 +51,10 @@ pub struct Member {
 
 pub fn parse_member(raw: &str) -> Result<Member, String> {
     let (id, addr) = raw.split_once('=').ok_or_else(|| format!("{raw}: expected ID=HOST:PORT"))?;
-    let node_id = id.trim().parse().map_err(|_| format!("{raw}: the node id must be a number"))?;
+    let node_id: u64 = id.trim().parse().map_err(|_| format!("{raw}: the node id must be a number"))?;
+    if node_id == 0 {
+        return Err(format!("{raw}: node ids start at 1"));
+    }
     Ok(Member { node_id, addr: parse_addr(addr.trim())? })
 }
 
@@ -238,9 +241,16 @@ mod tests {
 
     #[test]
     fn bad_members_are_refused() {
-        for raw in
-            ["127.0.0.1:7001", "x=127.0.0.1:7001", "1=127.0.0.1", "1=:7001", "1=h:0", "1=http://h:7001", "1=h:99999"]
-        {
+        for raw in [
+            "127.0.0.1:7001",
+            "x=127.0.0.1:7001",
+            "0=h:7001",
+            "1=127.0.0.1",
+            "1=:7001",
+            "1=h:0",
+            "1=http://h:7001",
+            "1=h:99999",
+        ] {
             assert!(parse_member(raw).is_err(), "{raw} should be refused");
         }
     }

@@ -26,7 +26,7 @@ pub fn not_found(bin: &Path) -> Failure {
         "NODE_BIN_NOT_FOUND",
         format!(
             "cannot find {}: build it with `cargo build -p tally-node`, \
-             or give its path with --node-bin or TALLY_NODE_BIN",
+             or give its path with TALLY_NODE_BIN (or `tally demo --node-bin`)",
             bin.display()
         ),
     )
@@ -47,9 +47,14 @@ pub async fn node_json(args: &[&std::ffi::OsStr]) -> anyhow::Result<Value> {
             _ => anyhow::Error::new(error).context(format!("cannot start {}", bin.display())),
         })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let answer: Value = stdout.lines().rev().find_map(|line| serde_json::from_str(line).ok()).ok_or_else(|| {
-        Failure::failed("FAILED", format!("{} answered nothing readable ({})", bin.display(), output.status))
-    })?;
+    let Some(answer) = stdout.lines().rev().find_map(|line| serde_json::from_str::<Value>(line).ok()) else {
+        // clap refused the arguments (its message is on stderr above): bad usage.
+        if output.status.code() == Some(2) {
+            return Err(Failure::usage(format!("{} refused the arguments", bin.display())).into());
+        }
+        let message = format!("{} answered nothing readable ({})", bin.display(), output.status);
+        return Err(Failure::failed("FAILED", message).into());
+    };
     match answer.get("error") {
         None if output.status.success() => Ok(answer),
         None => Err(Failure::failed("FAILED", format!("{} failed ({})", bin.display(), output.status)).into()),

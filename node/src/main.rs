@@ -44,8 +44,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json_logs = config.log_format == LogFormat::Json;
     match runtime.block_on(tally_node::run_process(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json_logs => {
+            let line = serde_json::json!({"level": "ERROR", "fields": {"message": format!("tally-node: {e:#}")}});
+            eprintln!("{line}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("tally-node: {e:#}");
             ExitCode::FAILURE

@@ -22,8 +22,7 @@ use crate::NodeId;
 
 /// The first bytes of every backup file (and its format's version: 4 streams a snapshot
 /// with vote records in varint).
-pub const MAGIC: &[u8; 15] = b"TALLY-BACKUP-4\n";
-const DIGEST_BYTES: usize = 32;
+pub use tally_api::backup_file::{DIGEST_BYTES, MAGIC};
 /// Read from a backup file at a time.
 const READ_BYTES: usize = 1 << 20;
 

@@ -38,16 +38,34 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+        // A reader that stopped early (`| head`) is not a failure of the run.
+        Err(Failure::ClosedOutput) => ExitCode::SUCCESS,
     }
 }
 
 enum Failure {
     Usage(String),
     Failed(String),
+    ClosedOutput,
 }
 
-impl<E: std::fmt::Display> From<E> for Failure {
-    fn from(error: E) -> Self {
+impl From<std::io::Error> for Failure {
+    fn from(error: std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::BrokenPipe => Failure::ClosedOutput,
+            _ => Failure::Failed(error.to_string()),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Failed(message)
+    }
+}
+
+impl From<serde_json::Error> for Failure {
+    fn from(error: serde_json::Error) -> Self {
         Failure::Failed(error.to_string())
     }
 }
