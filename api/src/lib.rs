@@ -5,7 +5,10 @@
 //!   `tally audit verify` and the simulation's checker alike.
 //! - [`backup_file`]: a backup file's frame (magic, digest), which the client checks.
 //! - [`certs`]: a private CA for clusters on one machine (`tally demo --tls`, the tests).
+//! - [`v1`]: the JSON bodies of API.md's routes, written by the node and read by the
+//!   client and the simulator.
 
 pub mod audit;
 pub mod backup_file;
 pub mod certs;
+pub mod v1;

@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::Serialize;
 use tally_api::audit::{from_hex, genesis, next_link, to_hex, LinkFields};
+use tally_api::v1::{AuditLine, AuditQuery, Consistency, Heartbeat, ResultsBody, ResultsQuery};
 
 use crate::client::{segment, Client, Request};
 use crate::exit::Failure;
@@ -55,22 +55,6 @@ fn parse_receipt(raw: &str) -> Result<(String, [u8; 32]), String> {
     Ok((vote_id.to_string(), hash))
 }
 
-/// One line of `GET /v1/polls/{id}/audit`.
-#[derive(Debug, Deserialize)]
-struct Line {
-    position: u64,
-    vote_id: String,
-    voter_id: String,
-    option_id: String,
-    #[serde(default)]
-    attributes: BTreeMap<String, String>,
-    recorded_at_ms: i64,
-    log_index: u64,
-    replaces: Option<String>,
-    current: bool,
-    chain_hash: String,
-}
-
 /// What the chain check found.
 #[derive(Debug, PartialEq, Eq)]
 struct Chain {
@@ -95,7 +79,7 @@ fn check_chain(poll_id: &str, ndjson: &str) -> Result<Chain, Failure> {
     let mut current_ids = BTreeSet::new();
     let mut length = 0u64;
     for (number, text) in ndjson.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let line: Line = serde_json::from_str(text)
+        let line: AuditLine = serde_json::from_str(text)
             .map_err(|e| Failure::failed("INVALID_RESPONSE", format!("audit line {}: {e}", number + 1)))?;
         if line.position != length {
             return Err(mismatch(format!(
@@ -135,17 +119,26 @@ fn check_chain(poll_id: &str, ndjson: &str) -> Result<Chain, Failure> {
     Ok(Chain { length, head, recount, hashes })
 }
 
-/// Option id → votes, from a results object.
-fn counts(results: &Value) -> BTreeMap<String, u64> {
-    let options = results.get("options").and_then(Value::as_array).into_iter().flatten();
-    options
-        .filter_map(|o| Some((o.get("option_id")?.as_str()?.to_string(), o.get("votes")?.as_u64()?)))
-        .filter(|(_, votes)| *votes > 0)
-        .collect()
+/// Option id → votes, for the options with votes.
+fn counts(results: &ResultsBody) -> BTreeMap<String, u64> {
+    results.options.iter().filter(|o| o.votes > 0).map(|o| (o.option_id.clone(), o.votes)).collect()
 }
 
-async fn linearizable_results(client: &Client, poll: &str) -> Result<Value, Failure> {
-    client.send(&Request::get(format!("/v1/polls/{poll}/results")).query("consistency", "linearizable")).await
+async fn linearizable_results(client: &Client, poll: &str) -> Result<ResultsBody, Failure> {
+    let query = ResultsQuery { consistency: Some(Consistency::Linearizable.as_str().to_string()), breakdown: None };
+    client.call(&Request::get(format!("/v1/polls/{poll}/results")).params(&query)).await
+}
+
+/// What `audit verify` found, as `-o json` prints it.
+#[derive(Debug, Serialize)]
+struct VerifyReport {
+    verified: bool,
+    poll_id: String,
+    chain_length: u64,
+    chain_head: String,
+    total_votes: u64,
+    recount: BTreeMap<String, u64>,
+    receipts_checked: usize,
 }
 
 pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
@@ -196,15 +189,15 @@ async fn verify(args: VerifyArgs, settings: &Settings) -> anyhow::Result<()> {
             .into());
         }
         let total: u64 = chain.recount.values().sum();
-        let report = json!({
-            "verified": true,
-            "poll_id": args.poll_id,
-            "chain_length": chain.length,
-            "chain_head": to_hex(&chain.head),
-            "total_votes": total,
-            "recount": chain.recount,
-            "receipts_checked": args.receipts.len(),
-        });
+        let report = VerifyReport {
+            verified: true,
+            poll_id: args.poll_id,
+            chain_length: chain.length,
+            chain_head: to_hex(&chain.head),
+            total_votes: total,
+            recount: chain.recount,
+            receipts_checked: args.receipts.len(),
+        };
         return output::emit_value(settings.format, &report, render_report);
     }
     Err(Failure::unavailable(
@@ -214,14 +207,13 @@ async fn verify(args: VerifyArgs, settings: &Settings) -> anyhow::Result<()> {
     .into())
 }
 
-fn render_report(report: &Value) -> String {
-    let text = |key: &str| report.get(key).map_or(String::new(), output::cell);
+fn render_report(report: &VerifyReport) -> String {
     render_fields(&[
         ("verified", "chain, receipts and recount all match".to_string()),
-        ("chain length", text("chain_length")),
-        ("chain head", text("chain_head")),
-        ("total votes", text("total_votes")),
-        ("receipts checked", text("receipts_checked")),
+        ("chain length", report.chain_length.to_string()),
+        ("chain head", report.chain_head.clone()),
+        ("total votes", report.total_votes.to_string()),
+        ("receipts checked", report.receipts_checked.to_string()),
     ])
 }
 
@@ -249,11 +241,8 @@ async fn tail(args: TailArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut after = args.after;
     let mut failures = 0u32;
     for endpoint in client.endpoints().iter().cycle() {
-        let mut request = http.get(format!("{endpoint}/v1/polls/{poll}/audit"));
-        request = request.query(&[("follow", (!args.no_follow).to_string())]);
-        if let Some(after) = after {
-            request = request.query(&[("after", after)]);
-        }
+        let query = AuditQuery { after, follow: Some(!args.no_follow) };
+        let request = http.get(format!("{endpoint}/v1/polls/{poll}/audit")).query(&query);
         let reason = match client.authorize(request).send().await {
             Ok(response) if response.status().is_success() => {
                 let length = response.headers().get("tally-chain-length").and_then(|v| v.to_str().ok()?.parse().ok());
@@ -328,14 +317,20 @@ async fn read_lines(
     }
 }
 
-fn print_line(text: &[u8], after: &mut Option<u64>, format: output::Format) -> anyhow::Result<()> {
-    let value: Value = serde_json::from_slice(text)
-        .map_err(|e| Failure::failed("INVALID_RESPONSE", format!("an audit line is not JSON: {e}")))?;
-    if value.get("heartbeat").is_some() {
-        return Ok(());
+/// A line of a followed stream: an [`AuditLine`], or a [`Heartbeat`] (`None`).
+fn parse_line(text: &[u8]) -> Result<Option<AuditLine>, Failure> {
+    match serde_json::from_slice::<AuditLine>(text) {
+        Ok(line) => Ok(Some(line)),
+        Err(_) if serde_json::from_slice::<Heartbeat>(text).is_ok() => Ok(None),
+        Err(e) if e.is_data() => Err(Failure::failed("INVALID_RESPONSE", format!("not an audit line: {e}"))),
+        Err(e) => Err(Failure::failed("INVALID_RESPONSE", format!("an audit line is not JSON: {e}"))),
     }
-    let line: Line = serde_json::from_value(value.clone())
-        .map_err(|e| Failure::failed("INVALID_RESPONSE", format!("not an audit line: {e}")))?;
+}
+
+fn print_line(text: &[u8], after: &mut Option<u64>, format: output::Format) -> anyhow::Result<()> {
+    let Some(line) = parse_line(text)? else {
+        return Ok(());
+    };
     // The stream resumes after the last position printed: anything else is a gap or a
     // repeat, which a consumer must hear about rather than skip.
     let due = after.map_or(0, |a| a + 1);
@@ -343,13 +338,12 @@ fn print_line(text: &[u8], after: &mut Option<u64>, format: output::Format) -> a
         return Err(mismatch(format!("the stream sent position {} where {due} was due", line.position)).into());
     }
     let text = match format {
-        output::Format::Json => serde_json::to_string(&value)?,
+        output::Format::Json => serde_json::to_string(&line)?,
         output::Format::Table => {
             let replaces = line.replaces.as_ref().map_or(String::new(), |r| format!("  (replaces {r})"));
-            let recorded_at = value.get("recorded_at").map_or(String::new(), output::cell);
             format!(
-                "{:>8}  {recorded_at}  {}  voter {}  option {}{replaces}",
-                line.position, line.vote_id, line.voter_id, line.option_id
+                "{:>8}  {}  {}  voter {}  option {}{replaces}",
+                line.position, line.recorded_at, line.vote_id, line.voter_id, line.option_id
             )
         }
     };
@@ -364,6 +358,7 @@ fn print_line(text: &[u8], after: &mut Option<u64>, format: output::Format) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn line(
         position: u64,
@@ -385,7 +380,7 @@ mod tests {
         };
         let hash = next_link(previous, position, &fields);
         let text = json!({"position": position, "vote_id": vote_id, "voter_id": voter_id, "option_id": option_id,
-            "attributes": {}, "recorded_at_ms": 5, "log_index": position + 2, "replaces": replaces,
+            "attributes": {}, "recorded_at": "1970-01-01T00:00:00.005Z", "recorded_at_ms": 5, "log_index": position + 2, "replaces": replaces,
             "current": current, "chain_hash": to_hex(&hash)});
         (text.to_string(), hash)
     }
@@ -415,5 +410,18 @@ mod tests {
         assert_eq!(check_chain("another poll", &good).unwrap_err().code, "AUDIT_MISMATCH");
         let uncounted = good.replacen("\"current\":true", "\"current\":false", 1);
         assert_eq!(check_chain("p", &uncounted).unwrap_err().code, "AUDIT_MISMATCH");
+    }
+
+    #[test]
+    fn stream_lines_are_audit_lines_or_heartbeats() {
+        let good = stream();
+        let first = good.lines().next().expect("a line");
+        assert_eq!(parse_line(first.as_bytes()).expect("an audit line").map(|l| l.position), Some(0));
+        let heartbeat = r#"{"heartbeat": true, "chain_length": 3, "applied_index": 9}"#;
+        assert_eq!(parse_line(heartbeat.as_bytes()), Ok(None));
+        let failure = parse_line(br#"{"position": 0}"#).expect_err("not an audit line");
+        assert!(failure.message.starts_with("not an audit line"), "{}", failure.message);
+        let failure = parse_line(b"{").expect_err("not JSON");
+        assert!(failure.message.starts_with("an audit line is not JSON"), "{}", failure.message);
     }
 }

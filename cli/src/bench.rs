@@ -18,7 +18,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use serde_json::{json, Value};
+use tally_api::v1::{
+    BatchBody, BatchRequest, BatchResult, BatchVote, Consistency, CreatePollRequest, ErrorBody, OptionInput, PollBody,
+    ResultsBody, ResultsQuery, SettingsInput, StatusBody, VoteBody, VoteRequest,
+};
 
 use crate::client::{segment, Client, Request};
 use crate::exit::Failure;
@@ -175,9 +178,27 @@ struct Target {
 #[derive(Clone)]
 struct SentVote {
     poll: usize,
-    body: Value,
+    body: VoteRequest,
     key: String,
 }
+
+impl SentVote {
+    /// The vote as an item of a batch, with its key.
+    fn batch_item(&self) -> BatchVote {
+        BatchVote {
+            poll_id: None,
+            option_id: self.body.option_id.clone(),
+            voter_id: self.body.voter_id.clone(),
+            idempotency_key: Some(self.key.clone()),
+            attributes: self.body.attributes.clone(),
+        }
+    }
+}
+
+/// A vote's reply as the run reads it: the HTTP status and the body, decoded as the
+/// contract says (a [`VoteBody`] on success, an [`ErrorBody`] otherwise) or `None` if it
+/// did not decode. A batch item is the same: its vote reply or its error.
+type VoteReply = (u16, Option<BatchResult>);
 
 /// What one vote's reply says about whether it counts.
 enum Fate {
@@ -235,14 +256,17 @@ impl Recorder {
 
 /// The outcome name and fate of a single vote's reply (`None`: no HTTP answer). A batch
 /// item is judged as a 200 reply: its error, if any, is in the body.
-fn judge(reply: Option<(u16, &Value)>) -> (String, Fate) {
+fn judge(reply: Option<(u16, Option<&BatchResult>)>) -> (String, Fate) {
     match reply {
         None => ("NO_ANSWER".into(), Fate::Unknown),
-        Some((200, body)) if body.get("error").is_none() => {
-            (body["status"].as_str().unwrap_or("recorded").to_string(), Fate::Counted)
-        }
+        Some((200, Some(BatchResult::Vote(vote)))) => (vote.status.as_str().to_string(), Fate::Counted),
+        // A 200 whose body is no reply the run can read still recorded the vote.
+        Some((200, None)) => ("recorded".into(), Fate::Counted),
         Some((status, body)) => {
-            let code = body["error"]["code"].as_str().map_or_else(|| format!("HTTP_{status}"), str::to_string);
+            let code = match body {
+                Some(BatchResult::Error(error)) => error.error.code.clone(),
+                _ => format!("HTTP_{status}"),
+            };
             // API.md: 503 promises the vote was not recorded; 504 (and any other server
             // failure) leaves it open until a retry with the same key tells.
             let fate = match code.as_str() {
@@ -307,28 +331,32 @@ impl Run {
             format!("bench-{}-{n}", self.run_id)
         };
         let option = &target.options[recorder.rng.gen_range(0..target.options.len())];
-        let mut body = json!({"option_id": option, "voter_id": voter});
+        let mut body = VoteRequest { option_id: option.clone(), voter_id: Some(voter.clone()), attributes: None };
         if target.with_regions {
             let region = &self.args.regions[recorder.rng.gen_range(0..self.args.regions.len())];
-            body["attributes"] = json!({ "region": region });
+            body.attributes = Some(BTreeMap::from([("region".to_string(), region.clone())]));
         }
         let key = format!("bench-{}-{n}", self.run_id);
         (SentVote { poll, body, key }, voter)
     }
 
-    async fn post(&self, url: String, key: Option<&str>, body: &Value) -> Option<(u16, Value)> {
+    async fn post(&self, url: String, key: Option<&str>, body: &impl Serialize) -> Option<reqwest::Response> {
         let mut request = self.http.post(url).json(body);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
         }
-        let response = request.send().await.ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.json().await.unwrap_or(Value::Null)))
+        request.send().await.ok()
     }
 
-    async fn send_vote(&self, endpoint: &str, vote: &SentVote) -> Option<(u16, Value)> {
+    async fn send_vote(&self, endpoint: &str, vote: &SentVote) -> Option<VoteReply> {
         let poll_id = segment(&self.targets[vote.poll].poll_id);
-        self.post(format!("{endpoint}/v1/polls/{poll_id}/votes"), Some(&vote.key), &vote.body).await
+        let response = self.post(format!("{endpoint}/v1/polls/{poll_id}/votes"), Some(&vote.key), &vote.body).await?;
+        let status = response.status();
+        let body = match status.is_success() {
+            true => response.json::<VoteBody>().await.ok().map(BatchResult::Vote),
+            false => response.json::<ErrorBody>().await.ok().map(BatchResult::Error),
+        };
+        Some((status.as_u16(), body))
     }
 
     /// Sends one request of `kind`; `due` is when it should have started.
@@ -339,7 +367,7 @@ impl Run {
                 let (vote, voter) = self.new_vote();
                 let reply = self.send_vote(&endpoint, &vote).await;
                 let latency = due.elapsed();
-                let (name, fate) = judge(reply.as_ref().map(|(s, b)| (*s, b)));
+                let (name, fate) = judge(reply.as_ref().map(|(s, b)| (*s, b.as_ref())));
                 let mut recorder = self.recorder();
                 recorder.record_latency(kind, latency, reply.as_ref().is_some_and(|(s, _)| *s < 500));
                 recorder.outcome(&name);
@@ -351,31 +379,33 @@ impl Run {
                 let poll = votes[0].0.poll;
                 let votes: Vec<(SentVote, String)> =
                     votes.into_iter().map(|(v, voter)| (SentVote { poll, ..v }, voter)).collect();
-                let items: Vec<Value> = votes
-                    .iter()
-                    .map(|(v, _)| {
-                        let mut item = v.body.clone();
-                        item["idempotency_key"] = json!(v.key);
-                        item
-                    })
-                    .collect();
+                let body = BatchRequest { votes: votes.iter().map(|(v, _)| v.batch_item()).collect() };
                 let poll_id = segment(&self.targets[poll].poll_id);
                 let url = format!("{endpoint}/v1/polls/{poll_id}/votes:batch");
-                let reply = self.post(url, None, &json!({ "votes": items })).await;
+                let reply = match self.post(url, None, &body).await {
+                    None => None,
+                    Some(response) if response.status().as_u16() == 200 => {
+                        let results = response.json::<BatchBody>().await.map_or_else(|_| Vec::new(), |b| b.results);
+                        Some((200, Ok(results)))
+                    }
+                    Some(response) => {
+                        let status = response.status().as_u16();
+                        Some((status, Err(response.json::<ErrorBody>().await.ok().map(BatchResult::Error))))
+                    }
+                };
                 let latency = due.elapsed();
                 let mut recorder = self.recorder();
                 recorder.record_latency(kind, latency, reply.as_ref().is_some_and(|(s, _)| *s == 200));
-                let results = match &reply {
-                    Some((200, body)) => body["results"].as_array().cloned().unwrap_or_default(),
-                    _ => Vec::new(),
-                };
                 for (i, (vote, voter)) in votes.iter().enumerate() {
-                    let item = match (&reply, results.get(i)) {
-                        (Some((200, _)), Some(item)) => judge(Some((200, item))),
-                        // A 200 without this item's result cannot have recorded it unseen.
-                        (Some((200, _)), None) => judge(None),
-                        (Some((status, body)), _) => judge(Some((*status, body))),
-                        (None, _) => judge(None),
+                    let item = match &reply {
+                        Some((200, Ok(results))) => match results.get(i) {
+                            Some(item) => judge(Some((200, Some(item)))),
+                            // A 200 without this item's result cannot have recorded it unseen.
+                            None => judge(None),
+                        },
+                        // The whole request failed: its error is every item's.
+                        Some((status, Err(error))) => judge(Some((*status, error.as_ref()))),
+                        Some((_, Ok(_))) | None => judge(None),
                     };
                     recorder.outcome(&item.0);
                     recorder.vote_fate(vote, item.1, voter);
@@ -449,7 +479,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let mut report = report(&run, elapsed, not_sent, check);
     report.subscribers = streams;
     match format {
-        Format::Json => output::emit_json(&serde_json::to_value(&report)?)?,
+        Format::Json => output::emit_json(&report)?,
         Format::Table => output::emit(&render(&report))?,
     }
     if report.check.as_ref().is_some_and(|c| !c.ok) {
@@ -472,9 +502,9 @@ struct Discovered {
 async fn discover(client: &Client) -> anyhow::Result<Vec<Discovered>> {
     let mut nodes = Vec::new();
     for endpoint in client.endpoints() {
-        let status = client.only(endpoint).send(&Request::get("/v1/cluster/status")).await?;
-        let node_id = status["node_id"].as_u64().unwrap_or(0);
-        let is_leader = status["leader_id"].as_u64() == Some(node_id);
+        let status: StatusBody = client.only(endpoint).call(&Request::get("/v1/cluster/status")).await?;
+        let node_id = status.node_id;
+        let is_leader = status.leader_id == Some(node_id);
         nodes.push(Discovered { endpoint: endpoint.clone(), node_id, is_leader });
     }
     Ok(nodes)
@@ -486,32 +516,33 @@ async fn prepare_polls(args: &Args, regions: &[String], client: &Client) -> anyh
         // The run's start in the title tells one run's polls from another's in a poll list.
         let started = crate::output::now_utc_millis();
         for n in 0..args.polls {
-            let breakdowns: Vec<&str> = if regions.is_empty() { vec![] } else { vec!["region"] };
-            let title = format!("bench {started} #{n}");
-            let body = json!({"title": title, "options": ["red", "green", "blue", "yellow"],
-                              "settings": {"breakdowns": breakdowns}});
-            polls.push(client.send(&Request::post("/v1/polls", body)).await?);
+            let breakdowns: Vec<String> = if regions.is_empty() { vec![] } else { vec!["region".to_string()] };
+            let body = CreatePollRequest {
+                title: format!("bench {started} #{n}"),
+                description: None,
+                options: ["red", "green", "blue", "yellow"].map(|text| OptionInput::Text(text.to_string())).to_vec(),
+                start_time: None,
+                end_time: None,
+                settings: Some(SettingsInput { breakdowns: Some(breakdowns), ..SettingsInput::default() }),
+            };
+            polls.push(client.call::<PollBody>(&Request::post("/v1/polls", &body)).await?);
         }
     } else {
         for poll_id in &args.poll_ids {
-            polls.push(client.send(&Request::get(format!("/v1/polls/{}", segment(poll_id)))).await?);
+            polls.push(client.call::<PollBody>(&Request::get(format!("/v1/polls/{}", segment(poll_id)))).await?);
         }
     }
     let mut targets = Vec::new();
+    let query = ResultsQuery { consistency: Some(Consistency::Linearizable.as_str().to_string()), breakdown: None };
     for poll in polls {
-        let poll_id = poll["poll_id"].as_str().unwrap_or_default().to_string();
-        let results = client
-            .send(
-                &Request::get(format!("/v1/polls/{}/results", segment(&poll_id))).query("consistency", "linearizable"),
-            )
-            .await?;
-        let options = poll["options"].as_array().into_iter().flatten();
-        let has_region = poll["settings"]["breakdowns"].as_array().is_some_and(|b| b.iter().any(|v| v == "region"));
+        let path = format!("/v1/polls/{}/results", segment(&poll.poll_id));
+        let results: ResultsBody = client.call(&Request::get(path).params(&query)).await?;
+        let has_region = poll.settings.breakdowns.iter().any(|b| b == "region");
         targets.push(Target {
-            options: options.filter_map(|o| o["option_id"].as_str().map(str::to_string)).collect(),
+            options: poll.options.into_iter().map(|o| o.option_id).collect(),
             with_regions: has_region && !regions.is_empty(),
-            votes_before: results["total_votes"].as_u64().unwrap_or(0),
-            poll_id,
+            votes_before: results.total_votes,
+            poll_id: poll.poll_id,
         });
     }
     Ok(targets)
@@ -621,17 +652,26 @@ mod tests {
 
     #[test]
     fn replies_decide_whether_a_vote_counts() {
-        let recorded = json!({"status": "recorded"});
-        assert!(matches!(judge(Some((200, &recorded))), (ref n, Fate::Counted) if n == "recorded"));
-        let already = json!({"error": {"code": "ALREADY_VOTED"}});
-        assert!(matches!(judge(Some((409, &already))), (ref n, Fate::NotCounted) if n == "ALREADY_VOTED"));
-        let unavailable = json!({"error": {"code": "UNAVAILABLE"}});
-        assert!(matches!(judge(Some((503, &unavailable))).1, Fate::NotCounted));
-        let timeout = json!({"error": {"code": "TIMEOUT"}});
-        assert!(matches!(judge(Some((504, &timeout))).1, Fate::Unknown));
+        use serde_json::json;
+        let item = |value: serde_json::Value| -> BatchResult { serde_json::from_value(value).expect("a batch item") };
+        let error = |code: &str| item(json!({"error": {"code": code, "message": "m"}}));
+        let recorded = item(json!({"status": "recorded", "vote_id": "v1", "poll_id": "p1", "option_id": "o1",
+            "recorded_at": "2026-04-05T12:00:00.000Z", "log_index": 7,
+            "receipt": {"vote_id": "v1", "position": 0, "chain_hash": "00"}}));
+        assert!(matches!(recorded, BatchResult::Vote(_)));
+        assert!(matches!(judge(Some((200, Some(&recorded)))), (ref n, Fate::Counted) if n == "recorded"));
+        let already = error("ALREADY_VOTED");
+        assert!(matches!(judge(Some((409, Some(&already)))), (ref n, Fate::NotCounted) if n == "ALREADY_VOTED"));
+        let unavailable = error("UNAVAILABLE");
+        assert!(matches!(judge(Some((503, Some(&unavailable)))).1, Fate::NotCounted));
+        let timeout = error("TIMEOUT");
+        assert!(matches!(judge(Some((504, Some(&timeout)))).1, Fate::Unknown));
         // Batch items: the error sits in a 200 reply's item.
-        assert!(matches!(judge(Some((200, &timeout))).1, Fate::Unknown));
-        assert!(matches!(judge(Some((200, &already))).1, Fate::NotCounted));
+        assert!(matches!(judge(Some((200, Some(&timeout)))).1, Fate::Unknown));
+        assert!(matches!(judge(Some((200, Some(&already)))).1, Fate::NotCounted));
         assert!(matches!(judge(None), (ref n, Fate::Unknown) if n == "NO_ANSWER"));
+        // A body that did not decode: an error status's code is its HTTP status.
+        assert!(matches!(judge(Some((502, None))), (ref n, Fate::Unknown) if n == "HTTP_502"));
+        assert!(matches!(judge(Some((400, None))), (ref n, Fate::NotCounted) if n == "HTTP_400"));
     }
 }

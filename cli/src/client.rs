@@ -11,7 +11,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
+use tally_api::v1::{ErrorBody, ErrorDetail};
 
 use crate::exit::{Exit, Failure};
 
@@ -71,17 +74,25 @@ pub fn segment(raw: &str) -> String {
     encoded
 }
 
-/// One API request, built by the command modules and sent by [`Client::send`].
 /// The header that carries the cluster secret (API.md: cluster routes).
 pub const CLUSTER_SECRET_HEADER: &str = "x-tally-cluster-secret";
 
+/// One API request, built by the command modules from the `tally_api::v1` types and sent
+/// by [`Client::call`].
 #[derive(Debug, Clone)]
 pub struct Request {
     method: Method,
     path: String,
-    query: Vec<(&'static str, String)>,
+    query: Vec<(String, String)>,
     headers: Vec<(&'static str, String)>,
     body: Option<Value>,
+}
+
+/// A request body as JSON. The API's request types (`tally_api::v1`) are structs of
+/// strings, numbers, booleans, options, lists and maps with string keys: serializing them
+/// cannot fail, so a failure here is a bug in those types, not a runtime condition.
+fn json_body(body: &impl Serialize) -> Value {
+    serde_json::to_value(body).expect("the API's request types serialize infallibly")
 }
 
 impl Request {
@@ -93,24 +104,40 @@ impl Request {
         Self::new(Method::GET, path, None)
     }
 
-    pub fn post(path: impl Into<String>, body: Value) -> Self {
-        Self::new(Method::POST, path, Some(body))
+    pub fn post(path: impl Into<String>, body: &impl Serialize) -> Self {
+        Self::new(Method::POST, path, Some(json_body(body)))
     }
 
-    pub fn patch(path: impl Into<String>, body: Value) -> Self {
-        Self::new(Method::PATCH, path, Some(body))
+    pub fn patch(path: impl Into<String>, body: &impl Serialize) -> Self {
+        Self::new(Method::PATCH, path, Some(json_body(body)))
     }
 
-    pub fn put(path: impl Into<String>, body: Value) -> Self {
-        Self::new(Method::PUT, path, Some(body))
+    pub fn put(path: impl Into<String>, body: &impl Serialize) -> Self {
+        Self::new(Method::PUT, path, Some(json_body(body)))
     }
 
     pub fn delete(path: impl Into<String>) -> Self {
         Self::new(Method::DELETE, path, None)
     }
 
-    pub fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
-        self.query.push((key, value.into()));
+    pub fn query(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.query.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// The query string of a `tally_api::v1` query type (`ListQuery`, `ResultsQuery`, …):
+    /// one parameter per field that is set. Those types are flat structs of optional
+    /// scalars, so they serialize infallibly to an object of scalars.
+    pub fn params(mut self, params: &impl Serialize) -> Self {
+        if let Value::Object(fields) = json_body(params) {
+            for (key, value) in fields {
+                match value {
+                    Value::Null => {}
+                    Value::String(text) => self.query.push((key, text)),
+                    other => self.query.push((key, other.to_string())),
+                }
+            }
+        }
         self
     }
 
@@ -252,13 +279,15 @@ impl Client {
         Client { endpoints: vec![endpoint.to_string()], ..self.clone() }
     }
 
-    /// Sends `request` to the first endpoint that takes it and decodes the JSON reply.
-    pub async fn send(&self, request: &Request) -> Result<Value, Failure> {
+    /// Sends `request` to the first endpoint that takes it and decodes the reply into the
+    /// API type `T` (`()` or an `Option` for replies without a body). A reply that does not
+    /// match `T` is an `INVALID_RESPONSE` failure.
+    pub async fn call<T: DeserializeOwned>(&self, request: &Request) -> Result<T, Failure> {
         let raw = self.send_raw(request).await?;
         decode_success(&raw.body)
     }
 
-    /// Like [`Client::send`] for replies that are not one JSON value (NDJSON): the
+    /// Like [`Client::call`] for replies that are not one JSON value (NDJSON): the
     /// successful reply's headers and text.
     pub async fn send_raw(&self, request: &Request) -> Result<RawReply, Failure> {
         let mut tried: Vec<String> = Vec::new();
@@ -351,13 +380,35 @@ fn header_text(response: &reqwest::Response, name: reqwest::header::HeaderName) 
     value.to_str().ok().map(str::to_string)
 }
 
-/// An empty success body (e.g. a 204) decodes as `null`.
-fn decode_success(text: &str) -> Result<Value, Failure> {
-    if text.trim().is_empty() {
-        return Ok(Value::Null);
+/// Decodes a success body into `T`; an empty body (e.g. a 204) decodes as `null`.
+pub(crate) fn decode_success<T: DeserializeOwned>(text: &str) -> Result<T, Failure> {
+    let text = if text.trim().is_empty() { "null" } else { text };
+    serde_json::from_str(text).map_err(|error| {
+        let message = match error.classify() {
+            serde_json::error::Category::Data => {
+                format!("the server's reply is not a {}: {error}", type_label::<T>())
+            }
+            _ => format!("the server's reply is not JSON: {error}"),
+        };
+        Failure::failed("INVALID_RESPONSE", message)
+    })
+}
+
+/// `T`'s name without module paths: `Option<PollBody>` rather than
+/// `core::option::Option<tally_api::v1::polls::PollBody>`.
+fn type_label<T>() -> String {
+    let mut label = String::new();
+    let mut word = String::new();
+    for c in std::any::type_name::<T>().chars().chain(std::iter::once(' ')) {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+        } else {
+            label.push_str(word.rsplit("::").next().unwrap_or_default());
+            word.clear();
+            label.push(c);
+        }
     }
-    serde_json::from_str(text)
-        .map_err(|error| Failure::failed("INVALID_RESPONSE", format!("the server's reply is not JSON: {error}")))
+    label.trim_end().to_string()
 }
 
 /// Turns an error reply into a [`Failure`], keeping the API's stable `code` and showing any
@@ -367,11 +418,9 @@ pub fn failure_from_response(status: u16, body: &str, retry_after: Option<&str>)
         503 | 504 => Exit::Unavailable,
         _ => Exit::Failed,
     };
-    let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let error = parsed.as_ref().and_then(|value| value.get("error"));
-    let mut failure = match error.and_then(|error| error.get("code")?.as_str().map(|code| (error, code))) {
-        Some((error, code)) => Failure::new(exit, code, api_error_message(error)),
-        None => Failure::new(exit, &format!("HTTP_{status}"), short_body(body)),
+    let mut failure = match serde_json::from_str::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => Failure::new(exit, &error.code, api_error_message(&error)),
+        Err(_) => Failure::new(exit, &format!("HTTP_{status}"), short_body(body)),
     };
     if let Some(seconds) = retry_after {
         let _ = write!(failure.message, " (retry after {seconds} s)");
@@ -379,15 +428,11 @@ pub fn failure_from_response(status: u16, body: &str, retry_after: Option<&str>)
     failure
 }
 
-fn api_error_message(error: &Value) -> String {
-    let mut message = error.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
-    let context: Vec<String> = error
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(key, _)| key.as_str() != "code" && key.as_str() != "message")
-        .map(|(key, value)| format!("{key}={}", crate::output::cell(value)))
-        .collect();
+/// The message, then the code's context fields as `key=value`.
+fn api_error_message(error: &ErrorDetail) -> String {
+    let mut message = error.message.clone();
+    let context: Vec<String> =
+        error.context.iter().map(|(key, value)| format!("{key}={}", crate::output::cell(value))).collect();
     if !context.is_empty() {
         let _ = write!(message, " ({})", context.join(", "));
     }
@@ -477,7 +522,30 @@ mod tests {
 
     #[test]
     fn empty_success_bodies_are_null() {
-        assert_eq!(decode_success(""), Ok(Value::Null));
-        assert!(decode_success("not json").is_err());
+        assert_eq!(decode_success::<Value>(""), Ok(Value::Null));
+        assert_eq!(decode_success::<()>(" "), Ok(()));
+        assert_eq!(decode_success::<Option<u64>>(""), Ok(None));
+        let failure = decode_success::<Value>("not json").expect_err("not JSON");
+        assert_eq!(failure.code, "INVALID_RESPONSE");
+        assert!(failure.message.starts_with("the server's reply is not JSON"), "{}", failure.message);
+    }
+
+    #[test]
+    fn replies_that_break_the_contract_name_the_type() {
+        use tally_api::v1::{MemberRemoved, PollBody};
+        assert_eq!(decode_success::<MemberRemoved>(r#"{"removed": 4}"#), Ok(MemberRemoved { removed: 4 }));
+        let failure = decode_success::<MemberRemoved>(r#"{"node_id": 4}"#).expect_err("no removed");
+        assert_eq!(failure.code, "INVALID_RESPONSE");
+        assert!(failure.message.starts_with("the server's reply is not a MemberRemoved: "), "{}", failure.message);
+        let failure = decode_success::<Option<PollBody>>("[]").expect_err("not a poll");
+        assert!(failure.message.contains("not a Option<PollBody>"), "{}", failure.message);
+    }
+
+    #[test]
+    fn query_types_become_parameters() {
+        let query = tally_api::v1::ListQuery { status: Some("active".into()), limit: Some(5), cursor: None };
+        let mut params = Request::get("/v1/polls").params(&query).query;
+        params.sort();
+        assert_eq!(params, [("limit".to_string(), "5".to_string()), ("status".into(), "active".into())]);
     }
 }

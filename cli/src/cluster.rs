@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 
 use clap::Subcommand;
-use serde_json::{json, Value};
+use serde::Serialize;
+use tally_api::v1::{AddMemberRequest, InitRequest, Initialized, MemberAdded, MemberBody, MemberRemoved, StatusBody};
 use tokio::task::JoinSet;
 
 use crate::client::{segment, Client, Request};
 use crate::exit::Failure;
-use crate::output::{self, cell, Format, Table};
+use crate::output::{self, or_dash, render_fields, Format, Table};
 use crate::Settings;
 
 /// State hashes are long; a prefix is enough to see whether nodes agree.
@@ -72,39 +73,46 @@ pub fn parse_addr(raw: &str) -> Result<String, String> {
 
 pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     let client = &settings.client;
-    let reply = match command {
-        Command::Status => return status(settings).await,
+    let format = settings.format;
+    match command {
+        Command::Status => status(settings).await,
         Command::Init { members } => {
-            client.send(&settings.as_operator(Request::post("/v1/cluster/init", init_body(&members)?))).await?
+            let request = settings.as_operator(Request::post("/v1/cluster/init", &init_body(&members)?));
+            let reply: Initialized = client.call(&request).await?;
+            output::emit_value(format, &reply, |reply| render_fields(&[("initialized", reply.initialized.to_string())]))
         }
         Command::AddMember { node_id, addr, learner } => {
-            let body = json!({"node_id": node_id, "addr": addr, "voter": !learner});
-            client.send(&settings.as_operator(Request::post("/v1/cluster/members", body))).await?
+            let body = AddMemberRequest { node_id, addr, voter: Some(!learner) };
+            let reply: MemberAdded =
+                client.call(&settings.as_operator(Request::post("/v1/cluster/members", &body))).await?;
+            output::emit_value(format, &reply, |reply| {
+                render_fields(&[("node_id", reply.node_id.to_string()), ("voter", reply.voter.to_string())])
+            })
         }
         Command::RemoveMember { node_id } => {
             let path = format!("/v1/cluster/members/{}", segment(&node_id.to_string()));
-            client.send(&settings.as_operator(Request::delete(path))).await?
+            let reply: MemberRemoved = client.call(&settings.as_operator(Request::delete(path))).await?;
+            output::emit_value(format, &reply, |reply| render_fields(&[("removed", reply.removed.to_string())]))
         }
-    };
-    output::emit_value(settings.format, &reply, output::render_object)
+    }
 }
 
 /// `{"members": {"1": "host:port"}}`, or `{}` for a single-node cluster.
-pub fn init_body(members: &[Member]) -> Result<Value, Failure> {
+pub fn init_body(members: &[Member]) -> Result<InitRequest, Failure> {
     if members.is_empty() {
-        return Ok(json!({}));
+        return Ok(InitRequest::default());
     }
-    let mut by_id: BTreeMap<String, &str> = BTreeMap::new();
+    let mut by_id: BTreeMap<String, String> = BTreeMap::new();
     for member in members {
-        if by_id.insert(member.node_id.to_string(), &member.addr).is_some() {
+        if by_id.insert(member.node_id.to_string(), member.addr.clone()).is_some() {
             return Err(Failure::usage(format!("--member {} given twice", member.node_id)));
         }
     }
-    Ok(json!({ "members": by_id }))
+    Ok(InitRequest { members: Some(by_id) })
 }
 
 /// What one endpoint said about the cluster.
-type Answer = (String, Result<Value, Failure>);
+type Answer = (String, Result<StatusBody, Failure>);
 
 async fn status(settings: &Settings) -> anyhow::Result<()> {
     let answers = fetch_statuses(&settings.client).await;
@@ -130,7 +138,7 @@ async fn fetch_statuses(client: &Client) -> Vec<Answer> {
         let node = client.only(endpoint);
         let endpoint = endpoint.clone();
         tasks.spawn(async move {
-            let answer = node.send(&Request::get("/v1/cluster/status")).await;
+            let answer = node.call(&Request::get("/v1/cluster/status")).await;
             (index, (endpoint, answer))
         });
     }
@@ -139,17 +147,35 @@ async fn fetch_statuses(client: &Client) -> Vec<Answer> {
     answers.into_iter().map(|(_, answer)| answer).collect()
 }
 
-/// `[{"endpoint", "status": <the node's JSON>} | {"endpoint", "error": {"code", "message"}}]`
-fn status_json(answers: &[Answer]) -> Value {
-    let items: Vec<Value> = answers
+/// One endpoint in `cluster status -o json`.
+#[derive(Serialize)]
+struct StatusItem<'a> {
+    endpoint: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a StatusBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorItem<'a>>,
+}
+
+#[derive(Serialize)]
+struct ErrorItem<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// `[{"endpoint", "status": <the node's StatusBody>} | {"endpoint", "error": {"code", "message"}}]`
+fn status_json(answers: &[Answer]) -> Vec<StatusItem<'_>> {
+    answers
         .iter()
         .map(|(endpoint, answer)| match answer {
-            Ok(status) => json!({"endpoint": endpoint, "status": status}),
-            Err(failure) => json!({"endpoint": endpoint,
-                                   "error": {"code": failure.code, "message": failure.message}}),
+            Ok(status) => StatusItem { endpoint, status: Some(status), error: None },
+            Err(failure) => StatusItem {
+                endpoint,
+                status: None,
+                error: Some(ErrorItem { code: &failure.code, message: &failure.message }),
+            },
         })
-        .collect();
-    Value::Array(items)
+        .collect()
 }
 
 pub fn render_status(answers: &[Answer]) -> String {
@@ -159,61 +185,58 @@ pub fn render_status(answers: &[Answer]) -> String {
     }
     let mut text = nodes.render();
     if let Some(view) = members_view(answers) {
-        let node_id = cell(&view["node_id"]);
-        text.push_str(&format!("\n\nmembers (as seen by node {node_id}):\n"));
-        text.push_str(&render_members(&view["members"]));
+        text.push_str(&format!("\n\nmembers (as seen by node {}):\n", view.node_id));
+        text.push_str(&render_members(&view.members));
     }
     text
 }
 
-fn node_row(endpoint: &str, status: Option<&Value>) -> Vec<String> {
+fn node_row(endpoint: &str, status: Option<&StatusBody>) -> Vec<String> {
     let Some(status) = status else {
         let mut row = vec![endpoint.to_string(), "-".into(), "unreachable".into()];
         row.resize(8, "-".to_string());
         return row;
     };
-    let hash = cell(&status["state_hash"]);
     vec![
         endpoint.to_string(),
-        cell(&status["node_id"]),
-        cell(&status["role"]),
-        cell(&status["leader_id"]),
-        cell(&status["term"]),
-        cell(&status["commit_index"]),
-        cell(&status["applied_index"]),
-        hash.chars().take(STATE_HASH_CHARS_SHOWN).collect(),
+        status.node_id.to_string(),
+        status.role.clone(),
+        or_dash(status.leader_id),
+        status.term.to_string(),
+        or_dash(status.commit_index),
+        status.applied_index.to_string(),
+        status.state_hash.chars().take(STATE_HASH_CHARS_SHOWN).collect(),
     ]
 }
 
 /// The leader's view when it answered (only it knows every member's lag), else the first.
-fn members_view(answers: &[Answer]) -> Option<&Value> {
-    let statuses: Vec<&Value> = answers.iter().filter_map(|(_, a)| a.as_ref().ok()).collect();
-    let is_leader = |s: &Value| !s["node_id"].is_null() && s["node_id"] == s["leader_id"];
-    let view = statuses.iter().copied().find(|s| is_leader(s)).or(statuses.first().copied())?;
-    (!view["members"].is_null()).then_some(view)
+fn members_view(answers: &[Answer]) -> Option<&StatusBody> {
+    let statuses: Vec<&StatusBody> = answers.iter().filter_map(|(_, a)| a.as_ref().ok()).collect();
+    let is_leader = |s: &StatusBody| s.leader_id == Some(s.node_id);
+    statuses.iter().copied().find(|s| is_leader(s)).or(statuses.first().copied())
 }
 
-/// Members are a list of `{node_id, addr, role, matched_index, lag, reachable, last_heard_ms}`; a map keyed by node
-/// id (with an object or just an address) is accepted too, so extensions do not break us.
-pub fn render_members(members: &Value) -> String {
+/// One row per member: `{node_id, addr, role, matched_index, lag, reachable, last_heard_ms}`.
+pub fn render_members(members: &[MemberBody]) -> String {
     let mut table = Table::new(&["NODE", "ADDR", "ROLE", "MATCHED", "LAG", "REACHABLE", "LAST HEARD"])
         .right_align(3)
         .right_align(4);
-    let mut push = |id: String, member: &Value| {
-        let addr = member.as_str().map_or_else(|| cell(&member["addr"]), str::to_string);
-        let row = [&member["role"], &member["matched_index"], &member["lag"]].map(cell);
-        let reachable = match member["reachable"].as_bool() {
+    for member in members {
+        let reachable = match member.reachable {
             Some(true) => "yes",
             Some(false) => "NO",
             None => "-",
         };
-        let heard = member["last_heard_ms"].as_u64().map_or("-".to_string(), heard_ago);
-        table.push([vec![id, addr], row.to_vec(), vec![reachable.to_string(), heard]].concat());
-    };
-    match members {
-        Value::Array(list) => list.iter().for_each(|m| push(cell(&m["node_id"]), m)),
-        Value::Object(map) => map.iter().for_each(|(id, m)| push(id.clone(), m)),
-        _ => {}
+        let heard = member.last_heard_ms.map_or("-".to_string(), heard_ago);
+        table.push(vec![
+            member.node_id.to_string(),
+            member.addr.clone(),
+            member.role.clone(),
+            or_dash(member.matched_index),
+            or_dash(member.lag),
+            reachable.to_string(),
+            heard,
+        ]);
     }
     table.render()
 }
@@ -231,6 +254,7 @@ fn heard_ago(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn members_parse_from_id_equals_addr() {
@@ -258,19 +282,23 @@ mod tests {
     #[test]
     fn init_body_maps_ids_to_addresses() {
         let members = [parse_member("2=b:2").unwrap(), parse_member("1=a:1").unwrap()];
-        assert_eq!(init_body(&members), Ok(json!({"members": {"1": "a:1", "2": "b:2"}})));
-        assert_eq!(init_body(&[]), Ok(json!({})));
+        let wire =
+            |body: Result<InitRequest, Failure>| body.map(|body| serde_json::to_value(body).expect("serializes"));
+        assert_eq!(wire(init_body(&members)), Ok(json!({"members": {"1": "a:1", "2": "b:2"}})));
+        assert_eq!(wire(init_body(&[])), Ok(json!({})));
         assert!(init_body(&[members[0].clone(), members[0].clone()]).is_err());
     }
 
     #[test]
     fn status_table_shows_nodes_and_the_leaders_member_view() {
         let leader = json!({"node_id": 1, "role": "leader", "leader_id": 1, "term": 2,
-            "commit_index": 9, "applied_index": 9, "state_hash": "0123456789abcdef0123",
+            "commit_index": 9, "applied_index": 9, "last_log_index": 9, "snapshot_index": null,
+            "state_hash": "0123456789abcdef0123", "votes_recorded": 3,
             "members": [{"node_id": 1, "addr": "h:1", "role": "voter", "matched_index": 9, "lag": 0,
                          "reachable": true, "last_heard_ms": 0},
                         {"node_id": 2, "addr": "h:2", "role": "voter", "matched_index": 7, "lag": 2,
                          "reachable": false, "last_heard_ms": 4200}]});
+        let leader: StatusBody = serde_json::from_value(leader).expect("a StatusBody");
         let down = Failure::unavailable("UNAVAILABLE", "refused");
         let text = render_status(&[("http://h:1".into(), Ok(leader)), ("http://h:2".into(), Err(down))]);
         let expected = "\
@@ -285,14 +313,34 @@ NODE  ADDR  ROLE   MATCHED  LAG  REACHABLE  LAST HEARD
         assert_eq!(text, expected);
     }
 
+    /// Members are a list in the contract (StatusBody): a status whose members are a map
+    /// keyed by node id, which this client used to render too, is now an invalid response.
     #[test]
-    fn members_as_a_map_are_accepted() {
-        let text = render_members(&json!({"1": "h:1", "2": {"addr": "h:2", "lag": 3}}));
+    fn members_as_a_map_are_an_invalid_response() {
+        let status = json!({"node_id": 1, "role": "leader", "leader_id": 1, "term": 2, "commit_index": 9,
+            "applied_index": 9, "last_log_index": 9, "snapshot_index": null, "state_hash": "00",
+            "votes_recorded": 0, "members": {"1": "h:1", "2": {"addr": "h:2", "lag": 3}}});
+        let failure = crate::client::decode_success::<StatusBody>(&status.to_string()).expect_err("not a list");
+        assert_eq!(failure.code, "INVALID_RESPONSE");
+        assert!(failure.message.starts_with("the server's reply is not a StatusBody: "), "{}", failure.message);
+    }
+
+    #[test]
+    fn members_without_what_only_the_leader_knows_show_dashes() {
+        let member = |id: u64| MemberBody {
+            node_id: id,
+            addr: format!("h:{id}"),
+            role: "voter".into(),
+            matched_index: None,
+            lag: None,
+            last_heard_ms: None,
+            reachable: None,
+        };
         assert_eq!(
-            text,
-            "NODE  ADDR  ROLE  MATCHED  LAG  REACHABLE  LAST HEARD\n\
-             1     h:1   -           -    -  -          -\n\
-             2     h:2   -           -    3  -          -"
+            render_members(&[member(1), MemberBody { lag: Some(3), ..member(2) }]),
+            "NODE  ADDR  ROLE   MATCHED  LAG  REACHABLE  LAST HEARD\n\
+             1     h:1   voter        -    -  -          -\n\
+             2     h:2   voter        -    3  -          -"
         );
     }
 }

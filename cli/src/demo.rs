@@ -23,6 +23,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{json, Value};
+use tally_api::v1::{
+    BatchVote, CreatePollRequest, Credentials, OptionInput, PollBody, StatusBody, TokenBody, UserBody,
+};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::{sleep, timeout_at, Instant};
@@ -397,8 +400,8 @@ async fn start(
         client = client.with_token(Some(token));
     }
     let poll = seed(&client, &urls, jwt.is_some(), data_dir).await?;
-    let status = client.only(&urls[0]).send(&Request::get("/v1/cluster/status")).await;
-    let leader_id = status.ok().and_then(|status| status["leader_id"].as_u64());
+    let status = client.only(&urls[0]).call::<StatusBody>(&Request::get("/v1/cluster/status")).await;
+    let leader_id = status.ok().and_then(|status| status.leader_id);
     match format {
         Format::Json => output::emit_json(&summary_json(nodes, &poll, leader_id, data_dir, jwt))?,
         Format::Table => output::emit(&banner(nodes, &poll, leader_id, data_dir, jwt))?,

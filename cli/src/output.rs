@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use serde::Serialize;
 use serde_json::Value;
 use time::macros::format_description;
 use time::OffsetDateTime;
@@ -27,14 +28,15 @@ pub fn emit(text: &str) -> io::Result<()> {
     stdout.flush()
 }
 
-/// Writes a JSON value to stdout, pretty-printed.
-pub fn emit_json(value: &Value) -> anyhow::Result<()> {
+/// Writes a value to stdout as JSON, pretty-printed. An API type prints with the API's
+/// field names, so scripts see the server's JSON.
+pub fn emit_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     emit(&serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 
 /// Writes `value` as JSON, or as the text `render` makes of it.
-pub fn emit_value(format: Format, value: &Value, render: fn(&Value) -> String) -> anyhow::Result<()> {
+pub fn emit_value<T: Serialize>(format: Format, value: &T, render: fn(&T) -> String) -> anyhow::Result<()> {
     match format {
         Format::Json => emit_json(value),
         Format::Table => Ok(emit(&render(value))?),
@@ -56,6 +58,16 @@ pub fn cell(value: &Value) -> String {
     }
 }
 
+/// An optional field as a table cell: `-` when absent, as [`cell`] shows `null`.
+pub fn or_dash<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |value| value.to_string())
+}
+
+/// A float as JSON writes it (`50.0`, not `50`), as the tables showed the server's numbers.
+pub fn float(value: f64) -> String {
+    Value::from(value).to_string()
+}
+
 /// `key  value` lines with the values aligned.
 pub fn render_fields(fields: &[(&str, String)]) -> String {
     let width = fields.iter().map(|(key, _)| key.chars().count()).max().unwrap_or(0);
@@ -64,8 +76,8 @@ pub fn render_fields(fields: &[(&str, String)]) -> String {
     lines.join("\n")
 }
 
-/// Any JSON object as `key  value` lines: for replies whose shape the CLI does not own
-/// (cluster init, membership changes). Anything else is shown as compact JSON.
+/// Any JSON object as `key  value` lines: for reports whose shape the CLI does not own
+/// (`tally-node backup …`). Anything else is shown as compact JSON.
 pub fn render_object(value: &Value) -> String {
     match value {
         Value::Object(map) if !map.is_empty() => {
@@ -168,6 +180,10 @@ mod tests {
         assert_eq!(cell(&json!("leader")), "leader");
         assert_eq!(cell(&json!(null)), "-");
         assert_eq!(cell(&json!(7)), "7");
+        assert_eq!(or_dash(Some(7)), "7");
+        assert_eq!(or_dash(None::<u64>), "-");
+        assert_eq!(float(50.0), "50.0");
+        assert_eq!(float(33.3), "33.3");
     }
 
     #[test]

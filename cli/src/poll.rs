@@ -1,12 +1,12 @@
 //! `tally poll ...`: create, show, list and close polls.
 
 use clap::Subcommand;
-use serde_json::{json, Map, Value};
+use tally_api::v1::{CreatePollRequest, ListQuery, OptionInput, PatchPollRequest, PollBody, PollList, SettingsInput};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::client::{segment, Client, Request};
-use crate::output::{self, cell, render_fields, Format, Table};
+use crate::output::{self, or_dash, render_fields, Format, Table};
 use crate::Settings;
 
 /// Polls asked for per page; the API's example page size, which every server accepts.
@@ -89,12 +89,12 @@ fn parse_rfc3339(raw: &str) -> Result<String, String> {
 
 pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     let client = &settings.client;
-    let poll = match command {
-        Command::Create(args) => client.send(&Request::post("/v1/polls", create_body(&args))).await?,
-        Command::Get { poll_id } => client.send(&Request::get(poll_path(&poll_id))).await?,
+    let poll: PollBody = match command {
+        Command::Create(args) => client.call(&Request::post("/v1/polls", &create_body(&args))).await?,
+        Command::Get { poll_id } => client.call(&Request::get(poll_path(&poll_id))).await?,
         Command::Close { poll_id } => {
-            let body = json!({"status": "closed"});
-            client.send(&Request::patch(poll_path(&poll_id), body)).await?
+            let body = PatchPollRequest { status: Some("closed".to_string()), ..PatchPollRequest::default() };
+            client.call(&Request::patch(poll_path(&poll_id), &body)).await?
         }
         Command::List(args) => return list(client, &args, settings.format).await,
     };
@@ -106,88 +106,72 @@ pub fn poll_path(poll_id: &str) -> String {
 }
 
 /// Only fields the user gave are sent, so the server's defaults apply to the rest.
-pub fn create_body(args: &CreateArgs) -> Value {
-    let mut body = Map::new();
-    body.insert("title".into(), json!(args.title));
-    body.insert("options".into(), json!(args.options));
-    if let Some(description) = &args.description {
-        body.insert("description".into(), json!(description));
+pub fn create_body(args: &CreateArgs) -> CreatePollRequest {
+    let settings = SettingsInput {
+        show_results_during_voting: args.hide_results.then_some(false),
+        allow_vote_change: args.allow_vote_change.then_some(true),
+        breakdowns: (!args.breakdowns.is_empty()).then(|| args.breakdowns.clone()),
+    };
+    CreatePollRequest {
+        title: args.title.clone(),
+        description: args.description.clone(),
+        options: args.options.iter().cloned().map(OptionInput::Text).collect(),
+        start_time: args.start_time.clone(),
+        end_time: args.end_time.clone(),
+        settings: (settings != SettingsInput::default()).then_some(settings),
     }
-    if let Some(start_time) = &args.start_time {
-        body.insert("start_time".into(), json!(start_time));
-    }
-    if let Some(end_time) = &args.end_time {
-        body.insert("end_time".into(), json!(end_time));
-    }
-    let mut settings = Map::new();
-    if args.allow_vote_change {
-        settings.insert("allow_vote_change".into(), json!(true));
-    }
-    if args.hide_results {
-        settings.insert("show_results_during_voting".into(), json!(false));
-    }
-    if !args.breakdowns.is_empty() {
-        settings.insert("breakdowns".into(), json!(args.breakdowns));
-    }
-    if !settings.is_empty() {
-        body.insert("settings".into(), Value::Object(settings));
-    }
-    Value::Object(body)
 }
 
 /// Follows `next_cursor` until `limit` polls are in hand or the server has no more. Each
 /// page adds at least one poll or ends the loop, so it runs at most `limit` times.
 async fn list(client: &Client, args: &ListArgs, format: Format) -> anyhow::Result<()> {
     let limit = usize::try_from(args.limit)?;
-    let mut polls: Vec<Value> = Vec::new();
+    let mut polls: Vec<PollBody> = Vec::new();
     let mut cursor: Option<String> = None;
     while polls.len() < limit {
         let page_size = (limit - polls.len()).min(PAGE_SIZE_MAX);
-        let mut request = Request::get("/v1/polls").query("limit", page_size.to_string());
-        if let Some(status) = args.status {
-            request = request.query("status", status.as_str());
-        }
-        if let Some(cursor) = &cursor {
-            request = request.query("cursor", cursor.clone());
-        }
-        let page = client.send(&request).await?;
-        let items = page["polls"].as_array().cloned().unwrap_or_default();
-        polls.extend(items.iter().take(page_size).cloned());
-        cursor = page["next_cursor"].as_str().map(str::to_string);
-        if items.is_empty() || cursor.is_none() {
+        let query = ListQuery {
+            status: args.status.map(|status| status.as_str().to_string()),
+            limit: Some(page_size),
+            cursor: cursor.clone(),
+        };
+        let page: PollList = client.call(&Request::get("/v1/polls").params(&query)).await?;
+        let empty = page.polls.is_empty();
+        polls.extend(page.polls.into_iter().take(page_size));
+        cursor = page.next_cursor;
+        if empty || cursor.is_none() {
             break;
         }
     }
-    let listing = json!({"polls": polls, "next_cursor": cursor});
+    let listing = PollList { polls, next_cursor: cursor };
     output::emit_value(format, &listing, render_list)
 }
 
 /// The poll's fields, then its options with the ids a vote needs.
-pub fn render_poll(poll: &Value) -> String {
-    let mut fields = vec![("poll_id", cell(&poll["poll_id"])), ("title", cell(&poll["title"]))];
-    if let Some(description) = poll["description"].as_str().filter(|d| !d.is_empty()) {
+pub fn render_poll(poll: &PollBody) -> String {
+    let mut fields = vec![("poll_id", poll.poll_id.clone()), ("title", poll.title.clone())];
+    if let Some(description) = poll.description.as_deref().filter(|d| !d.is_empty()) {
         fields.push(("description", description.to_string()));
     }
-    fields.push(("status", cell(&poll["status"])));
-    fields.push(("start_time", cell(&poll["start_time"])));
-    fields.push(("end_time", cell(&poll["end_time"])));
+    fields.push(("status", poll.status.clone()));
+    fields.push(("start_time", poll.start_time.clone()));
+    fields.push(("end_time", or_dash(poll.end_time.as_deref())));
     let mut options = Table::new(&["OPTION_ID", "TEXT"]);
-    for option in poll["options"].as_array().into_iter().flatten() {
-        options.push(vec![cell(&option["option_id"]), cell(&option["text"])]);
+    for option in &poll.options {
+        options.push(vec![option.option_id.clone(), option.text.clone()]);
     }
     format!("{}\n\n{}", render_fields(&fields), options.render())
 }
 
-fn render_list(listing: &Value) -> String {
+fn render_list(listing: &PollList) -> String {
     let mut table = Table::new(&["POLL_ID", "STATUS", "OPTIONS", "END_TIME", "TITLE"]).right_align(2);
-    for poll in listing["polls"].as_array().into_iter().flatten() {
-        let option_count = poll["options"].as_array().map_or(0, Vec::len);
+    for poll in &listing.polls {
         table.push(vec![
-            cell(&poll["poll_id"]),
-            cell(&poll["status"]),
-            option_count.to_string(),
-            cell(&poll["end_time"]),
-            cell(&poll["title"]),
+            poll.poll_id.clone(),
+            poll.status.clone(),
+            poll.options.len().to_string(),
+            or_dash(poll.end_time.as_deref()),
+            poll.title.clone(),
         ]);
     }
     table.render()
@@ -196,6 +180,12 @@ fn render_list(listing: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    /// The request body as it goes on the wire.
+    fn wire(body: CreatePollRequest) -> Value {
+        serde_json::to_value(body).expect("serializes")
+    }
 
     fn create_args() -> CreateArgs {
         CreateArgs {
@@ -212,7 +202,7 @@ mod tests {
 
     #[test]
     fn create_body_sends_only_given_fields() {
-        assert_eq!(create_body(&create_args()), json!({"title": "Best?", "options": ["Go", "Rust"]}));
+        assert_eq!(wire(create_body(&create_args())), json!({"title": "Best?", "options": ["Go", "Rust"]}));
         let args = CreateArgs {
             description: Some("d".into()),
             end_time: Some("2026-04-05T12:00:00Z".into()),
@@ -220,7 +210,7 @@ mod tests {
             ..create_args()
         };
         assert_eq!(
-            create_body(&args),
+            wire(create_body(&args)),
             json!({"title": "Best?", "options": ["Go", "Rust"], "description": "d",
                    "end_time": "2026-04-05T12:00:00Z", "settings": {"allow_vote_change": true}})
         );
@@ -231,7 +221,7 @@ mod tests {
             ..create_args()
         };
         assert_eq!(
-            create_body(&args),
+            wire(create_body(&args)),
             json!({"title": "Best?", "options": ["Go", "Rust"], "start_time": "2026-04-05T10:00:00Z",
                    "settings": {"show_results_during_voting": false, "breakdowns": ["region", "age"]}})
         );
@@ -245,9 +235,13 @@ mod tests {
 
     #[test]
     fn poll_renders_fields_then_option_ids() {
-        let poll = json!({"poll_id": "p1", "title": "Best?", "status": "active",
-            "start_time": "2026-04-05T12:00:00.000Z", "end_time": null,
-            "options": [{"option_id": "o1", "text": "Go"}, {"option_id": "o2", "text": "Rust"}]});
+        let poll: PollBody = serde_json::from_value(json!({"poll_id": "p1", "title": "Best?", "description": null,
+            "status": "active", "start_time": "2026-04-05T12:00:00.000Z", "end_time": null,
+            "options": [{"option_id": "o1", "text": "Go", "display_order": 0},
+                        {"option_id": "o2", "text": "Rust", "display_order": 1}],
+            "settings": {"show_results_during_voting": true, "allow_vote_change": false, "breakdowns": []},
+            "created_at": "2026-04-05T12:00:00.000Z", "owner": null}))
+        .expect("a PollBody");
         let expected = "\
 poll_id     p1
 title       Best?

@@ -4,11 +4,11 @@ use std::io::IsTerminal;
 use std::pin::pin;
 use std::time::Duration;
 
-use serde_json::Value;
+use tally_api::v1::{self, ResultsBody, ResultsQuery};
 
 use crate::client::{segment, Client, Request};
 use crate::exit::{Exit, Failure};
-use crate::output::{self, cell, Format, Table};
+use crate::output::{self, Format, Table};
 use crate::Settings;
 
 /// Characters of a 100 % bar: wide enough to compare, narrow enough for 80 columns.
@@ -36,10 +36,11 @@ pub enum Consistency {
 }
 
 impl Consistency {
-    fn as_str(self) -> &'static str {
+    /// The API's name for this choice, for the `consistency` parameter.
+    fn api(self) -> v1::Consistency {
         match self {
-            Consistency::Eventual => "eventual",
-            Consistency::Linearizable => "linearizable",
+            Consistency::Eventual => v1::Consistency::Eventual,
+            Consistency::Linearizable => v1::Consistency::Linearizable,
         }
     }
 }
@@ -52,10 +53,10 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     output::emit_value(settings.format, &results, render_results)
 }
 
-async fn fetch(client: &Client, args: &Args) -> Result<Value, Failure> {
+async fn fetch(client: &Client, args: &Args) -> Result<ResultsBody, Failure> {
     let path = format!("/v1/polls/{}/results", segment(&args.poll_id));
-    let request = Request::get(path).query("consistency", args.consistency.as_str());
-    client.send(&request).await
+    let query = ResultsQuery { consistency: Some(args.consistency.api().as_str().to_string()), breakdown: None };
+    client.call(&Request::get(path).params(&query)).await
 }
 
 /// Polls until Ctrl-C. An unavailable cluster is reported and waited out (watching a
@@ -95,7 +96,7 @@ async fn watch(args: &Args, settings: &Settings) -> anyhow::Result<()> {
 /// Moves the cursor home and clears the screen (ANSI; every terminal emulator has it).
 const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 
-fn emit_block(results: &Value, format: Format, redraw: bool) -> anyhow::Result<()> {
+fn emit_block(results: &ResultsBody, format: Format, redraw: bool) -> anyhow::Result<()> {
     if format == Format::Json {
         return output::emit_json(results);
     }
@@ -108,62 +109,37 @@ fn emit_block(results: &Value, format: Format, redraw: bool) -> anyhow::Result<(
 /// What --watch compares: a block is printed only when one of these changed.
 #[derive(Debug, PartialEq, Eq)]
 struct Fingerprint {
-    applied_index: Option<u64>,
+    applied_index: u64,
     votes: Vec<(String, u64)>,
 }
 
-fn fingerprint(results: &Value) -> Fingerprint {
-    let votes =
-        options(results).map(|option| (cell(&option["option_id"]), option["votes"].as_u64().unwrap_or(0))).collect();
-    Fingerprint { applied_index: results["applied_index"].as_u64(), votes }
-}
-
-fn options(results: &Value) -> impl Iterator<Item = &Value> {
-    results["options"].as_array().into_iter().flatten()
+fn fingerprint(results: &ResultsBody) -> Fingerprint {
+    let votes = results.options.iter().map(|option| (option.option_id.clone(), option.votes)).collect();
+    Fingerprint { applied_index: results.applied_index, votes }
 }
 
 /// Title line, one row per option with a bar, and a footer saying how fresh it is.
-pub fn render_results(results: &Value) -> String {
-    let total_votes =
-        results["total_votes"].as_u64().unwrap_or_else(|| options(results).filter_map(|o| o["votes"].as_u64()).sum());
+pub fn render_results(results: &ResultsBody) -> String {
     let mut table = Table::new(&["OPTION", "VOTES", "PERCENT", ""]).right_align(1).right_align(2);
-    for option in options(results) {
-        let percentage = percentage(option, total_votes);
+    for option in &results.options {
+        // The server's percentage, rounded to one decimal.
+        let percentage = option.percentage;
         table.push(vec![
-            label(option),
-            cell(&option["votes"]),
+            option.label.clone(),
+            option.votes.to_string(),
             format!("{percentage:.1}%"),
             bar(percentage, BAR_WIDTH),
         ]);
     }
     let footer = format!(
-        "total_votes {total_votes}  applied_index {}  served_by {}  consistency {}",
-        cell(&results["applied_index"]),
-        cell(&results["served_by"]),
-        cell(&results["consistency"]),
+        "total_votes {}  applied_index {}  served_by {}  consistency {}",
+        results.total_votes,
+        results.applied_index,
+        results.served_by,
+        results.consistency.as_str(),
     );
-    let title = format!("{} ({})", cell(&results["title"]), cell(&results["status"]));
+    let title = format!("{} ({})", results.title, results.status);
     format!("{title}\n{}\n{footer}", table.render())
-}
-
-fn label(option: &Value) -> String {
-    option["label"]
-        .as_str()
-        .or_else(|| option["text"].as_str())
-        .map_or_else(|| cell(&option["option_id"]), str::to_string)
-}
-
-/// The server's rounded percentage when it sent one, else computed from the counts.
-fn percentage(option: &Value, total_votes: u64) -> f64 {
-    if let Some(percentage) = option["percentage"].as_f64() {
-        return percentage;
-    }
-    let votes = option["votes"].as_u64().unwrap_or(0);
-    if total_votes == 0 {
-        return 0.0;
-    }
-    // Vote counts stay far below 2^52, so the conversions are exact.
-    votes as f64 * 100.0 / total_votes as f64
 }
 
 /// A bar of `round(percentage / 100 * width)` blocks, clamped to `0..=width`.
@@ -178,6 +154,18 @@ pub fn bar(percentage: f64, width: usize) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Results at `applied_index` with these `(option_id, votes)` counts, through the API type.
+    fn counted(applied_index: u64, as_of: &str, votes: &[(&str, u64)]) -> ResultsBody {
+        let options: Vec<serde_json::Value> = votes
+            .iter()
+            .map(|(id, votes)| json!({"option_id": id, "label": id, "votes": votes, "percentage": 0.0}))
+            .collect();
+        serde_json::from_value(json!({"poll_id": "p1", "title": "Best?", "status": "active", "total_votes": 0,
+            "options": options, "as_of": as_of, "applied_index": applied_index, "served_by": 1,
+            "consistency": "eventual"}))
+        .expect("a ResultsBody")
+    }
 
     #[test]
     fn bar_width_follows_the_percentage() {
@@ -202,7 +190,8 @@ mod tests {
             "options": [{"option_id": "o1", "label": "Rust", "votes": 2, "percentage": 66.7},
                         {"option_id": "o2", "label": "Go", "votes": 1, "percentage": 33.3},
                         {"option_id": "o3", "label": "Zig", "votes": 0, "percentage": 0.0}],
-            "applied_index": 17, "served_by": 2, "consistency": "eventual"});
+            "as_of": "2026-04-05T12:00:00.000Z", "applied_index": 17, "served_by": 2, "consistency": "eventual"});
+        let results: ResultsBody = serde_json::from_value(results).expect("a ResultsBody");
         let expected = format!(
             "Best? (active)\n\
              OPTION  VOTES  PERCENT\n\
@@ -216,20 +205,24 @@ mod tests {
         assert_eq!(render_results(&results), expected);
     }
 
+    /// Percentages and totals are the contract's (ResultsBody requires them): a reply
+    /// without them is no longer rendered with computed ones but refused as an invalid
+    /// response, naming the type.
     #[test]
-    fn missing_percentages_and_totals_are_computed() {
-        let results = json!({"options": [{"option_id": "o1", "votes": 1}, {"option_id": "o2", "votes": 3}]});
-        let text = render_results(&results);
-        assert!(text.contains("o1          1    25.0%  ████████"), "{text}");
-        assert!(text.contains("total_votes 4  applied_index -"), "{text}");
+    fn replies_without_percentages_and_totals_are_invalid() {
+        let reply = json!({"options": [{"option_id": "o1", "votes": 1}, {"option_id": "o2", "votes": 3}]});
+        let failure =
+            crate::client::decode_success::<ResultsBody>(&reply.to_string()).expect_err("not the results contract");
+        assert_eq!(failure.code, "INVALID_RESPONSE");
+        assert!(failure.message.starts_with("the server's reply is not a ResultsBody: "), "{}", failure.message);
     }
 
     #[test]
     fn fingerprint_changes_with_counts_or_applied_index_only() {
-        let base = json!({"applied_index": 5, "as_of": "t1", "options": [{"option_id": "o1", "votes": 1}]});
-        let later_same = json!({"applied_index": 5, "as_of": "t2", "options": [{"option_id": "o1", "votes": 1}]});
-        let applied = json!({"applied_index": 6, "options": [{"option_id": "o1", "votes": 1}]});
-        let counted = json!({"applied_index": 5, "options": [{"option_id": "o1", "votes": 2}]});
+        let base = counted(5, "t1", &[("o1", 1)]);
+        let later_same = counted(5, "t2", &[("o1", 1)]);
+        let applied = counted(6, "t1", &[("o1", 1)]);
+        let counted = counted(5, "t1", &[("o1", 2)]);
         assert_eq!(fingerprint(&base), fingerprint(&later_same));
         assert_ne!(fingerprint(&base), fingerprint(&applied));
         assert_ne!(fingerprint(&base), fingerprint(&counted));

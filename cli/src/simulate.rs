@@ -13,7 +13,12 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde::Serialize;
+use tally_api::v1::{
+    BatchVote, Consistency, CreatePollRequest, OptionInput, OptionResult, PollBody, ResultsBody, ResultsQuery,
+    SettingsInput, VoteBody, VoteRequest,
+};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::client::{segment, Client, Request};
@@ -75,6 +80,8 @@ const AGE_GROUPS: [(&str, f64); 4] = [("18-29", 0.2), ("30-44", 0.27), ("45-64",
 const CANDIDATES: [&str; 3] = ["Alvarez", "Baker", "Chen"];
 const TOPPINGS: [&str; 5] = ["Margherita", "Pepperoni", "Mushroom", "Pineapple", "Four cheese"];
 const STANDINGS_EVERY: Duration = Duration::from_secs(1);
+/// The breakdown the final turnout is counted by.
+const REGION: &str = "region";
 
 fn pick<'a>(rng: &mut StdRng, weighted: &[(&'a str, f64)]) -> &'a str {
     let total: f64 = weighted.iter().map(|(_, w)| w).sum();
@@ -120,7 +127,7 @@ struct Attempt {
     due: Duration,
     voter: String,
     option_id: String,
-    attributes: Value,
+    attributes: BTreeMap<String, String>,
     key: String,
 }
 
@@ -143,13 +150,46 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         Some(poll) => existing_poll(client, poll).await?,
         None => create_poll(client, args.kind).await?,
     };
-    // The electorate, and who votes when.
+    let plan = plan(&args, seed, &mut rng, &option_ids, &breakdowns);
+    if settings.format == Format::Table {
+        println!(
+            "simulating {} in poll {poll_id}: {} voters, {} will vote, {} requests over {:?} (seed {seed})",
+            args.kind.describe(),
+            args.voters,
+            plan.voting,
+            plan.attempts.len(),
+            args.duration
+        );
+    }
+    let counters = Arc::new(Counters::default());
+    let start = Instant::now();
+    let workers = spawn_senders(args.connections, plan.attempts, client, &poll_id, &counters, start);
+    print_standings_until_done(client, settings.format, &poll_id, &counters, start, &workers).await;
+    for worker in workers {
+        worker.await?;
+    }
+    finish(client, settings.format, &poll_id, &plan.electorate, &counters, seed, args.poll.is_none()).await
+}
+
+/// The electorate, and who votes when.
+struct Plan {
+    /// Voters per region.
+    electorate: BTreeMap<String, u64>,
+    /// Every request to send, in the order they fall due.
+    attempts: Vec<Attempt>,
+    /// Voters who vote at all.
+    voting: u64,
+}
+
+/// Draws the electorate and its votes from `rng`: a voter's region, age group, whether
+/// they vote, when, for what, and whether they retry or try again.
+fn plan(args: &Args, seed: u64, rng: &mut StdRng, option_ids: &[String], breakdowns: &[String]) -> Plan {
     let mut electorate: BTreeMap<String, u64> = BTreeMap::new();
     let mut attempts = Vec::new();
     let mut voting = 0u64;
     for n in 0..args.voters {
-        let region = pick(&mut rng, &REGIONS);
-        let age = pick(&mut rng, &AGE_GROUPS);
+        let region = pick(rng, &REGIONS);
+        let age = pick(rng, &AGE_GROUPS);
         *electorate.entry(region.to_string()).or_default() += 1;
         if !rng.gen_bool(args.turnout) {
             continue;
@@ -157,15 +197,14 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         voting += 1;
         let region_index = REGIONS.iter().position(|(r, _)| *r == region).unwrap_or(0);
         let voter = format!("sim-{seed}-{n}");
-        let mut attributes = serde_json::Map::new();
-        for (name, value) in [("region", region), ("age_group", age)] {
+        let mut attributes = BTreeMap::new();
+        for (name, value) in [(REGION, region), ("age_group", age)] {
             if breakdowns.iter().any(|b| b == name) {
-                attributes.insert(name.to_string(), value.into());
+                attributes.insert(name.to_string(), value.to_string());
             }
         }
-        let attributes = Value::Object(attributes);
-        let at = args.duration.mul_f64(vote_time(&mut rng, args.kind));
-        let option_id = option_ids[preference(&mut rng, region_index, option_ids.len())].clone();
+        let at = args.duration.mul_f64(vote_time(rng, args.kind));
+        let option_id = option_ids[preference(rng, region_index, option_ids.len())].clone();
         let key = format!("{voter}-1");
         if rng.gen_bool(args.retry_ratio) {
             let retry_at = at + Duration::from_millis(rng.gen_range(50..500));
@@ -188,24 +227,24 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         attempts.push(Attempt { due: at, voter, option_id, attributes, key });
     }
     attempts.sort_by_key(|a| a.due);
-    if settings.format == Format::Table {
-        println!(
-            "simulating {} in poll {poll_id}: {} voters, {voting} will vote, {} requests over {:?} (seed {seed})",
-            args.kind.describe(),
-            args.voters,
-            attempts.len(),
-            args.duration
-        );
-    }
+    Plan { electorate, attempts, voting }
+}
 
+/// `connections` workers taking the attempts in turn, each sent when it falls due.
+fn spawn_senders(
+    connections: u64,
+    attempts: Vec<Attempt>,
+    client: &Client,
+    poll_id: &str,
+    counters: &Arc<Counters>,
+    start: Instant,
+) -> Vec<JoinHandle<()>> {
     let attempts = Arc::new(attempts);
     let next = Arc::new(AtomicUsize::new(0));
-    let counters = Arc::new(Counters::default());
-    let start = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..args.connections {
+    for _ in 0..connections {
         let (attempts, next, counters, client, poll) =
-            (attempts.clone(), next.clone(), counters.clone(), client.clone(), poll_id.clone());
+            (attempts.clone(), next.clone(), counters.clone(), client.clone(), poll_id.to_string());
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -215,20 +254,29 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             }
         }));
     }
+    workers
+}
+
+/// Every second until the workers are done, the standings (on a table only).
+async fn print_standings_until_done(
+    client: &Client,
+    format: Format,
+    poll_id: &str,
+    counters: &Counters,
+    start: Instant,
+    workers: &[JoinHandle<()>],
+) {
     let mut ticker = tokio::time::interval(STANDINGS_EVERY);
     ticker.tick().await;
     while workers.iter().any(|w| !w.is_finished()) {
         ticker.tick().await;
-        if settings.format == Format::Table {
-            if let Ok(results) = client.send(&Request::get(format!("/v1/polls/{}/results", segment(&poll_id)))).await {
-                println!("{:>5.1}s  {}  {}", start.elapsed().as_secs_f64(), standings(&results), progress(&counters));
+        if format == Format::Table {
+            let request = Request::get(format!("/v1/polls/{}/results", segment(poll_id)));
+            if let Ok(results) = client.call::<ResultsBody>(&request).await {
+                println!("{:>5.1}s  {}  {}", start.elapsed().as_secs_f64(), standings(&results), progress(counters));
             }
         }
     }
-    for worker in workers {
-        worker.await?;
-    }
-    finish(client, settings.format, &poll_id, &electorate, &counters, seed, args.poll.is_none()).await
 }
 
 async fn send(client: &Client, poll: &str, attempt: &Attempt, counters: &Counters) {
@@ -239,13 +287,17 @@ async fn send(client: &Client, poll: &str, attempt: &Attempt, counters: &Counter
     let outcome = if client.has_token() {
         send_as_front_end(&node, poll, attempt).await
     } else {
-        let body = json!({"voter_id": attempt.voter, "option_id": attempt.option_id, "attributes": attempt.attributes});
-        let request = Request::post(format!("/v1/polls/{}/votes", segment(poll)), body)
+        let body = VoteRequest {
+            option_id: attempt.option_id.clone(),
+            voter_id: Some(attempt.voter.clone()),
+            attributes: Some(attempt.attributes.clone()),
+        };
+        let request = Request::post(format!("/v1/polls/{}/votes", segment(poll)), &body)
             .header("Idempotency-Key", attempt.key.clone());
-        node.send(&request).await.map_err(|failure| failure.code)
+        node.call::<VoteBody>(&request).await.map_err(|failure| failure.code)
     };
     let counter = match outcome {
-        Ok(reply) if reply.get("replayed").and_then(Value::as_bool) == Some(true) => &counters.replayed,
+        Ok(reply) if reply.replayed => &counters.replayed,
         Ok(_) => &counters.recorded,
         Err(code) if code == "ALREADY_VOTED" => &counters.already_voted,
         Err(code) => {
@@ -259,9 +311,14 @@ async fn send(client: &Client, poll: &str, attempt: &Attempt, counters: &Counter
 /// With auth on, the voter of a single vote is the token's subject, so the simulated
 /// voters are sent as a trusted front end sends them: through `votes:batch` (admin only),
 /// one vote per request to keep the turnout curve.
-async fn send_as_front_end(node: &Client, poll: &str, attempt: &Attempt) -> Result<Value, String> {
-    let vote = json!({"voter_id": attempt.voter, "option_id": attempt.option_id,
-        "attributes": attempt.attributes, "idempotency_key": attempt.key});
+async fn send_as_front_end(node: &Client, poll: &str, attempt: &Attempt) -> Result<VoteBody, String> {
+    let vote = BatchVote {
+        poll_id: None,
+        option_id: attempt.option_id.clone(),
+        voter_id: Some(attempt.voter.clone()),
+        idempotency_key: Some(attempt.key.clone()),
+        attributes: Some(attempt.attributes.clone()),
+    };
     crate::vote::cast_as_front_end(node, poll, vote).await.map_err(|failure| failure.code)
 }
 
@@ -276,37 +333,62 @@ fn progress(counters: &Counters) -> String {
     )
 }
 
-fn standings(results: &Value) -> String {
-    let options = results["options"].as_array().cloned().unwrap_or_default();
-    let parts: Vec<String> = options
-        .iter()
-        .map(|o| format!("{} {} ({}%)", o["label"].as_str().unwrap_or("?"), o["votes"], o["percentage"]))
-        .collect();
+fn standings(results: &ResultsBody) -> String {
+    let parts: Vec<String> =
+        results.options.iter().map(|o| format!("{} {} ({}%)", o.label, o.votes, output::float(o.percentage))).collect();
     parts.join(" · ")
 }
 
 async fn create_poll(client: &Client, kind: Kind) -> Result<(String, Vec<String>, Vec<String>), Failure> {
     let (title, options, breakdowns): (&str, &[&str], &[&str]) = match kind {
-        Kind::Election => ("Simulated election", &CANDIDATES, &["region", "age_group"]),
-        Kind::Viral => ("Best pizza?", &TOPPINGS, &["region"]),
+        Kind::Election => ("Simulated election", &CANDIDATES, &[REGION, "age_group"]),
+        Kind::Viral => ("Best pizza?", &TOPPINGS, &[REGION]),
     };
-    let body = json!({"title": title, "options": options, "settings": {"breakdowns": breakdowns}});
-    let poll = client.send(&Request::post("/v1/polls", body)).await?;
-    poll_parts(&poll)
+    let body = CreatePollRequest {
+        title: title.to_string(),
+        description: None,
+        options: options.iter().map(|text| OptionInput::Text(text.to_string())).collect(),
+        start_time: None,
+        end_time: None,
+        settings: Some(SettingsInput {
+            breakdowns: Some(breakdowns.iter().map(|b| b.to_string()).collect()),
+            ..SettingsInput::default()
+        }),
+    };
+    let poll: PollBody = client.call(&Request::post("/v1/polls", &body)).await?;
+    Ok(poll_parts(poll))
 }
 
 async fn existing_poll(client: &Client, poll: &str) -> Result<(String, Vec<String>, Vec<String>), Failure> {
-    poll_parts(&client.send(&Request::get(format!("/v1/polls/{}", segment(poll)))).await?)
+    Ok(poll_parts(client.call(&Request::get(format!("/v1/polls/{}", segment(poll)))).await?))
 }
 
-fn poll_parts(poll: &Value) -> Result<(String, Vec<String>, Vec<String>), Failure> {
-    let id = poll["poll_id"].as_str().ok_or_else(|| Failure::failed("INVALID_RESPONSE", "no poll_id"))?;
-    let items = |list: &Value| list.as_array().cloned().unwrap_or_default();
-    let option_ids =
-        items(&poll["options"]).iter().filter_map(|o| o["option_id"].as_str().map(str::to_string)).collect();
-    let breakdowns =
-        items(&poll["settings"]["breakdowns"]).iter().filter_map(|b| b.as_str().map(str::to_string)).collect();
-    Ok((id.to_string(), option_ids, breakdowns))
+fn poll_parts(poll: PollBody) -> (String, Vec<String>, Vec<String>) {
+    let option_ids = poll.options.into_iter().map(|o| o.option_id).collect();
+    (poll.poll_id, option_ids, poll.settings.breakdowns)
+}
+
+/// One region's turnout in the summary.
+#[derive(Debug, Serialize)]
+struct Turnout {
+    electorate: u64,
+    votes: u64,
+    turnout_percent: f64,
+}
+
+/// What `tally simulate -o json` prints at the end.
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    poll_id: &'a str,
+    seed: u64,
+    sent: u64,
+    recorded: u64,
+    replayed: u64,
+    already_voted: u64,
+    errors: u64,
+    total_votes: u64,
+    standings: &'a [OptionResult],
+    turnout_by_region: &'a BTreeMap<String, Turnout>,
 }
 
 /// Final standings and turnout by region, read linearizably, and a check that the poll
@@ -321,54 +403,46 @@ async fn finish(
     created: bool,
 ) -> anyhow::Result<()> {
     let path = format!("/v1/polls/{}/results", segment(poll_id));
-    let request = Request::get(path).query("consistency", "linearizable").query("breakdown", "region");
-    let results = match client.send(&request).await {
+    let linearizable = Some(Consistency::Linearizable.as_str().to_string());
+    let by_region = ResultsQuery { consistency: linearizable.clone(), breakdown: Some(REGION.to_string()) };
+    let results: ResultsBody = match client.call(&Request::get(&path).params(&by_region)).await {
         Ok(results) => results,
         // A poll without a region breakdown.
         Err(failure) if failure.code == "INVALID_REQUEST" => {
-            client
-                .send(
-                    &Request::get(format!("/v1/polls/{}/results", segment(poll_id)))
-                        .query("consistency", "linearizable"),
-                )
-                .await?
+            let query = ResultsQuery { consistency: linearizable, breakdown: None };
+            client.call(&Request::get(&path).params(&query)).await?
         }
         Err(failure) => return Err(failure.into()),
     };
-    let by_region = results["breakdown"]["region"].as_object().cloned().unwrap_or_default();
-    let turnout: BTreeMap<String, Value> = electorate
+    let by_region = results.breakdown.as_ref().and_then(|breakdown| breakdown.get(REGION));
+    let turnout: BTreeMap<String, Turnout> = electorate
         .iter()
         .map(|(region, size)| {
-            let votes: u64 = by_region
-                .get(region)
-                .and_then(Value::as_object)
-                .map_or(0, |o| o.values().filter_map(Value::as_u64).sum());
+            let votes: u64 = by_region.and_then(|by_region| by_region.get(region)).map_or(0, |o| o.values().sum());
             let share = (votes as f64 * 1000.0 / *size as f64).round() / 10.0;
-            (region.clone(), json!({"electorate": size, "votes": votes, "turnout_percent": share}))
+            (region.clone(), Turnout { electorate: *size, votes, turnout_percent: share })
         })
         .collect();
     let recorded = counters.recorded.load(Ordering::Relaxed);
-    let summary = json!({
-        "poll_id": poll_id,
-        "seed": seed,
-        "sent": counters.sent.load(Ordering::Relaxed),
-        "recorded": recorded,
-        "replayed": counters.replayed.load(Ordering::Relaxed),
-        "already_voted": counters.already_voted.load(Ordering::Relaxed),
-        "errors": counters.errors.load(Ordering::Relaxed),
-        "total_votes": results["total_votes"],
-        "standings": results["options"],
-        "turnout_by_region": turnout,
-    });
     if format == Format::Json {
-        output::emit_json(&summary)?;
+        output::emit_json(&Summary {
+            poll_id,
+            seed,
+            sent: counters.sent.load(Ordering::Relaxed),
+            recorded,
+            replayed: counters.replayed.load(Ordering::Relaxed),
+            already_voted: counters.already_voted.load(Ordering::Relaxed),
+            errors: counters.errors.load(Ordering::Relaxed),
+            total_votes: results.total_votes,
+            standings: &results.options,
+            turnout_by_region: &turnout,
+        })?;
     } else {
         println!("final   {}  {}", standings(&results), progress(counters));
         println!("\nREGION   ELECTORATE  VOTES  TURNOUT");
         for (region, row) in &turnout {
-            let number = |key: &str| row[key].as_u64().unwrap_or(0);
-            let share = row["turnout_percent"].as_f64().unwrap_or(0.0);
-            println!("{region:<8} {:>10}  {:>5}  {share:>6.1}%", number("electorate"), number("votes"));
+            let share = row.turnout_percent;
+            println!("{region:<8} {:>10}  {:>5}  {share:>6.1}%", row.electorate, row.votes);
         }
     }
     let errors = counters.errors.load(Ordering::Relaxed);
@@ -378,7 +452,7 @@ async fn finish(
         let message = format!("no vote was recorded: {errors} requests failed, the first with {code}{hint}");
         return Err(Failure::failed(code, message).into());
     }
-    let total = results["total_votes"].as_u64().unwrap_or(0);
+    let total = results.total_votes;
     // A poll this run created holds exactly its recorded votes; an existing one, at least.
     if total < recorded || (created && total != recorded) {
         return Err(Failure::failed(

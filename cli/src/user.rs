@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, IsTerminal};
 
-use serde_json::{json, Value};
+use tally_api::v1::{Credentials, PasswordChange, PasswordChanged, TokenBody, UserBody};
 
 use crate::client::{segment, Request};
 use crate::exit::Failure;
@@ -120,42 +120,41 @@ fn password_change(args: &PasswordArgs) -> Result<(Option<String>, String), Fail
 async fn change_password(args: PasswordArgs, settings: &Settings) -> anyhow::Result<()> {
     let (current, new) = password_change(&args)?;
     let path = format!("/v1/users/{}/password", segment(&args.username));
-    let body = json!({"current_password": current, "new_password": new});
-    let reply = settings.client.send(&Request::put(path, body)).await?;
+    let body = PasswordChange { current_password: current, new_password: new.clone() };
+    let reply: PasswordChanged = settings.client.call(&Request::put(path, &body)).await?;
     if args.reset {
         return output::emit_value(settings.format, &reply, |reply| {
-            let text = |key: &str| reply.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-            render_fields(&[("password reset", text("username")), ("at", text("changed_at"))])
+            render_fields(&[("password reset", reply.username.clone()), ("at", reply.changed_at.clone())])
         });
     }
     // The change revoked the token that made it: log in again with the new password.
-    let login = json!({"username": args.username, "password": new});
-    let reply = settings.client.send(&Request::post("/v1/auth/token", login)).await?;
+    let login = Credentials { username: args.username, password: new };
+    let reply: TokenBody = settings.client.call(&Request::post("/v1/auth/token", &login)).await?;
     emit_token(settings, &reply)
 }
 
-fn emit_token(settings: &Settings, reply: &Value) -> anyhow::Result<()> {
+fn emit_token(settings: &Settings, reply: &TokenBody) -> anyhow::Result<()> {
     // The token alone, so that `export TALLY_TOKEN=$(tally user login …)` works.
-    output::emit_value(settings.format, reply, |reply| {
-        reply.get("access_token").and_then(Value::as_str).unwrap_or_default().to_string()
-    })
+    output::emit_value(settings.format, reply, |reply| reply.access_token.clone())
 }
 
 pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     match command {
         Command::Create(args) => {
-            let body = json!({"username": args.username, "password": password(&args, true)?});
+            let password = password(&args, true)?;
+            let body = Credentials { username: args.username, password };
             // With the cluster secret (TALLY_CLUSTER_SECRET or --cluster-secret-file), the
             // operator may create the accounts that `--admin` names.
-            let reply = settings.client.send(&settings.as_operator(Request::post("/v1/users", body))).await?;
+            let request = settings.as_operator(Request::post("/v1/users", &body));
+            let reply: UserBody = settings.client.call(&request).await?;
             output::emit_value(settings.format, &reply, |reply| {
-                let text = |key: &str| reply.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-                render_fields(&[("created", text("username")), ("at", text("created_at"))])
+                render_fields(&[("created", reply.username.clone()), ("at", reply.created_at.clone())])
             })
         }
         Command::Login(args) => {
-            let body = json!({"username": args.username, "password": password(&args, false)?});
-            let reply = settings.client.send(&Request::post("/v1/auth/token", body)).await?;
+            let password = password(&args, false)?;
+            let body = Credentials { username: args.username, password };
+            let reply: TokenBody = settings.client.call(&Request::post("/v1/auth/token", &body)).await?;
             emit_token(settings, &reply)
         }
         Command::Password(args) => change_password(args, settings).await,

@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use clap::ArgGroup;
-use serde_json::{json, Value};
+use tally_api::v1::{BatchBody, BatchRequest, BatchVote, PollBody, VoteBody, VoteRequest};
 
 use crate::client::{segment, Client, Request};
 use crate::exit::Failure;
-use crate::output::{self, cell, render_fields};
+use crate::output::{self, render_fields};
 use crate::poll::poll_path;
 use crate::Settings;
 
@@ -51,13 +51,13 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let option_id = match (&args.option_id, &args.option) {
         (Some(option_id), _) => option_id.clone(),
         (None, Some(text)) => {
-            let poll = client.send(&Request::get(poll_path(&args.poll_id))).await?;
+            let poll: PollBody = client.call(&Request::get(poll_path(&args.poll_id))).await?;
             find_option_id(&poll, text)?
         }
         (None, None) => unreachable!("clap requires --option-id or --option"),
     };
     let body = vote_body(&option_id, args.voter.as_deref(), &args.attributes)?;
-    let reply = cast(client, &args.poll_id, body, args.idempotency_key.as_deref()).await?;
+    let reply = cast(client, &args.poll_id, &body, args.idempotency_key.as_deref()).await?;
     output::emit_value(settings.format, &reply, render_reply)
 }
 
@@ -65,58 +65,55 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
 pub async fn cast(
     client: &Client,
     poll_id: &str,
-    body: Value,
+    body: &VoteRequest,
     idempotency_key: Option<&str>,
-) -> Result<Value, Failure> {
+) -> Result<VoteBody, Failure> {
     let mut request = Request::post(format!("/v1/polls/{}/votes", segment(poll_id)), body);
     if let Some(key) = idempotency_key {
         request = request.header("Idempotency-Key", key);
     }
-    client.send(&request).await
+    client.call(&request).await
 }
 
 /// Sends one vote as a trusted front end does, through `votes:batch` (admin only with auth
 /// on), which names its voter; the vote's own error becomes the failure. Shared by the demo
 /// and `tally simulate`.
-pub async fn cast_as_front_end(client: &Client, poll_id: &str, vote: Value) -> Result<Value, Failure> {
-    let request = Request::post(format!("/v1/polls/{}/votes:batch", segment(poll_id)), json!({"votes": [vote]}));
-    let reply = client.send(&request).await?;
-    let result = &reply["results"][0];
-    match result["error"]["code"].as_str() {
-        Some(code) => Err(Failure::failed(code, result["error"]["message"].as_str().unwrap_or_default())),
-        None if result.is_object() => Ok(result.clone()),
+pub async fn cast_as_front_end(client: &Client, poll_id: &str, vote: BatchVote) -> Result<VoteBody, Failure> {
+    let body = BatchRequest { votes: vec![vote] };
+    let request = Request::post(format!("/v1/polls/{}/votes:batch", segment(poll_id)), &body);
+    let reply: BatchBody = client.call(&request).await?;
+    match reply.results.into_iter().next().map(|result| result.into_result()) {
+        Some(Ok(vote)) => Ok(vote),
+        Some(Err(error)) => Err(Failure::failed(&error.error.code, error.error.message)),
         None => Err(Failure::failed("INVALID_RESPONSE", "the batch reply has no result for the vote")),
     }
 }
 
-pub fn vote_body(option_id: &str, voter: Option<&str>, attributes: &[(String, String)]) -> Result<Value, Failure> {
-    let mut body = json!({"option_id": option_id});
-    if let Some(voter) = voter {
-        body["voter_id"] = voter.into();
-    }
+pub fn vote_body(
+    option_id: &str,
+    voter: Option<&str>,
+    attributes: &[(String, String)],
+) -> Result<VoteRequest, Failure> {
+    let mut body =
+        VoteRequest { option_id: option_id.to_string(), voter_id: voter.map(str::to_string), attributes: None };
     if attributes.is_empty() {
         return Ok(body);
     }
-    let mut by_key: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut by_key: BTreeMap<String, String> = BTreeMap::new();
     for (key, value) in attributes {
-        if by_key.insert(key, value).is_some() {
+        if by_key.insert(key.clone(), value.clone()).is_some() {
             return Err(Failure::usage(format!("--attr {key} given twice")));
         }
     }
-    body["attributes"] = json!(by_key);
+    body.attributes = Some(by_key);
     Ok(body)
 }
 
 /// Maps an option's text to its id: an exact match wins; otherwise a case-insensitive
 /// match is taken when it is the only one, so `--option rust` finds "Rust"; otherwise an
 /// option id, as `tally poll create` prints them, so `--option o1` works too.
-pub fn find_option_id(poll: &Value, text: &str) -> Result<String, Failure> {
-    let options: Vec<(&str, &str)> = poll["options"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| Some((o["option_id"].as_str()?, o["text"].as_str()?)))
-        .collect();
+pub fn find_option_id(poll: &PollBody, text: &str) -> Result<String, Failure> {
+    let options: Vec<(&str, &str)> = poll.options.iter().map(|o| (o.option_id.as_str(), o.text.as_str())).collect();
     if let Some((id, _)) = options.iter().find(|(_, t)| *t == text) {
         return Ok(id.to_string());
     }
@@ -132,31 +129,48 @@ pub fn find_option_id(poll: &Value, text: &str) -> Result<String, Failure> {
         "INVALID_OPTION",
         format!(
             "no option {text:?} in poll {} (by text or id); options: {} (or give --option-id)",
-            cell(&poll["poll_id"]),
+            poll.poll_id,
             known.join(", ")
         ),
     ))
 }
 
-fn render_reply(reply: &Value) -> String {
+fn render_reply(reply: &VoteBody) -> String {
     render_fields(&[
-        ("status", cell(&reply["status"])),
-        ("vote_id", cell(&reply["vote_id"])),
-        ("log_index", cell(&reply["log_index"])),
+        ("status", reply.status.as_str().to_string()),
+        ("vote_id", reply.vote_id.clone()),
+        ("log_index", reply.log_index.to_string()),
         // The receipt, for `tally audit verify POLL --receipt VOTE_ID=CHAIN_HASH`.
-        ("position", cell(&reply["receipt"]["position"])),
-        ("chain_hash", cell(&reply["receipt"]["chain_hash"])),
+        ("position", reply.receipt.position.to_string()),
+        ("chain_hash", reply.receipt.chain_hash.clone()),
     ])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
-    fn poll() -> Value {
-        json!({"poll_id": "p1", "options": [
-            {"option_id": "o1", "text": "Rust"}, {"option_id": "o2", "text": "Go"},
-            {"option_id": "o3", "text": "go"}, {"option_id": "o4", "text": "C++"}]})
+    /// A poll with these `(option_id, text)` options, through the API type.
+    fn poll_with(options: &[(&str, &str)]) -> PollBody {
+        let options: Vec<Value> = options
+            .iter()
+            .enumerate()
+            .map(|(order, (id, text))| json!({"option_id": id, "text": text, "display_order": order}))
+            .collect();
+        serde_json::from_value(json!({"poll_id": "p1", "title": "Best?", "description": null, "status": "active",
+            "options": options, "start_time": "2026-04-05T12:00:00.000Z", "end_time": null,
+            "settings": {"show_results_during_voting": true, "allow_vote_change": false, "breakdowns": []},
+            "created_at": "2026-04-05T12:00:00.000Z", "owner": null}))
+        .expect("a PollBody")
+    }
+
+    fn poll() -> PollBody {
+        poll_with(&[("o1", "Rust"), ("o2", "Go"), ("o3", "go"), ("o4", "C++")])
+    }
+
+    fn json_of(body: Result<VoteRequest, Failure>) -> Result<Value, Failure> {
+        body.map(|body| serde_json::to_value(body).expect("serializes"))
     }
 
     #[test]
@@ -170,11 +184,11 @@ mod tests {
 
     #[test]
     fn vote_body_has_attributes_only_when_given() {
-        assert_eq!(vote_body("o1", Some("v"), &[]), Ok(json!({"option_id": "o1", "voter_id": "v"})));
-        assert_eq!(vote_body("o1", None, &[]), Ok(json!({"option_id": "o1"})));
+        assert_eq!(json_of(vote_body("o1", Some("v"), &[])), Ok(json!({"option_id": "o1", "voter_id": "v"})));
+        assert_eq!(json_of(vote_body("o1", None, &[])), Ok(json!({"option_id": "o1"})));
         let attributes = [("region".to_string(), "CA".to_string())];
         assert_eq!(
-            vote_body("o1", Some("v"), &attributes),
+            json_of(vote_body("o1", Some("v"), &attributes)),
             Ok(json!({"option_id": "o1", "voter_id": "v", "attributes": {"region": "CA"}}))
         );
         let twice = [attributes[0].clone(), attributes[0].clone()];
@@ -190,7 +204,7 @@ mod tests {
         assert_eq!(find_option_id(&poll(), "go"), Ok("o3".into()));
         // An id, as `poll create` prints it, when no text matches.
         assert_eq!(find_option_id(&poll(), "o2"), Ok("o2".into()));
-        let tricky = json!({"options": [{"option_id": "o1", "text": "o2"}, {"option_id": "o2", "text": "b"}]});
+        let tricky = poll_with(&[("o1", "o2"), ("o2", "b")]);
         assert_eq!(find_option_id(&tricky, "o2"), Ok("o1".into()), "a text wins over an id");
     }
 
@@ -200,6 +214,6 @@ mod tests {
         assert_eq!(failure.code, "INVALID_OPTION");
         assert!(failure.message.contains("\"Rust\"") && failure.message.contains("--option-id"), "{}", failure.message);
         assert!(find_option_id(&poll(), "GO").is_err(), "two case-insensitive matches");
-        assert!(find_option_id(&json!({}), "Rust").is_err());
+        assert!(find_option_id(&poll_with(&[]), "Rust").is_err());
     }
 }

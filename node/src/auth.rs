@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
-use crate::App;
+use crate::{Access, App};
 
 /// The caller of one request, set by [`authenticate`] on every request it lets through.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,9 +69,9 @@ pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 
 /// Whether the request carries this node's cluster secret (`x-tally-cluster-secret`). A
 /// node started without `--cluster-secret` has none to show, so nobody shows it.
-pub(crate) fn shows_cluster_secret(app: &App, headers: &header::HeaderMap) -> bool {
+pub(crate) fn shows_cluster_secret(access: &Access, headers: &header::HeaderMap) -> bool {
     let given = headers.get(tally_raft::rpc::SECRET_HEADER).map(|v| v.as_bytes());
-    match (&app.cluster_secret, given) {
+    match (&access.cluster_secret, given) {
         (Some(expected), Some(given)) => same_secret(given, expected.as_bytes()),
         _ => false,
     }
@@ -82,7 +82,7 @@ pub(crate) fn shows_cluster_secret(app: &App, headers: &header::HeaderMap) -> bo
 /// admin's token. With `--auth none`, being on the network is not enough: a stranger who
 /// could add a node would receive the log and the secret with it.
 pub(crate) fn require_operator(app: &App, identity: &Identity, headers: &header::HeaderMap) -> Result<(), ApiError> {
-    if shows_cluster_secret(app, headers) {
+    if shows_cluster_secret(&app.access, headers) {
         return Ok(());
     }
     if headers.contains_key(tally_raft::rpc::SECRET_HEADER) {
@@ -94,7 +94,7 @@ pub(crate) fn require_operator(app: &App, identity: &Identity, headers: &header:
         Identity::User { .. } => {
             Err(ApiError::forbidden("cluster management needs an admin token or the cluster secret"))
         }
-        Identity::Open | Identity::Anonymous if app.cluster_secret.is_none() => Err(unauthenticated(
+        Identity::Open | Identity::Anonymous if app.access.cluster_secret.is_none() => Err(unauthenticated(
             "cluster management needs the cluster secret, and this node was started without --cluster-secret",
         )),
         Identity::Open | Identity::Anonymous => {
@@ -254,7 +254,7 @@ fn is_public(method: &Method, path: &str) -> bool {
 
 /// Middleware: sets the request's [`Identity`], or answers 401.
 pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
-    let identity = match &app.auth {
+    let identity = match &app.access.jwt {
         None => Identity::Open,
         Some(_) if is_public(request.method(), request.uri().path()) => Identity::Anonymous,
         Some(jwt) => {
@@ -278,7 +278,7 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, nex
                 // A refused token counts against its address's limit, or guessing tokens
                 // would be the one thing the limit never slowed.
                 Err(error) => {
-                    let limited = crate::ratelimit::client_ip(&request).map(|ip| app.limits.check_addr(ip));
+                    let limited = crate::ratelimit::client_ip(&request).map(|ip| app.limits.rate.check_addr(ip));
                     if let Some(Err(over)) = limited {
                         return over.into_response();
                     }
@@ -329,14 +329,14 @@ async fn check_not_revoked(app: &App, verified: Verified) -> Result<Identity, Ap
         return Ok(identity);
     }
     let revoked = || unauthenticated("the token was revoked: the account's password has changed since");
-    if app.stale_fingerprints.contains(subject, &fingerprint) {
+    if app.access.stale_fingerprints.contains(subject, &fingerprint) {
         return Err(revoked());
     }
     app.node.linearizable_barrier().await?;
     match current(app) {
         Some(now) if now == fingerprint => Ok(identity),
         Some(_) => {
-            app.stale_fingerprints.insert(subject, &fingerprint);
+            app.access.stale_fingerprints.insert(subject, &fingerprint);
             Err(revoked())
         }
         None => Err(unauthenticated("the token's account does not exist")),

@@ -17,7 +17,7 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use tally_raft::log_store::LogStats;
 use tally_raft::model::{Command, Request};
 use tally_raft::network::Network;
-use tally_raft::rpc::{Committed, ProposeError};
+use tally_raft::rpc::{AdminError, Committed, ProposeError};
 use tally_raft::state_machine::SmShared;
 use tally_raft::transport::TransportError;
 use tally_raft::typ;
@@ -309,16 +309,14 @@ impl RaftNode {
 
     /// Adds a node as a learner, waits for it to catch up, then (for a voter) promotes it.
     /// Leader only; never retried, so an operator sees every failure.
-    pub async fn add_member(&self, id: NodeId, addr: String, voter: bool) -> Result<(), String> {
+    pub async fn add_member(&self, id: NodeId, addr: String, voter: bool) -> Result<(), AdminError> {
         // openraft waits without end for a learner to catch up; a wrong address never does.
         let added =
             tokio::time::timeout(MEMBERSHIP_CHANGE_TIMEOUT, self.raft.add_learner(id, BasicNode { addr }, true));
         added
             .await
-            .map_err(|_| {
-                format!("node {id} did not catch up within {MEMBERSHIP_CHANGE_TIMEOUT:?}; it stays a learner")
-            })?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| AdminError::CatchUpTimeout { node_id: id, waited_secs: MEMBERSHIP_CHANGE_TIMEOUT.as_secs() })?
+            .map_err(|e| AdminError::Refused(e.to_string()))?;
         if voter {
             let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
             self.change_membership(change).await?;
@@ -326,14 +324,14 @@ impl RaftNode {
         Ok(())
     }
 
-    async fn change_membership(&self, change: ChangeMembers<NodeId, BasicNode>) -> Result<(), String> {
+    async fn change_membership(&self, change: ChangeMembers<NodeId, BasicNode>) -> Result<(), AdminError> {
         match tokio::time::timeout(MEMBERSHIP_CHANGE_TIMEOUT, self.raft.change_membership(change, false)).await {
-            Err(_) => Err(format!("the change was not committed within {MEMBERSHIP_CHANGE_TIMEOUT:?}")),
-            Ok(result) => result.map(|_| ()).map_err(|e| e.to_string()),
+            Err(_) => Err(AdminError::CommitTimeout { waited_secs: MEMBERSHIP_CHANGE_TIMEOUT.as_secs() }),
+            Ok(result) => result.map(|_| ()).map_err(|e| AdminError::Refused(e.to_string())),
         }
     }
 
-    pub async fn remove_member(&self, id: NodeId) -> Result<(), String> {
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), AdminError> {
         let metrics = self.metrics();
         let membership = metrics.membership_config.membership();
         let is_voter = membership.voter_ids().any(|v| v == id);
@@ -342,7 +340,7 @@ impl RaftNode {
         } else if membership.get_node(&id).is_some() {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         } else {
-            return Err(format!("node {id} is not a member"));
+            return Err(AdminError::NotMember(id));
         };
         self.change_membership(change).await
     }
@@ -351,19 +349,18 @@ impl RaftNode {
 impl RaftNode {
     /// Runs a membership change on the leader, forwarding it there once if need be.
     pub async fn admin(&self, request: tally_raft::rpc::AdminRequest) -> tally_raft::rpc::AdminReply {
-        use tally_raft::rpc::{AdminError, AdminRequest};
+        use tally_raft::rpc::AdminRequest;
         match self.leader() {
             Some((leader, _)) if leader == self.id => match request {
                 AdminRequest::AddMember { node_id, addr, voter } => self.add_member(node_id, addr, voter).await,
                 AdminRequest::RemoveMember { node_id } => self.remove_member(node_id).await,
-            }
-            .map_err(AdminError::Failed),
+            },
             Some((_, addr)) => {
                 // Adding a learner waits for it to catch up, which can take a while.
                 let timeout = MEMBERSHIP_CHANGE_TIMEOUT + self.write_timeout;
                 match self.network.admin(&addr, &request, timeout).await {
                     Ok(reply) => reply,
-                    Err(e) => Err(AdminError::Failed(format!("forwarding to the leader failed: {e}"))),
+                    Err(e) => Err(AdminError::Forward(e.to_string())),
                 }
             }
             None => Err(AdminError::NoLeader),

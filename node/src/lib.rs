@@ -28,7 +28,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tally_actors::{Decided, PollRegistry, Proposer, RegistryConfig};
 use tally_raft::log_store::LogStore;
-use tally_raft::model::{Poll, PollId, VoteIntent, VoteOutcome, VoteRejection};
+use tally_raft::model::{Poll, PollId, VoteIntent, VoteOutcome};
 use tally_raft::network::Network;
 use tally_raft::state_machine::StateMachineStore;
 use tally_raft::transport::{HyperTransport, PeerTransport};
@@ -53,37 +53,62 @@ pub struct NodeOptions {
     pub tls: Option<Arc<tls::ServerTls>>,
 }
 
-/// Shared by every handler.
+/// Shared by every handler, in groups, so that a function can take the one it uses.
 pub struct App {
+    /// Raft, the applied state, the clock: what every request reads or proposes through.
     pub node: Arc<RaftNode>,
-    pub registry: Arc<PollRegistry>,
-    pub proposer: Proposer,
+    pub votes: Votes,
+    pub streams: Streams,
+    pub access: Access,
+    pub limits: Limits,
     pub metrics: Metrics,
     pub db: Arc<dyn Database>,
-    pub cluster_secret: Option<String>,
     pub advertise_addr: String,
-    /// Results streams open now (bounded by `api::results::STREAMS_MAX`).
-    pub streams: api::results::StreamCount,
-    /// The latest results event of each streamed poll, serialised once.
-    pub stream_events: api::results::EventCache,
-    /// `--stream-events-per-sec`: the fan-out budget of all streams together.
-    pub stream_event_budget: u64,
-    /// `--auth jwt`'s verifier; `None` with `--auth none`.
-    pub auth: Option<auth::JwtAuth>,
-    /// Built-in accounts' token fingerprints found revoked.
-    pub stale_fingerprints: auth::StaleFingerprints,
-    pub limits: Arc<ratelimit::Limits>,
+    rng: Mutex<StdRng>,
+}
+
+/// The vote path above Raft.
+pub struct Votes {
+    /// One actor per active poll.
+    pub registry: Arc<PollRegistry>,
+    /// Groups votes into log entries.
+    pub proposer: Proposer,
     /// Votes accepted with `Prefer: respond-async`, by request id (this node only).
     pub requests: api::requests::Requests,
+}
+
+/// Results streams (server-sent events) on this node.
+pub struct Streams {
+    /// Open now (bounded by `api::results::STREAMS_MAX`).
+    pub open: api::results::StreamCount,
+    /// The latest results event of each streamed poll, serialised once.
+    pub events: api::results::EventCache,
+    /// `--stream-events-per-sec`: the fan-out budget of all streams together.
+    pub event_budget: u64,
+}
+
+/// Who may do what: accounts, tokens, the cluster secret, peer certificates.
+pub struct Access {
+    /// `--auth jwt`'s verifier; `None` with `--auth none`.
+    pub jwt: Option<auth::JwtAuth>,
+    /// Lets operators and peers in (membership changes, Raft RPC).
+    pub cluster_secret: Option<String>,
+    /// Built-in accounts' token fingerprints found revoked.
+    pub stale_fingerprints: auth::StaleFingerprints,
     /// Password hashing is CPU- and memory-hungry (argon2): a few at a time.
     pub password_work: tokio::sync::Semaphore,
-    /// Backups being encoded and sent (`api::cluster::BACKUPS_MAX`).
-    pub backups: Arc<tokio::sync::Semaphore>,
-    /// The HTTP server's timeouts, connection cap and drain (`--http-*`).
-    pub http_limits: server::HttpLimits,
     /// With TLS on, peer RPC needs a peer certificate that names its sender.
     pub tls: Option<Arc<tls::ServerTls>>,
-    rng: Mutex<StdRng>,
+}
+
+/// Bounds on what clients may ask of this node.
+pub struct Limits {
+    /// Per voter, per address and per login.
+    pub rate: Arc<ratelimit::Limits>,
+    /// The HTTP server's timeouts, connection cap and drain (`--http-*`).
+    pub http: server::HttpLimits,
+    /// Backups being encoded and sent (`api::cluster::BACKUPS_MAX`).
+    pub backups: Arc<tokio::sync::Semaphore>,
 }
 
 /// A peer that does not accept a connection within this is down for this attempt.
@@ -133,7 +158,7 @@ impl App {
 
     /// Casts one vote through the poll's actor and counts the outcome.
     pub async fn vote(&self, intent: VoteIntent) -> ApiResult<Decided> {
-        let handle = self.registry.handle(&intent.poll_id).await?;
+        let handle = self.votes.registry.handle(&intent.poll_id).await?;
         self.vote_with(&handle, intent).await
     }
 
@@ -150,16 +175,7 @@ impl App {
                 None
             }
             Ok(Decided { outcome: VoteOutcome::Replayed { .. }, .. }) => Some("replayed"),
-            Ok(Decided { outcome: VoteOutcome::Rejected(rejection), .. }) => Some(match rejection {
-                VoteRejection::AlreadyVoted { .. } | VoteRejection::TooManyChanges { .. } => "already_voted",
-                VoteRejection::PollClosed => "poll_closed",
-                VoteRejection::PollNotOpen => "poll_not_open",
-                VoteRejection::InvalidOption => "invalid_option",
-                VoteRejection::InvalidAttributes(_) => "invalid_attributes",
-                VoteRejection::PollNotFound => "poll_not_found",
-                VoteRejection::IdempotencyKeyReused { .. } => "idempotency_key_reused",
-                VoteRejection::NoSpace { .. } => "no_space",
-            }),
+            Ok(Decided { outcome: VoteOutcome::Rejected(rejection), .. }) => Some(rejection.reason()),
             Err(tally_actors::VoteError::Propose(tally_raft::rpc::ProposeError::Unknown(_))) => Some("timeout"),
             Err(_) => Some("unavailable"),
         };
@@ -237,23 +253,27 @@ impl Node {
         }
         let app = Arc::new(App {
             node,
-            registry,
-            proposer,
+            votes: Votes { registry, proposer, requests: Default::default() },
+            streams: Streams {
+                open: Default::default(),
+                events: Default::default(),
+                event_budget: config.stream_events_per_sec,
+            },
+            access: Access {
+                jwt,
+                cluster_secret: config.cluster_secret.clone(),
+                stale_fingerprints: Default::default(),
+                password_work: tokio::sync::Semaphore::new(api::users::PASSWORD_WORK_MAX),
+                tls,
+            },
+            limits: Limits {
+                rate: limits,
+                http: config.http_limits(),
+                backups: Arc::new(tokio::sync::Semaphore::new(api::cluster::BACKUPS_MAX)),
+            },
             metrics,
             db,
-            cluster_secret: config.cluster_secret.clone(),
             advertise_addr: config.advertise_addr(),
-            streams: Default::default(),
-            stream_events: Default::default(),
-            stream_event_budget: config.stream_events_per_sec,
-            auth: jwt,
-            stale_fingerprints: Default::default(),
-            limits,
-            requests: Default::default(),
-            password_work: tokio::sync::Semaphore::new(api::users::PASSWORD_WORK_MAX),
-            backups: Arc::new(tokio::sync::Semaphore::new(api::cluster::BACKUPS_MAX)),
-            http_limits: config.http_limits(),
-            tls,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         });
         Ok(Node { app })
@@ -266,7 +286,7 @@ impl Node {
     /// Stops Raft and the actors and makes the state machine durable, so that a restart
     /// does not even need to re-apply.
     pub async fn shutdown(&self) {
-        self.app.registry.stop_all();
+        self.app.votes.registry.stop_all();
         if let Err(e) = self.app.node.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
@@ -305,7 +325,7 @@ where
     L: axum::serve::Listener,
     L::Addr: Into<Option<std::net::SocketAddr>>,
 {
-    server::serve(node, listener, node.app.http_limits, shutdown).await
+    server::serve(node, listener, node.app.limits.http, shutdown).await
 }
 
 /// The production store: sled under `data_dir`.

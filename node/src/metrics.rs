@@ -1,6 +1,6 @@
 //! Prometheus metrics, one registry per node (several nodes share a process in the
 //! simulation). Gauges that mirror Raft or storage state are read at scrape time; the
-//! names, types and labels are listed in ARCHITECTURE.md (Observability) and are what
+//! names, types and labels are listed in docs/operations.md (Observability) and are what
 //! `grafana/dashboards/tally.json` queries.
 
 use std::collections::VecDeque;
@@ -26,7 +26,7 @@ pub const POLLS_EXPORTED_MAX: usize = 10;
 pub const ATTRIBUTE_VALUES_EXPORTED_MAX: usize = 50;
 
 /// Every `reason` label of `tally_votes_rejected_total` (`App::vote_with`, the rate limit).
-pub const VOTE_REJECTION_REASONS: [&str; 11] = [
+pub const VOTE_REJECTION_REASONS: [&str; 12] = [
     "replayed",
     "already_voted",
     "poll_closed",
@@ -35,6 +35,7 @@ pub const VOTE_REJECTION_REASONS: [&str; 11] = [
     "invalid_attributes",
     "poll_not_found",
     "idempotency_key_reused",
+    "no_space",
     "timeout",
     "unavailable",
     "rate_limited",
@@ -114,147 +115,164 @@ fn latency_buckets() -> Vec<f64> {
     must(prometheus::exponential_buckets(0.0005, 2.0, 16))
 }
 
-impl Metrics {
-    pub fn new(node_id: u64) -> Self {
-        // The node is told apart by Prometheus's `instance` label; `tally_node_id` names it.
-        let registry = Registry::new();
-        let r = &registry;
-        let counter = |name: &str, help: &str| register(r, must(IntCounter::new(name, help)));
-        let gauge = |name: &str, help: &str| register(r, must(IntGauge::new(name, help)));
-        let mirrored_counter = |name: &str, help: &str| register(r, MirroredCounter::new(name, help));
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(r, must(IntGaugeVec::new(Opts::new(name, help), labels)))
-        };
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            register(r, must(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))))
-        };
-        let histogram_vec = |name: &str, help: &str, label: &str| {
-            register(r, must(HistogramVec::new(HistogramOpts::new(name, help).buckets(latency_buckets()), &[label])))
-        };
-        gauge("tally_node_id", "This node's id").set(node_id as i64);
-        let mirrored = Mirrored {
-            raft_term: gauge("tally_raft_term", "Current Raft term"),
-            raft_leader_id: gauge("tally_raft_leader_id", "The leader this node knows, 0 for none"),
-            raft_is_leader: gauge("tally_raft_is_leader", "1 on the leader"),
-            raft_last_log_index: gauge("tally_raft_last_log_index", "Last index in this node's log"),
-            raft_committed_index: gauge("tally_raft_committed_index", "Greatest index this node knows committed"),
-            raft_applied_index: gauge("tally_raft_applied_index", "Greatest index applied to the state machine"),
-            replication_matched: gauge_vec(
+/// Defines metrics in one registry: each helper registers what it makes.
+struct Definer<'a>(&'a Registry);
+
+impl Definer<'_> {
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        register(self.0, must(IntCounter::new(name, help)))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        register(self.0, must(IntCounterVec::new(Opts::new(name, help), labels)))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        register(self.0, must(IntGauge::new(name, help)))
+    }
+
+    fn mirrored_counter(&self, name: &str, help: &str) -> MirroredCounter {
+        register(self.0, MirroredCounter::new(name, help))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        register(self.0, must(IntGaugeVec::new(Opts::new(name, help), labels)))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        register(self.0, must(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))))
+    }
+
+    fn latency_vec(&self, name: &str, help: &str, label: &str) -> HistogramVec {
+        register(self.0, must(HistogramVec::new(HistogramOpts::new(name, help).buckets(latency_buckets()), &[label])))
+    }
+
+    /// Every reason from the start, at 0, as Prometheus advises: a series that appears
+    /// only with its first rejection leaves a healthy cluster's "rejected by reason"
+    /// panel empty and its rate() undefined.
+    fn rejections(&self) -> IntCounterVec {
+        let rejected = self.counter_vec("tally_votes_rejected_total", "Votes not recorded, by reason", &["reason"]);
+        for reason in VOTE_REJECTION_REASONS {
+            rejected.with_label_values(&[reason]);
+        }
+        rejected
+    }
+}
+
+impl Mirrored {
+    /// What `mirror` copies from Raft's metrics, the stores and the actors at each scrape.
+    fn new(d: &Definer) -> Self {
+        Mirrored {
+            raft_term: d.gauge("tally_raft_term", "Current Raft term"),
+            raft_leader_id: d.gauge("tally_raft_leader_id", "The leader this node knows, 0 for none"),
+            raft_is_leader: d.gauge("tally_raft_is_leader", "1 on the leader"),
+            raft_last_log_index: d.gauge("tally_raft_last_log_index", "Last index in this node's log"),
+            raft_committed_index: d.gauge("tally_raft_committed_index", "Greatest index this node knows committed"),
+            raft_applied_index: d.gauge("tally_raft_applied_index", "Greatest index applied to the state machine"),
+            replication_matched: d.gauge_vec(
                 "tally_raft_replication_matched_index",
                 "Leader only: each member's last index known replicated",
                 &["follower"],
             ),
-            replication_lag: gauge_vec(
+            replication_lag: d.gauge_vec(
                 "tally_raft_replication_lag_entries",
                 "Leader only: entries each member is behind the leader's log",
                 &["follower"],
             ),
-            votes_forwarded: mirrored_counter("tally_votes_forwarded_total", "Votes forwarded to the leader"),
-            log_flushes: mirrored_counter("tally_log_flushes_total", "Durable log flushes (one fsync each)"),
-            log_entries_flushed: mirrored_counter("tally_log_entries_flushed_total", "Log entries made durable"),
-            log_flush_seconds: mirrored_counter("tally_log_flush_seconds_total", "Time spent in durable log flushes"),
-            proposer_entries: mirrored_counter(
-                "tally_proposer_entries_total",
-                "Vote entries this node proposed or forwarded",
-            ),
-            proposer_votes: mirrored_counter("tally_proposer_votes_total", "Votes in those entries"),
-            snapshots_built: mirrored_counter("tally_snapshots_built_total", "State machine snapshots built"),
-            snapshot_bytes: gauge("tally_snapshot_bytes", "Size of the last snapshot built or installed"),
-            poll_actors: gauge("tally_poll_actors", "Poll actors alive on this node"),
-            mailbox_depth: gauge("tally_poll_actor_mailbox_depth", "Messages queued across poll actors"),
-            results_streams: gauge("tally_results_streams", "Results streams (server-sent events) open on this node"),
-            storage_bytes: gauge("tally_storage_bytes", "The node's data (state and log) on disk"),
-            storage_free_bytes: gauge(
-                "tally_storage_free_bytes",
-                "Free space on the data directory's file system (-1: unknown)",
-            ),
-            storage_failed: gauge("tally_storage_failed", "1 once a storage error stopped this node's Raft core"),
-            storage_alarm: gauge(
+            votes_forwarded: d.mirrored_counter("tally_votes_forwarded_total", "Votes forwarded to the leader"),
+            log_flushes: d.mirrored_counter("tally_log_flushes_total", "Durable log flushes (one fsync each)"),
+            log_entries_flushed: d.mirrored_counter("tally_log_entries_flushed_total", "Log entries made durable"),
+            log_flush_seconds: d.mirrored_counter("tally_log_flush_seconds_total", "Time spent in durable log flushes"),
+            proposer_entries: d
+                .mirrored_counter("tally_proposer_entries_total", "Vote entries this node proposed or forwarded"),
+            proposer_votes: d.mirrored_counter("tally_proposer_votes_total", "Votes in those entries"),
+            snapshots_built: d.mirrored_counter("tally_snapshots_built_total", "State machine snapshots built"),
+            snapshot_bytes: d.gauge("tally_snapshot_bytes", "Size of the last snapshot built or installed"),
+            poll_actors: d.gauge("tally_poll_actors", "Poll actors alive on this node"),
+            mailbox_depth: d.gauge("tally_poll_actor_mailbox_depth", "Messages queued across poll actors"),
+            results_streams: d.gauge("tally_results_streams", "Results streams (server-sent events) open on this node"),
+            storage_bytes: d.gauge("tally_storage_bytes", "The node's data (state and log) on disk"),
+            storage_free_bytes: d
+                .gauge("tally_storage_free_bytes", "Free space on the data directory's file system (-1: unknown)"),
+            storage_failed: d.gauge("tally_storage_failed", "1 once a storage error stopped this node's Raft core"),
+            storage_alarm: d.gauge(
                 "tally_storage_alarm",
                 "Members whose low-disk alarm is up in this node's applied state: votes are refused while above 0",
             ),
-            poll_option_votes: gauge_vec(
+            poll_option_votes: d.gauge_vec(
                 "tally_poll_option_votes",
                 "Votes per option, for the most recently active polls",
                 &["poll_id", "option_id", "option"],
             ),
-            poll_turnout: gauge_vec(
+            poll_turnout: d.gauge_vec(
                 "tally_poll_turnout",
                 "Recorded votes per breakdown attribute value, for the most recently active polls",
                 &["poll_id", "attribute", "value"],
             ),
-            poll_info: gauge_vec(
+            poll_info: d.gauge_vec(
                 "tally_poll_info",
                 "1 for each of the most recently active polls, with its title (dashboards label polls by it)",
                 &["poll_id", "title"],
             ),
-        };
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new(node_id: u64) -> Self {
+        // The node is told apart by Prometheus's `instance` label; `tally_node_id` names it.
+        let registry = Registry::new();
+        let d = Definer(&registry);
+        d.gauge("tally_node_id", "This node's id").set(node_id as i64);
         Self {
-            votes_received: counter("tally_votes_received_total", "Vote requests received by this node"),
-            votes_recorded: counter("tally_votes_recorded_total", "Votes this node acknowledged as recorded"),
-            votes_rejected: {
-                let rejected = register(
-                    r,
-                    must(IntCounterVec::new(
-                        Opts::new("tally_votes_rejected_total", "Votes not recorded, by reason"),
-                        &["reason"],
-                    )),
-                );
-                // Every reason from the start, at 0, as Prometheus advises: a series that
-                // appears only with its first rejection leaves a healthy cluster's
-                // "rejected by reason" panel empty and its rate() undefined.
-                for reason in VOTE_REJECTION_REASONS {
-                    rejected.with_label_values(&[reason]);
-                }
-                rejected
-            },
-            forwarded_commands_received: counter(
+            votes_received: d.counter("tally_votes_received_total", "Vote requests received by this node"),
+            votes_recorded: d.counter("tally_votes_recorded_total", "Votes this node acknowledged as recorded"),
+            votes_rejected: d.rejections(),
+            forwarded_commands_received: d.counter(
                 "tally_forwarded_commands_received_total",
                 "Commands followers forwarded to this node as leader",
             ),
-            peer_rejected: counter(
+            peer_rejected: d.counter(
                 "tally_peer_requests_rejected_total",
                 "Peer requests refused: no cluster secret, no peer certificate, or a sender that is not theirs",
             ),
-            tls_handshakes_failed: counter(
+            tls_handshakes_failed: d.counter(
                 "tally_tls_handshakes_failed_total",
                 "TLS handshakes that failed or did not finish within --http-header-timeout-ms",
             ),
-            connections_refused: counter(
+            connections_refused: d.counter(
                 "tally_http_connections_refused_total",
                 "Connections closed on arrival: the node had --http-connections-max open",
             ),
-            leader_changes: counter("tally_raft_leader_changes_total", "Times this node saw a new leader"),
-            stream_events: counter("tally_results_stream_events_total", "Events sent on results streams"),
-            entry_votes: histogram(
+            leader_changes: d.counter("tally_raft_leader_changes_total", "Times this node saw a new leader"),
+            stream_events: d.counter("tally_results_stream_events_total", "Events sent on results streams"),
+            entry_votes: d.histogram(
                 "tally_proposer_entry_votes",
                 "Votes per entry this node proposed or forwarded",
                 must(prometheus::exponential_buckets(1.0, 2.0, 10)),
             ),
-            log_flush_duration: histogram(
+            log_flush_duration: d.histogram(
                 "tally_log_flush_duration_seconds",
                 "One durable log flush (flush + fsync)",
                 latency_buckets(),
             ),
-            peer_rpc_duration: histogram_vec(
+            peer_rpc_duration: d.latency_vec(
                 "tally_peer_rpc_duration_seconds",
                 "Outgoing peer RPCs, answered or not",
                 "rpc",
             ),
-            http_requests: register(
-                r,
-                must(IntCounterVec::new(
-                    Opts::new("tally_http_requests_total", "HTTP requests by route and status"),
-                    &["method", "route", "status"],
-                )),
+            http_requests: d.counter_vec(
+                "tally_http_requests_total",
+                "HTTP requests by route and status",
+                &["method", "route", "status"],
             ),
-            http_duration: histogram_vec("tally_http_request_duration_seconds", "HTTP request latency", "route"),
-            vote_duration: histogram(
+            http_duration: d.latency_vec("tally_http_request_duration_seconds", "HTTP request latency", "route"),
+            vote_duration: d.histogram(
                 "tally_vote_duration_seconds",
                 "Time from a vote request to its decision",
                 latency_buckets(),
             ),
-            mirrored,
+            mirrored: Mirrored::new(&d),
             recent_polls: Arc::default(),
             registry,
         }
@@ -303,14 +321,14 @@ impl Metrics {
         m.log_flushes.set(log.flushes.load(Ordering::Relaxed) as f64);
         m.log_entries_flushed.set(log.entries_flushed.load(Ordering::Relaxed) as f64);
         m.log_flush_seconds.set(log.flush_micros_total.load(Ordering::Relaxed) as f64 / 1e6);
-        let proposer = app.proposer.stats();
+        let proposer = app.votes.proposer.stats();
         m.proposer_entries.set(proposer.entries.load(Ordering::Relaxed) as f64);
         m.proposer_votes.set(proposer.votes.load(Ordering::Relaxed) as f64);
         m.snapshots_built.set(app.node.sm.snapshots_built.load(Ordering::Relaxed) as f64);
         m.snapshot_bytes.set(app.node.sm.last_snapshot_bytes.load(Ordering::Relaxed) as i64);
-        m.poll_actors.set(app.registry.live_actors() as i64);
-        m.mailbox_depth.set(app.registry.mailbox_depth() as i64);
-        m.results_streams.set(app.streams.load(Ordering::Relaxed) as i64);
+        m.poll_actors.set(app.votes.registry.live_actors() as i64);
+        m.mailbox_depth.set(app.votes.registry.mailbox_depth() as i64);
+        m.results_streams.set(app.streams.open.load(Ordering::Relaxed) as i64);
         m.storage_bytes.set(app.db.size_on_disk() as i64);
         m.storage_free_bytes.set(app.db.free_space().map_or(-1, |free| free as i64));
         m.storage_failed.set(i64::from(app.node.failure().is_some()));
@@ -447,7 +465,34 @@ impl PeerTransport for TimedTransport {
 
 #[cfg(test)]
 mod tests {
+    use tally_raft::model::VoteRejection;
+
     use super::*;
+
+    #[test]
+    fn every_rejection_reason_is_exported_from_the_start() {
+        let rejections = [
+            VoteRejection::PollNotFound,
+            VoteRejection::PollClosed,
+            VoteRejection::PollNotOpen,
+            VoteRejection::InvalidOption,
+            VoteRejection::InvalidAttributes("a".into()),
+            VoteRejection::AlreadyVoted { vote_id: "v".into(), option_id: "o1".into(), voted_at_ms: 0 },
+            VoteRejection::TooManyChanges { vote_id: "v".into(), option_id: "o1".into() },
+            VoteRejection::IdempotencyKeyReused { vote_id: "v".into() },
+            VoteRejection::NoSpace { nodes: vec![1] },
+        ];
+        for rejection in &rejections {
+            assert!(VOTE_REJECTION_REASONS.contains(&rejection.reason()), "{rejection:?} has no series");
+        }
+        let metrics = Metrics::new(1);
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&metrics.registry.gather(), &mut buffer).expect("encodes");
+        let text = String::from_utf8(buffer).expect("utf-8");
+        for reason in VOTE_REJECTION_REASONS {
+            assert!(text.contains(&format!("tally_votes_rejected_total{{reason=\"{reason}\"}} 0")), "{reason}");
+        }
+    }
 
     #[test]
     fn recent_polls_keep_the_newest_and_stay_bounded() {

@@ -35,7 +35,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
 }
 
 async fn check_peer(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if let Some(expected) = &app.cluster_secret {
+    if let Some(expected) = &app.access.cluster_secret {
         let given = request.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
         if !crate::auth::same_secret(given, expected.as_bytes()) {
             app.metrics.peer_rejected.inc();
@@ -43,7 +43,7 @@ async fn check_peer(State(app): State<Arc<App>>, request: Request, next: Next) -
         }
     }
     let certified = request.extensions().get::<PeerCertificate>().is_some_and(|peer| peer.0.is_some());
-    if app.tls.is_some() && !certified {
+    if app.access.tls.is_some() && !certified {
         app.metrics.peer_rejected.inc();
         return (StatusCode::FORBIDDEN, "peer request without a peer certificate").into_response();
     }
@@ -85,7 +85,7 @@ fn refuse_impostor(app: &App, peer: &PeerCertificate, vote: &typ::Vote) -> Optio
         // No sender named: no claim to check (and nothing a node without a vote can do).
         return None;
     };
-    if app.tls.is_some() {
+    if app.access.tls.is_some() {
         if peer.names(sender) {
             app.node.network.contacts.heard(sender);
             return None;
@@ -151,16 +151,14 @@ async fn read_index(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn admin(State(app): State<Arc<App>>, Frame(request): Frame<AdminRequest>) -> Response {
-    let reply: AdminReply = if app.node.is_leader() {
-        app.node.admin(request).await
-    } else {
-        Err(AdminError::Failed("leadership moved while the change was forwarded; retry".into()))
-    };
+    let reply: AdminReply =
+        if app.node.is_leader() { app.node.admin(request).await } else { Err(AdminError::LeaderMoved) };
     encode(&reply)
 }
 
 async fn request_status(State(app): State<Arc<App>>, Frame(query): Frame<RequestStatusQuery>) -> Response {
-    let reply: RequestStatusReply = app.requests.get(&query.request_id).and_then(|s| serde_json::to_string(&s).ok());
+    let reply: RequestStatusReply =
+        app.votes.requests.get(&query.request_id).and_then(|s| serde_json::to_string(&s).ok());
     encode(&reply)
 }
 

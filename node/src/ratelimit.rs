@@ -172,7 +172,7 @@ fn check<K: std::hash::Hash + Eq + Clone>(
 
 /// Middleware: the per-address limit on `/v1` routes other than cluster management.
 pub async fn per_address(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if let Some(limiter) = &app.limits.per_addr {
+    if let Some(limiter) = &app.limits.rate.per_addr {
         let path = request.uri().path();
         let limited = path.starts_with("/v1/") && !path.starts_with("/v1/cluster/");
         let identity = request.extensions().get::<Identity>();

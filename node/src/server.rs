@@ -75,7 +75,7 @@ where
             continue;
         };
         let (router, closing) = (router.clone(), closing_watch.clone());
-        let (tls, failed) = (node.app.tls.clone(), node.app.metrics.tls_handshakes_failed.clone());
+        let (tls, failed) = (node.app.access.tls.clone(), node.app.metrics.tls_handshakes_failed.clone());
         connections.spawn(async move {
             match tls {
                 None => serve_connection(io, addr, router, limits, closing, PeerCertificate::default()).await,

@@ -88,6 +88,7 @@ impl VoteSubmitter for RaftSubmitter {
 
 impl RaftSubmitter {
     async fn propose(&self, votes: Vec<VoteIntent>) -> Result<(u64, Vec<VoteOutcome>), ProposeError> {
+        tally_raft::model::assert_vote_entry(&votes);
         let expected = votes.len();
         self.entry_votes.observe(expected as f64);
         let committed = self.node.propose(Command::CastVotes(votes)).await?;

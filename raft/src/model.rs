@@ -299,6 +299,25 @@ impl fmt::Display for Request {
     }
 }
 
+/// What every vote entry is, asserted where the entry is proposed
+/// (`node::source::RaftSubmitter`) and again where it is applied (`sm::State::apply`):
+/// the two ends of the vote path check the same thing, so a bug on either side stops the
+/// node (as TigerBeetle's paired assertions do) instead of writing a state the other side
+/// never meant.
+pub fn assert_vote_entry(votes: &[VoteIntent]) {
+    assert!(
+        !votes.is_empty() && votes.len() <= crate::limits::VOTES_PER_ENTRY_MAX,
+        "a vote entry holds 1 to {} votes, not {}",
+        crate::limits::VOTES_PER_ENTRY_MAX,
+        votes.len()
+    );
+    for vote in votes {
+        // The key is what makes a resent entry harmless (ARCHITECTURE.md, invariants).
+        assert!(!vote.idempotency_key.is_empty(), "a vote without an idempotency key in poll {}", vote.poll_id);
+        assert!(!vote.voter_id.as_str().is_empty(), "a vote without a voter in poll {}", vote.poll_id);
+    }
+}
+
 /// What the state machine answered for one log entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -307,8 +326,19 @@ pub enum Response {
     None,
     Poll(Result<Poll, PollRejection>),
     Votes(Vec<VoteOutcome>),
-    /// `Ok(created_at_ms)`, or `Err(())` when the username is taken.
-    User(Result<i64, ()>),
+    /// `Ok(when)`: the account was created (its `created_at_ms`) or its password set.
+    User(Result<i64, UserRejection>),
+}
+
+/// Why an account command changed nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserRejection {
+    /// `CreateUser`: another account has the name (a different hash, so not a retry).
+    UsernameTaken,
+    /// `SetPassword`: there is no such account.
+    NoSuchUser,
+    /// `SetPassword`: the password was changed meanwhile; the expected hash is stale.
+    PasswordChanged,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,4 +401,22 @@ pub enum VoteRejection {
     NoSpace {
         nodes: Vec<crate::NodeId>,
     },
+}
+
+impl VoteRejection {
+    /// The rejection's stable name: its metric label (`tally_votes_rejected_total{reason}`)
+    /// and log field. How it shows over HTTP is `node::api::error::ApiError::from_rejection`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VoteRejection::PollNotFound => "poll_not_found",
+            VoteRejection::PollClosed => "poll_closed",
+            VoteRejection::PollNotOpen => "poll_not_open",
+            VoteRejection::InvalidOption => "invalid_option",
+            VoteRejection::InvalidAttributes(_) => "invalid_attributes",
+            // A vote changed the most times allowed is refused as a duplicate would be.
+            VoteRejection::AlreadyVoted { .. } | VoteRejection::TooManyChanges { .. } => "already_voted",
+            VoteRejection::IdempotencyKeyReused { .. } => "idempotency_key_reused",
+            VoteRejection::NoSpace { .. } => "no_space",
+        }
+    }
 }

@@ -69,14 +69,25 @@ pub enum AdminRequest {
     RemoveMember { node_id: NodeId },
 }
 
+/// Why a membership change did not happen (or may only have half happened).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum AdminError {
     #[error("no leader is known")]
     NoLeader,
+    #[error("leadership moved while the change was forwarded; retry")]
+    LeaderMoved,
+    #[error("forwarding to the leader failed: {0}")]
+    Forward(String),
+    #[error("node {0} is not a member")]
+    NotMember(NodeId),
+    /// A learner that never caught up (a wrong address, say) stays a learner.
+    #[error("node {node_id} did not catch up within {waited_secs}s; it stays a learner")]
+    CatchUpTimeout { node_id: NodeId, waited_secs: u64 },
+    #[error("the change was not committed within {waited_secs}s")]
+    CommitTimeout { waited_secs: u64 },
+    /// openraft refused the change; its own words.
     #[error("{0}")]
-    Failed(String),
-    #[error("invalid: {0}")]
-    Invalid(String),
+    Refused(String),
 }
 
 pub type AdminReply = Result<(), AdminError>;

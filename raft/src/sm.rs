@@ -134,6 +134,18 @@ const CHECK_PAGE: usize = 16_384;
 const VERSIONS_MAX: usize = VOTE_CHANGES_MAX + 1;
 
 impl PollState {
+    /// The link a vote with these fields takes: the next position of the poll's chain.
+    fn next_link(&self, fields: &LinkFields) -> ChainLink {
+        let position = self.chain_len;
+        ChainLink { position, hash: audit::next_link(&self.chain_head, position, fields) }
+    }
+
+    fn extend_chain(&mut self, link: &ChainLink) {
+        debug_assert_eq!(link.position, self.chain_len, "links are appended in order");
+        self.chain_len += 1;
+        self.chain_head = link.hash;
+    }
+
     pub fn new(poll: Poll) -> Self {
         let counts = vec![0; poll.options.len()];
         let chain_head = audit::genesis(poll.poll_id.as_str());
@@ -359,13 +371,14 @@ impl State {
         let response = match &request.command {
             Command::CreatePoll(spec) => Response::Poll(self.create_poll(index, spec, now_ms, touched)),
             Command::UpdatePoll { poll_id, patch } => Response::Poll(self.update_poll(poll_id, patch, now_ms, touched)),
-            Command::CastVotes(votes) => Response::Votes(
+            Command::CastVotes(votes) => Response::Votes({
+                assert_vote_entry(votes);
                 votes
                     .iter()
                     .enumerate()
                     .map(|(slot, v)| self.cast_vote(&request.entropy, index, slot, v, now_ms, touched))
-                    .collect::<Result<_, _>>()?,
-            ),
+                    .collect::<Result<_, _>>()?
+            }),
             Command::CreateUser { username, password_hash } => {
                 Response::User(self.create_user(username, password_hash, now_ms, touched))
             }
@@ -456,10 +469,13 @@ impl State {
         password_hash: &str,
         now_ms: i64,
         touched: &mut Touched,
-    ) -> Result<i64, ()> {
+    ) -> Result<i64, UserRejection> {
         if let Some(existing) = self.users.get(username) {
             // The same hash (salt included) is the proposing node's own retry.
-            return if existing.password_hash == password_hash { Ok(existing.created_at_ms) } else { Err(()) };
+            return match existing.password_hash == password_hash {
+                true => Ok(existing.created_at_ms),
+                false => Err(UserRejection::UsernameTaken),
+            };
         }
         let record = UserRecord { password_hash: password_hash.to_string(), created_at_ms: now_ms };
         self.users.insert(username.to_string(), record);
@@ -467,8 +483,8 @@ impl State {
         Ok(now_ms)
     }
 
-    /// `Ok(now)`, or `Err(())` for an account that does not exist or whose hash is no
-    /// longer `expected` (when given).
+    /// `Ok(now)`, or why not: no such account, or its hash is no longer `expected` (when
+    /// given).
     fn set_password(
         &mut self,
         username: &str,
@@ -476,10 +492,10 @@ impl State {
         expected: Option<&str>,
         now_ms: i64,
         touched: &mut Touched,
-    ) -> Result<i64, ()> {
-        let user = self.users.get_mut(username).ok_or(())?;
+    ) -> Result<i64, UserRejection> {
+        let user = self.users.get_mut(username).ok_or(UserRejection::NoSuchUser)?;
         if expected.is_some_and(|expected| expected != user.password_hash) {
-            return Err(());
+            return Err(UserRejection::PasswordChanged);
         }
         user.password_hash = password_hash.to_string();
         touched.users.insert(username.to_string());
@@ -544,24 +560,17 @@ impl State {
             Judgement::Change { option_index } => (option_index, existing),
         };
         let vote_key = vote_key_of(entropy, index, slot);
-        let vote_id = format_vote_id(vote_key);
-        let position = state.chain_len;
         let replaced_id = previous.as_ref().map(|(_, p)| p.vote_id());
-        let link = audit::next_link(
-            &state.chain_head,
-            position,
-            &LinkFields {
-                vote_id: &vote_id,
-                voter_id: intent.voter_id.as_str(),
-                option_id: &state.poll.options[option_index].option_id,
-                attributes: &intent.attributes,
-                recorded_at_ms: now_ms,
-                log_index: index,
-                replaces: replaced_id.as_deref(),
-            },
-        );
-        state.chain_len += 1;
-        state.chain_head = link;
+        let chain = state.next_link(&LinkFields {
+            vote_id: &format_vote_id(vote_key),
+            voter_id: intent.voter_id.as_str(),
+            option_id: &state.poll.options[option_index].option_id,
+            attributes: &intent.attributes,
+            recorded_at_ms: now_ms,
+            log_index: index,
+            replaces: replaced_id.as_deref(),
+        });
+        state.extend_chain(&chain);
         let record = VoteRecord {
             voter_id: intent.voter_id.clone(),
             vote_key,
@@ -569,7 +578,7 @@ impl State {
             idempotency_key: intent.idempotency_key.clone(),
             attributes: Attributes::from(&intent.attributes),
             recorded_at_ms: now_ms,
-            chain: ChainLink { position, hash: link },
+            chain,
             replaces: previous.as_ref().map(|(loc, _)| *loc),
             changes: previous.as_ref().map_or(0, |(_, p)| p.changes.saturating_add(1)),
             log_index: index,

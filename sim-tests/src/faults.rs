@@ -236,7 +236,52 @@ pub fn schedule(
         if at + length >= fault_phase_end {
             break;
         }
-        let end = at + length;
+        let episode = Episode { nodes, at, length };
+        match kind {
+            FaultKind::IsolateLeader
+            | FaultKind::Split
+            | FaultKind::OneWay
+            | FaultKind::Flap
+            | FaultKind::Hold
+            | FaultKind::Latency
+            | FaultKind::Loss => episode.network(rng, kind, &mut plan),
+            FaultKind::Crash | FaultKind::CrashMajority | FaultKind::CrashLeaderFirst => {
+                episode.crash(rng, kind, &mut plan)
+            }
+            FaultKind::CrashInFlush
+            | FaultKind::CrashAfterApply
+            | FaultKind::FailedFsync
+            | FaultKind::DiskFull
+            | FaultKind::TornWrite => episode.storage(rng, kind, &mut plan),
+            FaultKind::Pause | FaultKind::ClockSkew => episode.node(rng, kind, &mut plan),
+        }
+        at = episode.end() + Duration::from_millis(rng.gen_range(200..2_000));
+    }
+    plan.push(Scheduled { at: fault_phase_end, action: Action::HealAll });
+    plan.sort_by_key(|s| s.at);
+    plan
+}
+
+/// One fault and its undoing: the fault at `at`, undone at `at + length` (or, for some,
+/// soon after).
+///
+/// A seed's schedule depends on the order of each method's draws from `rng`, and on the
+/// order of its pushes too: `schedule`'s sort is stable, so it breaks ties between steps.
+struct Episode {
+    nodes: u64,
+    at: Duration,
+    length: Duration,
+}
+
+impl Episode {
+    fn end(&self) -> Duration {
+        self.at + self.length
+    }
+
+    /// Partitions, held messages, slow or lossy links; `RepairNetwork` (or a release)
+    /// undoes them.
+    fn network(&self, rng: &mut StdRng, kind: FaultKind, plan: &mut Vec<Scheduled>) {
+        let (nodes, at, end) = (self.nodes, self.at, self.end());
         let mut push = |at: Duration, action: Action| plan.push(Scheduled { at, action });
         match kind {
             FaultKind::IsolateLeader => {
@@ -257,8 +302,8 @@ pub fn schedule(
                 let small = minority(rng, nodes);
                 let flaps = rng.gen_range(2..6u32);
                 for i in 0..flaps {
-                    let down = at + length * (2 * i) / (2 * flaps);
-                    let up = at + length * (2 * i + 1) / (2 * flaps);
+                    let down = at + self.length * (2 * i) / (2 * flaps);
+                    let up = at + self.length * (2 * i + 1) / (2 * flaps);
                     push(down, Action::Split(small.clone(), rest(nodes, &small)));
                     push(up, Action::RepairNetwork);
                 }
@@ -278,6 +323,15 @@ pub fn schedule(
                 push(at, Action::Loss { a, b, percent: rng.gen_range(1..10) });
                 push(end, Action::RepairNetwork);
             }
+            _ => unreachable!("{kind:?} is not a network fault"),
+        }
+    }
+
+    /// Nodes crashing outright, then restarting.
+    fn crash(&self, rng: &mut StdRng, kind: FaultKind, plan: &mut Vec<Scheduled>) {
+        let (nodes, at, end) = (self.nodes, self.at, self.end());
+        let mut push = |at: Duration, action: Action| plan.push(Scheduled { at, action });
+        match kind {
             FaultKind::Crash => {
                 let node = rng.gen_range(1..=nodes);
                 push(at, Action::Crash(vec![node]));
@@ -289,6 +343,20 @@ pub fn schedule(
                 push(at, Action::Crash(majority.clone()));
                 push(end, Action::Restart(majority));
             }
+            FaultKind::CrashLeaderFirst => {
+                push(at, Action::CrashWithLeader);
+                push(end, Action::RestartOldLeader);
+                push(end + Duration::from_millis(rng.gen_range(100..2_000)), Action::RestartWithoutOldLeader);
+            }
+            _ => unreachable!("{kind:?} is not a crash"),
+        }
+    }
+
+    /// A node's store failing or crashing at a chosen point, then the node restarting.
+    fn storage(&self, rng: &mut StdRng, kind: FaultKind, plan: &mut Vec<Scheduled>) {
+        let (nodes, at, end) = (self.nodes, self.at, self.end());
+        let mut push = |at: Duration, action: Action| plan.push(Scheduled { at, action });
+        match kind {
             FaultKind::CrashInFlush | FaultKind::CrashAfterApply => {
                 let node = rng.gen_range(1..=nodes);
                 let point =
@@ -310,27 +378,29 @@ pub fn schedule(
                 push(at, Action::CrashTorn(node));
                 push(end, Action::Restart(vec![node]));
             }
-            FaultKind::CrashLeaderFirst => {
-                push(at, Action::CrashWithLeader);
-                push(end, Action::RestartOldLeader);
-                push(end + Duration::from_millis(rng.gen_range(100..2_000)), Action::RestartWithoutOldLeader);
-            }
+            _ => unreachable!("{kind:?} is not a storage fault"),
+        }
+    }
+
+    /// A node that stays up but misbehaves: silent for a while, or on a wrong clock.
+    fn node(&self, rng: &mut StdRng, kind: FaultKind, plan: &mut Vec<Scheduled>) {
+        let (nodes, at, end) = (self.nodes, self.at, self.end());
+        let mut push = |at: Duration, action: Action| plan.push(Scheduled { at, action });
+        match kind {
             FaultKind::Pause => {
                 let node = rng.gen_range(1..=nodes);
                 push(at, Action::Pause(node));
                 push(end, Action::Resume(node));
             }
+            // The skew stays until `HealAll`: a wrong clock is not repaired by itself.
             FaultKind::ClockSkew => {
                 let node = rng.gen_range(1..=nodes);
                 let ms = rng.gen_range(1_000..600_000) * if rng.gen_bool(0.5) { 1 } else { -1 };
                 push(at, Action::Skew { node, ms });
             }
+            _ => unreachable!("{kind:?} is not a node fault"),
         }
-        at = end + Duration::from_millis(rng.gen_range(200..2_000));
     }
-    plan.push(Scheduled { at: fault_phase_end, action: Action::HealAll });
-    plan.sort_by_key(|s| s.at);
-    plan
 }
 
 #[cfg(test)]

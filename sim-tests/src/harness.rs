@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
+use std::iter::Peekable;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -236,25 +237,55 @@ const VIOLATIONS_EXPLAINED_MAX: usize = 3;
 
 /// Runs one seed to its verdict.
 pub fn run(options: &SimOptions) -> Report {
-    let seed = options.seed;
-    tally_raft::bugs::set(tally_raft::bugs::Bugs {
-        ack_before_commit: options.bugs.contains(&Bug::AckBeforeCommit),
-        skip_dedup: options.bugs.contains(&Bug::SkipDedup),
-        resume_leadership: options.bugs.contains(&Bug::ResumeLeadership),
-    });
-    let lose_last_flushed = options.bugs.contains(&Bug::LoseLastFlushed);
+    switch_on_bugs(&options.bugs);
     let fault_phase_end = Duration::from_secs(3) + options.fault_phase;
     let total = fault_phase_end + options.heal_bound * 3 + crate::workload::CLIENT_DRAIN_MAX;
-    let mut sim = crate::simulation(seed, total);
-    let history = Rc::new(RefCell::new(History::default()));
+    let mut sim = crate::simulation(options.seed, total);
     let apps: Apps = Arc::new(Mutex::new(BTreeMap::new()));
     let clocks: Vec<SimClock> = (0..options.nodes).map(|_| SimClock::default()).collect();
     let dbs: Vec<MemDb> = (0..options.nodes).map(|_| MemDb::new()).collect();
-    for id in 1..=options.nodes {
+    add_nodes(&mut sim, options, &clocks, &dbs, &apps);
+    let workload = Rc::new(Workload {
+        seed: options.seed,
+        nodes: options.nodes,
+        voters: options.voters(),
+        read_ratio: options.read_ratio,
+        read_burst_until_ms: Cell::new(0),
+        fault_phase_end,
+        clients_running: Cell::new(options.clients),
+        polls: RefCell::new(Vec::new()),
+        history: Rc::new(RefCell::new(History::default())),
+        timings: RefCell::new(Vec::new()),
+    });
+    let client_hosts = add_clients(&mut sim, options, &workload);
+
+    let mut rng = StdRng::seed_from_u64(options.seed ^ 0xfa_u64);
+    let schedule = faults::schedule(&mut rng, &options.faults, options.nodes, Duration::from_secs(5), fault_phase_end);
+    let mut chaos = Chaos::new(options.nodes, client_hosts, clocks, dbs, apps.clone());
+    let error = drive(&mut sim, &mut chaos, &schedule, &workload, options.read_burst);
+    let simulated = sim.elapsed();
+    report(options, schedule, simulated, &apps, &workload, error)
+}
+
+/// Tells the node code which deliberate bugs to carry; the harness plays the one that is
+/// a storage bug itself (`add_nodes`).
+fn switch_on_bugs(bugs: &[Bug]) {
+    tally_raft::bugs::set(tally_raft::bugs::Bugs {
+        ack_before_commit: bugs.contains(&Bug::AckBeforeCommit),
+        skip_dedup: bugs.contains(&Bug::SkipDedup),
+        resume_leadership: bugs.contains(&Bug::ResumeLeadership),
+    });
+}
+
+/// One host per node. Turmoil runs a host's closure again when the host restarts after a
+/// crash, so each closure counts its incarnations.
+fn add_nodes(sim: &mut turmoil::Sim<'_>, options: &SimOptions, clocks: &[SimClock], dbs: &[MemDb], apps: &Apps) {
+    let (seed, nodes) = (options.seed, options.nodes);
+    let lose_last_flushed = options.bugs.contains(&Bug::LoseLastFlushed);
+    for id in 1..=nodes {
         let db = dbs[id as usize - 1].clone();
         let incarnation = Cell::new(0u64);
         let (clock, apps) = (clocks[id as usize - 1].clone(), apps.clone());
-        let nodes = options.nodes;
         sim.host(host_name(id), move || {
             incarnation.set(incarnation.get() + 1);
             if incarnation.get() > 1 {
@@ -270,18 +301,11 @@ pub fn run(options: &SimOptions) -> Report {
             run_node_with(id, nodes, db.clone(), node_seed, clock.clone(), Some(apps.clone()))
         });
     }
-    let workload = Rc::new(Workload {
-        seed,
-        nodes: options.nodes,
-        voters: options.voters(),
-        read_ratio: options.read_ratio,
-        read_burst_until_ms: Cell::new(0),
-        fault_phase_end,
-        clients_running: Cell::new(options.clients),
-        polls: RefCell::new(Vec::new()),
-        history: history.clone(),
-        timings: RefCell::new(Vec::new()),
-    });
+}
+
+/// The setup client, the voting clients spread over their hosts, and the liveness
+/// checker; returns how many client hosts there are.
+fn add_clients(sim: &mut turmoil::Sim<'_>, options: &SimOptions, workload: &Rc<Workload>) -> usize {
     sim.client("setup", workload.clone().setup(options.polls));
     let client_hosts = options.client_hosts.clamp(1, options.clients.max(1));
     for host in 0..client_hosts {
@@ -293,79 +317,106 @@ pub fn run(options: &SimOptions) -> Report {
         }
     }
     sim.client("checker", workload.clone().liveness(options.heal_bound));
+    client_hosts
+}
 
-    let mut rng = StdRng::seed_from_u64(seed ^ 0xfa_u64);
-    let schedule = faults::schedule(&mut rng, &options.faults, options.nodes, Duration::from_secs(5), fault_phase_end);
-    let mut chaos = Chaos {
-        nodes: options.nodes,
-        client_hosts,
-        crashed: BTreeSet::new(),
-        armed: BTreeMap::new(),
-        failing: BTreeSet::new(),
-        leader_first: None,
-        clocks,
-        dbs,
-        apps: apps.clone(),
-    };
+/// Steps the simulation to its end, applying the schedule between steps; returns why the
+/// simulation itself failed, if it did.
+fn drive(
+    sim: &mut turmoil::Sim<'_>,
+    chaos: &mut Chaos,
+    schedule: &[Scheduled],
+    workload: &Workload,
+    read_burst: Duration,
+) -> Option<String> {
     let mut pending = schedule.iter().peekable();
-    let mut error = None;
     let mut leader = None;
     loop {
         let now_ms = sim.elapsed().as_millis() as u64;
-        let mut shaken = false;
-        while let Some(step) = pending.next_if(|s| s.at <= sim.elapsed()) {
-            let what = chaos.apply(&mut sim, &step.action);
-            shaken |= matches!(
-                step.action,
-                Action::Restart(_)
-                    | Action::RestartOldLeader
-                    | Action::RestartWithoutOldLeader
-                    | Action::HealAll
-                    | Action::IsolateLeader
-            );
-            history.borrow_mut().push(Event::Fault { at_ms: now_ms, what });
-        }
-        for what in chaos.crash_tripped(&mut sim) {
-            shaken = true;
-            history.borrow_mut().push(Event::Fault { at_ms: now_ms, what });
-        }
-        if !options.read_burst.is_zero() {
+        let shaken = apply_due(sim, chaos, &mut pending, &workload.history, now_ms);
+        if !read_burst.is_zero() {
             let now_leader = chaos.leader();
             if shaken || (now_leader.is_some() && now_leader != leader) {
-                workload.read_burst_until_ms.set(now_ms + options.read_burst.as_millis() as u64);
+                workload.read_burst_until_ms.set(now_ms + read_burst.as_millis() as u64);
             }
             leader = now_leader.or(leader);
         }
-        // A node that panics (an assertion in openraft or in our apply) is a finding, not
-        // a crash of the harness: tokio_unstable makes its runtime shut down and turmoil
-        // re-raise the panic here.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step())) {
-            Ok(Ok(true)) => break,
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => {
-                error = Some(e.to_string());
-                break;
-            }
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "a simulated host panicked".to_string());
-                error = Some(format!("panic: {message}"));
-                break;
-            }
+        match step(sim) {
+            Ok(true) => return None,
+            Ok(false) => {}
+            Err(error) => return Some(error),
         }
     }
-    let simulated = sim.elapsed();
-    let nodes = final_states(&apps, options.nodes);
-    let history = history.borrow().clone();
+}
+
+/// Applies the scheduled actions that are due, then crashes the nodes that reached an
+/// armed crash point, recording each in the history; returns whether any of them may
+/// have moved the leadership (a read burst tests the read barrier then).
+fn apply_due(
+    sim: &mut turmoil::Sim<'_>,
+    chaos: &mut Chaos,
+    pending: &mut Peekable<std::slice::Iter<'_, Scheduled>>,
+    history: &RefCell<History>,
+    now_ms: u64,
+) -> bool {
+    let mut shaken = false;
+    while let Some(step) = pending.next_if(|s| s.at <= sim.elapsed()) {
+        let what = chaos.apply(sim, &step.action);
+        shaken |= matches!(
+            step.action,
+            Action::Restart(_)
+                | Action::RestartOldLeader
+                | Action::RestartWithoutOldLeader
+                | Action::HealAll
+                | Action::IsolateLeader
+        );
+        history.borrow_mut().push(Event::Fault { at_ms: now_ms, what });
+    }
+    for what in chaos.crash_tripped(sim) {
+        shaken = true;
+        history.borrow_mut().push(Event::Fault { at_ms: now_ms, what });
+    }
+    shaken
+}
+
+/// One simulation step: `Ok(true)` once every client is done, or why the simulation
+/// failed.
+fn step(sim: &mut turmoil::Sim<'_>) -> Result<bool, String> {
+    // A node that panics (an assertion in openraft or in our apply) is a finding, not
+    // a crash of the harness: tokio_unstable makes its runtime shut down and turmoil
+    // re-raise the panic here.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step())) {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a simulated host panicked".to_string());
+            Err(format!("panic: {message}"))
+        }
+    }
+}
+
+/// The verdict: the checker over the history and the final states (unless the simulation
+/// itself failed), and what the run did.
+fn report(
+    options: &SimOptions,
+    schedule: Vec<Scheduled>,
+    simulated: Duration,
+    apps: &Apps,
+    workload: &Workload,
+    error: Option<String>,
+) -> Report {
+    let nodes = final_states(apps, options.nodes);
+    let history = workload.history.borrow().clone();
     let violations = if error.is_none() { checker::check(&history, &nodes) } else { Vec::new() };
     let trace = trace_hash(&history, &nodes);
     let timings = workload.timings.borrow().clone();
     let final_states = nodes.iter().map(|n| (n.id, n.applied_index, n.state.hash_hex())).collect();
     Report {
-        seed,
+        seed: options.seed,
         replay: options.replay_command(),
         trace,
         violations,
@@ -398,6 +449,20 @@ struct Chaos {
 }
 
 impl Chaos {
+    fn new(nodes: u64, client_hosts: usize, clocks: Vec<SimClock>, dbs: Vec<MemDb>, apps: Apps) -> Self {
+        Self {
+            nodes,
+            client_hosts,
+            crashed: BTreeSet::new(),
+            armed: BTreeMap::new(),
+            failing: BTreeSet::new(),
+            leader_first: None,
+            clocks,
+            dbs,
+            apps,
+        }
+    }
+
     fn others(&self, node: u64) -> Vec<String> {
         (1..=self.nodes).filter(|n| *n != node).map(host_name).collect()
     }
@@ -462,41 +527,36 @@ impl Chaos {
     /// Applies `action`; returns what it did, resolved (e.g. which node led).
     fn apply(&mut self, sim: &mut turmoil::Sim<'_>, action: &Action) -> String {
         match action {
-            Action::IsolateLeader => match self.leader() {
-                Some(leader) => {
-                    for other in self.others(leader) {
-                        sim.partition(host_name(leader), other.as_str());
-                    }
-                    format!("isolate the leader, node{leader}")
-                }
-                None => "isolate the leader: none known, nothing done".to_string(),
-            },
-            Action::Split(a, b) => {
-                for x in a {
-                    for y in b {
-                        sim.partition(host_name(*x), host_name(*y));
-                    }
-                }
+            Action::IsolateLeader => self.isolate_leader(sim),
+            Action::Split(..)
+            | Action::OneWay { .. }
+            | Action::Hold(..)
+            | Action::Release(..)
+            | Action::Latency { .. }
+            | Action::Loss { .. }
+            | Action::Pause(_)
+            | Action::Resume(_)
+            | Action::RepairNetwork => {
+                self.disturb_network(sim, action);
                 action.to_string()
             }
-            Action::OneWay { from, to } => {
-                sim.partition_oneway(host_name(*from), host_name(*to));
+            Action::CrashAt { node, .. } | Action::Inject { node, .. } | Action::CrashTorn(node)
+                if self.crashed.contains(node) =>
+            {
+                format!("{action}: it is down, nothing done")
+            }
+            Action::CrashAt { node, point } => {
+                self.dbs[*node as usize - 1].arm(*point);
+                self.armed.insert(*node, *point);
                 action.to_string()
             }
-            Action::Hold(a, b) => {
-                sim.hold(host_name(*a), host_name(*b));
+            Action::Inject { node, fault } => {
+                self.dbs[*node as usize - 1].inject(*fault);
+                self.failing.insert(*node);
                 action.to_string()
             }
-            Action::Release(a, b) => {
-                sim.release(host_name(*a), host_name(*b));
-                action.to_string()
-            }
-            Action::Latency { a, b, max_ms } => {
-                sim.set_link_max_message_latency(host_name(*a), host_name(*b), Duration::from_millis(*max_ms));
-                action.to_string()
-            }
-            Action::Loss { a, b, percent } => {
-                sim.set_link_fail_rate(host_name(*a), host_name(*b), f64::from(*percent) / 100.0);
+            Action::CrashTorn(node) => {
+                self.arm_torn_write(*node);
                 action.to_string()
             }
             Action::Crash(nodes) => {
@@ -505,111 +565,140 @@ impl Chaos {
                 }
                 action.to_string()
             }
-            Action::CrashAt { node, point } => {
-                if self.crashed.contains(node) {
-                    return format!("{action}: it is down, nothing done");
-                }
-                self.dbs[*node as usize - 1].arm(*point);
-                self.armed.insert(*node, *point);
+            Action::CrashWithLeader => self.crash_with_leader(sim, action),
+            Action::RestartOldLeader => self.restart_old_leader(sim, action),
+            Action::RestartWithoutOldLeader => self.restart_without_old_leader(sim),
+            Action::Restart(nodes) => self.restart(sim, action, nodes),
+            Action::Skew { node, ms } => {
+                self.clocks[*node as usize - 1].skew_ms.store(*ms, Ordering::Relaxed);
                 action.to_string()
             }
-            Action::Inject { node, fault } => {
-                if self.crashed.contains(node) {
-                    return format!("{action}: it is down, nothing done");
-                }
-                self.dbs[*node as usize - 1].inject(*fault);
-                self.failing.insert(*node);
+            Action::HealAll => {
+                self.heal_all(sim);
                 action.to_string()
             }
-            Action::CrashTorn(node) => {
-                if self.crashed.contains(node) {
-                    return format!("{action}: it is down, nothing done");
-                }
-                // Struck inside the next flush, as a power loss during an fsync: some of
-                // what the flush covered reached the disk (`MemDb::crash`).
-                let db = &self.dbs[*node as usize - 1];
-                db.arm(CrashPoint::InFlush);
-                db.arm_torn_write();
-                self.armed.insert(*node, CrashPoint::InFlush);
-                action.to_string()
-            }
-            Action::CrashWithLeader => {
-                let Some(leader) = self.leader() else {
-                    return format!("{action}: no leader known, nothing done");
-                };
-                let others: Vec<u64> = (1..=self.nodes).filter(|n| *n != leader && !self.crashed.contains(n)).collect();
-                self.crash(sim, leader);
-                for node in &others {
-                    self.crash(sim, *node);
-                }
-                self.leader_first = Some((leader, others.clone()));
-                format!("crash every node, the leader node{leader} and {others:?}")
-            }
-            Action::RestartOldLeader => match &self.leader_first {
-                Some((leader, _)) if self.crashed.remove(leader) => {
-                    sim.bounce(host_name(*leader));
-                    format!("restart the old leader node{leader} alone")
-                }
-                _ => format!("{action}: nothing to restart"),
-            },
-            Action::RestartWithoutOldLeader => {
-                let others = self.leader_first.take().map(|(_, others)| others).unwrap_or_default();
-                for node in &others {
-                    if self.crashed.remove(node) {
-                        sim.bounce(host_name(*node));
+        }
+    }
+
+    fn isolate_leader(&self, sim: &mut turmoil::Sim<'_>) -> String {
+        let Some(leader) = self.leader() else {
+            return "isolate the leader: none known, nothing done".to_string();
+        };
+        for other in self.others(leader) {
+            sim.partition(host_name(leader), other.as_str());
+        }
+        format!("isolate the leader, node{leader}")
+    }
+
+    /// The faults that only touch links; nodes run on as they are.
+    fn disturb_network(&self, sim: &mut turmoil::Sim<'_>, action: &Action) {
+        match action {
+            Action::Split(a, b) => {
+                for x in a {
+                    for y in b {
+                        sim.partition(host_name(*x), host_name(*y));
                     }
                 }
-                format!("restart {others:?}")
             }
-            Action::Restart(nodes) => {
-                let mut what = action.to_string();
-                for node in nodes {
-                    if self.armed.remove(node).is_some() {
-                        self.dbs[*node as usize - 1].disarm();
-                        what += &format!(" (node{node} never reached its crash point)");
-                    }
-                    if self.crashed.remove(node) {
-                        sim.bounce(host_name(*node));
-                    }
-                }
-                what
+            Action::OneWay { from, to } => sim.partition_oneway(host_name(*from), host_name(*to)),
+            Action::Hold(a, b) => sim.hold(host_name(*a), host_name(*b)),
+            Action::Release(a, b) => sim.release(host_name(*a), host_name(*b)),
+            Action::Latency { a, b, max_ms } => {
+                sim.set_link_max_message_latency(host_name(*a), host_name(*b), Duration::from_millis(*max_ms))
+            }
+            Action::Loss { a, b, percent } => {
+                sim.set_link_fail_rate(host_name(*a), host_name(*b), f64::from(*percent) / 100.0)
             }
             Action::Pause(node) => {
                 for other in self.everyone_else(*node) {
                     sim.hold(host_name(*node), other.as_str());
                 }
-                action.to_string()
             }
             Action::Resume(node) => {
                 for other in self.everyone_else(*node) {
                     sim.release(host_name(*node), other.as_str());
                 }
-                action.to_string()
             }
-            Action::Skew { node, ms } => {
-                self.clocks[*node as usize - 1].skew_ms.store(*ms, Ordering::Relaxed);
-                action.to_string()
+            Action::RepairNetwork => self.repair_network(sim),
+            _ => unreachable!("{action} is not a network fault"),
+        }
+    }
+
+    /// Struck inside the next flush, as a power loss during an fsync: some of what the
+    /// flush covered reached the disk (`MemDb::crash`).
+    fn arm_torn_write(&mut self, node: u64) {
+        let db = &self.dbs[node as usize - 1];
+        db.arm(CrashPoint::InFlush);
+        db.arm_torn_write();
+        self.armed.insert(node, CrashPoint::InFlush);
+    }
+
+    /// Crashes the leader, then every other node that is up, remembering which was which
+    /// for the restarts that follow.
+    fn crash_with_leader(&mut self, sim: &mut turmoil::Sim<'_>, action: &Action) -> String {
+        let Some(leader) = self.leader() else {
+            return format!("{action}: no leader known, nothing done");
+        };
+        let others: Vec<u64> = (1..=self.nodes).filter(|n| *n != leader && !self.crashed.contains(n)).collect();
+        self.crash(sim, leader);
+        for node in &others {
+            self.crash(sim, *node);
+        }
+        self.leader_first = Some((leader, others.clone()));
+        format!("crash every node, the leader node{leader} and {others:?}")
+    }
+
+    fn restart_old_leader(&mut self, sim: &mut turmoil::Sim<'_>, action: &Action) -> String {
+        match &self.leader_first {
+            Some((leader, _)) if self.crashed.remove(leader) => {
+                sim.bounce(host_name(*leader));
+                format!("restart the old leader node{leader} alone")
             }
-            Action::RepairNetwork => {
-                self.repair_network(sim);
-                action.to_string()
+            _ => format!("{action}: nothing to restart"),
+        }
+    }
+
+    fn restart_without_old_leader(&mut self, sim: &mut turmoil::Sim<'_>) -> String {
+        let others = self.leader_first.take().map(|(_, others)| others).unwrap_or_default();
+        for node in &others {
+            if self.crashed.remove(node) {
+                sim.bounce(host_name(*node));
             }
-            Action::HealAll => {
-                for node in std::mem::take(&mut self.armed).into_keys() {
-                    self.dbs[node as usize - 1].disarm();
-                }
-                self.repair_network(sim);
-                for node in std::mem::take(&mut self.failing) {
-                    self.crash(sim, node);
-                }
-                for node in std::mem::take(&mut self.crashed) {
-                    sim.bounce(host_name(node));
-                }
-                for clock in &self.clocks {
-                    clock.skew_ms.store(0, Ordering::Relaxed);
-                }
-                action.to_string()
+        }
+        format!("restart {others:?}")
+    }
+
+    /// Restarts `nodes`; one whose crash point was never reached is still up, and only
+    /// disarmed.
+    fn restart(&mut self, sim: &mut turmoil::Sim<'_>, action: &Action, nodes: &[u64]) -> String {
+        let mut what = action.to_string();
+        for node in nodes {
+            if self.armed.remove(node).is_some() {
+                self.dbs[*node as usize - 1].disarm();
+                what += &format!(" (node{node} never reached its crash point)");
             }
+            if self.crashed.remove(node) {
+                sim.bounce(host_name(*node));
+            }
+        }
+        what
+    }
+
+    /// Disarms the crash points, repairs the network, restarts the nodes with failing
+    /// stores and the crashed ones, and sets the clocks right.
+    fn heal_all(&mut self, sim: &mut turmoil::Sim<'_>) {
+        for node in std::mem::take(&mut self.armed).into_keys() {
+            self.dbs[node as usize - 1].disarm();
+        }
+        self.repair_network(sim);
+        for node in std::mem::take(&mut self.failing) {
+            self.crash(sim, node);
+        }
+        for node in std::mem::take(&mut self.crashed) {
+            sim.bounce(host_name(node));
+        }
+        for clock in &self.clocks {
+            clock.skew_ms.store(0, Ordering::Relaxed);
         }
     }
 }

@@ -2,32 +2,13 @@
 
 use std::fmt;
 
-use serde_json::Value;
+use tally_api::v1::VoteBody;
 
-/// The answer to one request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    /// An HTTP status and its JSON body.
-    Status(u16, Value),
-    /// No answer within the client's timeout (or the connection broke).
-    NoAnswer,
-}
+use crate::net::Answer;
 
-impl Reply {
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Reply::Status(status, _) => Some(*status),
-            Reply::NoAnswer => None,
-        }
-    }
-
-    pub fn body(&self) -> Option<&Value> {
-        match self {
-            Reply::Status(_, body) => Some(body),
-            Reply::NoAnswer => None,
-        }
-    }
-}
+/// The answer to one vote: the node's, or none within the client's timeout (or the
+/// connection broke).
+pub type Reply = Option<Answer<VoteBody>>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VoteAttempt {
@@ -46,7 +27,7 @@ impl VoteAttempt {
     /// The vote id this attempt was acknowledged with (`200`), if it was.
     pub fn acknowledged(&self) -> Option<&str> {
         match &self.reply {
-            Reply::Status(200, body) => body["vote_id"].as_str(),
+            Some(Answer::Success(200, body)) => Some(&body.vote_id),
             _ => None,
         }
     }
@@ -66,7 +47,8 @@ pub struct Read {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Vote(VoteAttempt),
+    /// Boxed: an attempt carries its whole reply, many times the size of other events.
+    Vote(Box<VoteAttempt>),
     Read(Read),
     /// The fault schedule did something.
     Fault {
@@ -95,15 +77,13 @@ impl fmt::Display for Event {
         match self {
             Event::Vote(v) => {
                 let reply = match &v.reply {
-                    Reply::NoAnswer => "no answer".to_string(),
-                    Reply::Status(200, body) => format!(
-                        "200 {} {}",
-                        body["status"].as_str().unwrap_or("?"),
-                        body["vote_id"].as_str().unwrap_or("?")
-                    ),
-                    Reply::Status(status, body) => {
-                        let code = body["error"]["code"].as_str().unwrap_or("?");
-                        match body["error"]["vote_id"].as_str() {
+                    None => "no answer".to_string(),
+                    Some(Answer::Success(status, body)) => {
+                        format!("{status} {} {}", body.status.as_str(), body.vote_id)
+                    }
+                    Some(Answer::Refused(status, error)) => {
+                        let code = error.as_ref().map_or("?", |e| e.code.as_str());
+                        match error.as_ref().and_then(|e| e.context_str("vote_id")) {
                             Some(id) => format!("{status} {code} (recorded: {id})"),
                             None => format!("{status} {code}"),
                         }
@@ -139,7 +119,7 @@ impl History {
 
     pub fn votes(&self) -> impl Iterator<Item = &VoteAttempt> {
         self.events.iter().filter_map(|e| match e {
-            Event::Vote(v) => Some(v),
+            Event::Vote(v) => Some(&**v),
             _ => None,
         })
     }

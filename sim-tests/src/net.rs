@@ -12,7 +12,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tally_api::v1::{ErrorBody, ErrorDetail, VoteBody, VoteRequest};
 use tally_node::clock::Clock;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -106,14 +108,37 @@ impl tower::Service<http::Uri> for SimConnector {
     }
 }
 
+/// A node's answer to one request, its body decoded as API.md's types (`tally_api::v1`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer<T> {
+    /// A 2xx status and its body.
+    Success(u16, T),
+    /// Any other status, with the API's error when the body is one. A 2xx whose body is
+    /// not the contract's lands here too: a client cannot take it for a success.
+    Refused(u16, Option<ErrorDetail>),
+}
+
+impl<T> Answer<T> {
+    pub fn status(&self) -> u16 {
+        match self {
+            Answer::Success(status, _) | Answer::Refused(status, _) => *status,
+        }
+    }
+
+    /// The body of a success.
+    pub fn success(self) -> Option<T> {
+        match self {
+            Answer::Success(_, body) => Some(body),
+            Answer::Refused(..) => None,
+        }
+    }
+}
+
 /// A JSON client for simulated clients, with a timeout on every request.
 pub struct SimClient {
     client: Client<SimConnector, Full<Bytes>>,
     timeout: Duration,
 }
-
-/// What a request came back with: a status and a JSON body, or no answer at all.
-pub type Answer = Option<(u16, Value)>;
 
 impl SimClient {
     pub fn new(timeout: Duration) -> Self {
@@ -123,14 +148,15 @@ impl SimClient {
         Self { client, timeout }
     }
 
-    pub async fn request(
+    /// `None`: no answer within the timeout, or the connection broke.
+    pub async fn request<T: DeserializeOwned>(
         &self,
         method: &str,
         node: u64,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&impl Serialize>,
         idempotency_key: Option<&str>,
-    ) -> Answer {
+    ) -> Option<Answer<T>> {
         let mut builder = http::Request::builder()
             .method(method)
             .uri(format!("http://{}:{PORT}{path}", host_name(node)))
@@ -138,28 +164,40 @@ impl SimClient {
         if let Some(key) = idempotency_key {
             builder = builder.header("Idempotency-Key", key);
         }
-        let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        // The API's request types serialize infallibly (string keys, no floats).
+        let payload = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default())).unwrap_or_default();
         let request = builder.body(Full::new(payload)).ok()?;
         let exchange = async {
             let response = self.client.request(request).await.ok()?;
             let status = response.status().as_u16();
             let bytes = Limited::new(response.into_body(), 1 << 20).collect().await.ok()?.to_bytes();
-            Some((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+            Some(decode(status, &bytes))
         };
         tokio::time::timeout(self.timeout, exchange).await.ok().flatten()
     }
 
-    pub async fn get(&self, node: u64, path: &str) -> Answer {
-        self.request("GET", node, path, None, None).await
+    pub async fn get<T: DeserializeOwned>(&self, node: u64, path: &str) -> Option<Answer<T>> {
+        self.request("GET", node, path, None::<&()>, None).await
     }
 
-    pub async fn post(&self, node: u64, path: &str, body: &Value) -> Answer {
+    pub async fn post<T: DeserializeOwned>(&self, node: u64, path: &str, body: &impl Serialize) -> Option<Answer<T>> {
         self.request("POST", node, path, Some(body), None).await
     }
 
     /// One vote, with its idempotency key in the header as API.md has it.
-    pub async fn vote(&self, node: u64, poll: &str, voter: &str, option: &str, key: &str) -> Answer {
-        let body = serde_json::json!({"voter_id": voter, "option_id": option});
+    pub async fn vote(&self, node: u64, poll: &str, voter: &str, option: &str, key: &str) -> Option<Answer<VoteBody>> {
+        let body = VoteRequest { option_id: option.to_string(), voter_id: Some(voter.to_string()), attributes: None };
         self.request("POST", node, &format!("/v1/polls/{poll}/votes"), Some(&body), Some(key)).await
     }
+}
+
+fn decode<T: DeserializeOwned>(status: u16, bytes: &[u8]) -> Answer<T> {
+    if (200..300).contains(&status) {
+        if let Ok(body) = serde_json::from_slice(bytes) {
+            return Answer::Success(status, body);
+        }
+        return Answer::Refused(status, None);
+    }
+    let error = serde_json::from_slice::<ErrorBody>(bytes).ok().map(|body| body.error);
+    Answer::Refused(status, error)
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
+use tally_api::v1::{CreatePollRequest, PollBody, ResultsBody, StatusBody};
 
-use crate::history::{Event, History, Read, Reply, VoteAttempt};
-use crate::net::SimClient;
+use crate::history::{Event, History, Read, VoteAttempt};
+use crate::net::{Answer, SimClient};
 
 /// What the clients share.
 pub struct Workload {
@@ -62,18 +62,15 @@ impl Workload {
         let mut rng = StdRng::seed_from_u64(self.seed ^ 0x5e7u64);
         for p in 0..count {
             let options = rng.gen_range(2..5);
-            let body = json!({"title": format!("poll {p}"), "options": (0..options).map(|o| format!("option {o}")).collect::<Vec<_>>()});
+            let body = CreatePollRequest::new(format!("poll {p}"), (0..options).map(|o| format!("option {o}")));
             for attempt in 0.. {
                 if attempt == CREATE_ATTEMPTS_MAX {
                     return Err(format!("poll {p} not created in {CREATE_ATTEMPTS_MAX} attempts").into());
                 }
                 let node = rng.gen_range(1..=self.nodes);
-                if let Some((201, poll)) = client.post(node, "/v1/polls", &body).await {
-                    let id = poll["poll_id"].as_str().unwrap_or_default().to_string();
-                    let option_ids = poll["options"]
-                        .as_array()
-                        .map(|o| o.iter().filter_map(|o| o["option_id"].as_str().map(String::from)).collect())
-                        .unwrap_or_default();
+                if let Some(Answer::Success(201, poll)) = client.post::<PollBody>(node, "/v1/polls", &body).await {
+                    let id = poll.poll_id;
+                    let option_ids = poll.options.into_iter().map(|o| o.option_id).collect();
                     self.record(Event::Note { at_ms: now_ms(), what: format!("created poll {id} on node{node}") });
                     self.polls.borrow_mut().push((id, option_ids));
                     break;
@@ -149,12 +146,9 @@ impl Workload {
         for _ in 0..ATTEMPTS_MAX {
             let node = rng.gen_range(1..=self.nodes);
             let sent_ms = now_ms();
-            let reply = match client.vote(node, poll, voter, option, key).await {
-                Some((status, body)) => Reply::Status(status, body),
-                None => Reply::NoAnswer,
-            };
-            let definite = matches!(reply.status(), Some(status) if status < 500);
-            self.record(Event::Vote(VoteAttempt {
+            let reply = client.vote(node, poll, voter, option, key).await;
+            let definite = reply.as_ref().is_some_and(|answer| answer.status() < 500);
+            self.record(Event::Vote(Box::new(VoteAttempt {
                 client: name.to_string(),
                 node,
                 poll: poll.to_string(),
@@ -164,7 +158,7 @@ impl Workload {
                 sent_ms,
                 done_ms: now_ms(),
                 reply,
-            }));
+            })));
             if definite {
                 return;
             }
@@ -178,15 +172,15 @@ impl Workload {
         let node = rng.gen_range(1..=self.nodes);
         let sent_ms = now_ms();
         let path = format!("/v1/polls/{poll}/results?consistency=linearizable");
-        if let Some((200, body)) = client.get(node, &path).await {
+        if let Some(Answer::Success(200, body)) = client.get::<ResultsBody>(node, &path).await {
             self.record(Event::Read(Read {
                 client: name.to_string(),
                 node,
                 poll: poll.to_string(),
                 sent_ms,
                 done_ms: now_ms(),
-                total_votes: body["total_votes"].as_u64().unwrap_or(0),
-                applied_index: body["applied_index"].as_u64().unwrap_or(0),
+                total_votes: body.total_votes,
+                applied_index: body.applied_index,
             }));
         }
     }
@@ -216,7 +210,7 @@ impl Workload {
             let acknowledged = crate::eventually(bound, || async {
                 let node = (now_ms() / 1000) % self.nodes + 1;
                 match client.vote(node, &poll, "liveness-probe", &options[0], "liveness-probe").await {
-                    Some((200, _)) => Some(()),
+                    Some(Answer::Success(200, _)) => Some(()),
                     _ => None,
                 }
             })
@@ -246,14 +240,14 @@ impl Workload {
 
     /// Waits until every node knows a leader, has applied all it committed, and all agree
     /// on the applied index and state hash; returns those.
-    async fn converged(&self, client: &SimClient, bound: Duration) -> Option<(serde_json::Value, serde_json::Value)> {
+    async fn converged(&self, client: &SimClient, bound: Duration) -> Option<(u64, String)> {
         crate::eventually(bound, || async {
             let mut seen = Vec::new();
             for node in 1..=self.nodes {
-                let (_, status) = client.get(node, "/v1/cluster/status").await?;
-                let agreed = status["leader_id"].is_u64() && status["commit_index"] == status["applied_index"];
+                let status = client.get::<StatusBody>(node, "/v1/cluster/status").await?.success()?;
+                let agreed = status.leader_id.is_some() && status.commit_index == Some(status.applied_index);
                 agreed.then_some(())?;
-                seen.push((status["applied_index"].clone(), status["state_hash"].clone()));
+                seen.push((status.applied_index, status.state_hash));
             }
             seen.iter().all(|s| *s == seen[0]).then(|| seen[0].clone())
         })

@@ -4,23 +4,20 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use tally_api::v1::{CreatePollRequest, MeBody, PollBody, ResultsBody, StatusBody};
 use tally_sim_tests::{eventually, host_name, run_node, seed, simulation, SimClient};
 use tally_storage::MemDb;
 
 const NODES: u64 = 3;
 
-async fn status(client: &SimClient, node: u64) -> Option<Value> {
-    match client.get(node, "/v1/cluster/status").await? {
-        (200, body) => Some(body),
-        _ => None,
-    }
+async fn status(client: &SimClient, node: u64) -> Option<StatusBody> {
+    client.get(node, "/v1/cluster/status").await?.success()
 }
 
 async fn leader(client: &SimClient, among: &[u64]) -> Option<u64> {
     let mut agreed = None;
     for &node in among {
-        let leader = status(client, node).await?["leader_id"].as_u64()?;
+        let leader = status(client, node).await?.leader_id?;
         if agreed.is_some_and(|l| l != leader) || !among.contains(&leader) {
             return None;
         }
@@ -34,7 +31,7 @@ async fn vote_until_definite(client: &SimClient, nodes: &[u64], poll: &str, vote
     for attempt in 0..40 {
         let node = nodes[attempt % nodes.len()];
         match client.vote(node, poll, voter, option, &format!("key-{voter}")).await {
-            Some((status, _)) if status < 500 => return status,
+            Some(answer) if answer.status() < 500 => return answer.status(),
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
@@ -45,10 +42,10 @@ async fn scenario() -> turmoil::Result {
     let client = SimClient::new(Duration::from_secs(10));
     let all: Vec<u64> = (1..=NODES).collect();
     let first = eventually(Duration::from_secs(30), || leader(&client, &all)).await.ok_or("no leader")?;
-    let (created, poll) =
-        client.post(1, "/v1/polls", &json!({"title": "sim", "options": ["a", "b"]})).await.ok_or("no answer")?;
-    assert_eq!(created, 201, "{poll}");
-    let poll_id = poll["poll_id"].as_str().ok_or("no poll id")?.to_string();
+    let create = CreatePollRequest::new("sim", ["a", "b"]);
+    let created = client.post::<PollBody>(1, "/v1/polls", &create).await.ok_or("no answer")?;
+    assert_eq!(created.status(), 201, "{created:?}");
+    let poll_id = created.success().ok_or("no poll")?.poll_id;
 
     for n in 0..9u64 {
         let answer = vote_until_definite(&client, &[n % NODES + 1], &poll_id, &format!("before-{n}"), "o1").await;
@@ -61,8 +58,9 @@ async fn scenario() -> turmoil::Result {
     }
     // The isolated leader may still believe it leads, but it cannot commit.
     let isolated = client.vote(first, &poll_id, "isolated", "o2", "isolated-key").await;
-    if let Some((code, body)) = &isolated {
-        assert!(*code == 503 || *code == 504, "isolated leader acknowledged: {code} {body}");
+    if let Some(answer) = &isolated {
+        let code = answer.status();
+        assert!(code == 503 || code == 504, "isolated leader acknowledged: {answer:?}");
     }
     let second =
         eventually(Duration::from_secs(30), || leader(&client, &majority)).await.ok_or("majority elected no leader")?;
@@ -80,8 +78,8 @@ async fn scenario() -> turmoil::Result {
         let mut seen = Vec::new();
         for &node in &all {
             let view = status(&client, node).await?;
-            let (_, results) = client.get(node, &format!("/v1/polls/{poll_id}/results")).await?;
-            seen.push((view["applied_index"].clone(), view["state_hash"].clone(), results["total_votes"].clone()));
+            let results = client.get::<ResultsBody>(node, &format!("/v1/polls/{poll_id}/results")).await?.success()?;
+            seen.push((view.applied_index, view.state_hash, results.total_votes));
         }
         seen.iter().all(|s| *s == seen[0]).then(|| seen[0].clone())
     })
@@ -89,10 +87,10 @@ async fn scenario() -> turmoil::Result {
     .ok_or("nodes did not converge after the heal")?;
     println!("healed and converged at {converged:?} after {:?} of simulated time", turmoil::elapsed());
     // 9 before, 12 during; the isolated vote was never committed.
-    assert_eq!(converged.2, json!(21), "converged on {converged:?}");
-    let (_, mine) =
-        client.get(first, &format!("/v1/polls/{poll_id}/votes/me?voter_id=isolated")).await.ok_or("no answer")?;
-    assert_eq!(mine["has_voted"], false);
+    assert_eq!(converged.2, 21, "converged on {converged:?}");
+    let mine = client.get::<MeBody>(first, &format!("/v1/polls/{poll_id}/votes/me?voter_id=isolated")).await;
+    let mine = mine.ok_or("no answer")?.success().ok_or("no reply to votes/me")?;
+    assert!(!mine.has_voted);
     Ok(())
 }
 

@@ -14,7 +14,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use tally_api::v1::{CreatePollRequest, PollBody, ResultsBody, StatusBody};
+use tally_sim_tests::net::Answer;
 use tally_sim_tests::{eventually, host_name, run_node, seed, simulation, SimClient};
 use tally_storage::MemDb;
 
@@ -33,32 +34,30 @@ struct Phase {
     restarted: Cell<bool>,
 }
 
-async fn status(client: &SimClient, node: u64) -> Option<Value> {
-    match client.get(node, "/v1/cluster/status").await? {
-        (200, body) => Some(body),
-        _ => None,
-    }
+async fn status(client: &SimClient, node: u64) -> Option<StatusBody> {
+    client.get(node, "/v1/cluster/status").await?.success()
 }
 
 async fn scenario(phase: Rc<Phase>) -> turmoil::Result {
     let client = SimClient::new(Duration::from_secs(10));
-    let leader = eventually(Duration::from_secs(30), || async { status(&client, 1).await?["leader_id"].as_u64() })
+    let leader = eventually(Duration::from_secs(30), || async { status(&client, 1).await?.leader_id })
         .await
         .ok_or("no leader")?;
-    let (created, poll) =
-        client.post(leader, "/v1/polls", &json!({"title": "restart", "options": ["a", "b"]})).await.ok_or("no poll")?;
-    assert_eq!(created, 201, "{poll}");
-    let poll_id = poll["poll_id"].as_str().ok_or("no poll id")?.to_string();
+    let create = CreatePollRequest::new("restart", ["a", "b"]);
+    let created = client.post::<PollBody>(leader, "/v1/polls", &create).await.ok_or("no poll")?;
+    assert_eq!(created.status(), 201, "{created:?}");
+    let poll_id = created.success().ok_or("no poll")?.poll_id;
     for n in 0..VOTES {
         let answer = client.vote(leader, &poll_id, &format!("voter-{n}"), "o1", &format!("key-{n}")).await;
-        assert!(matches!(answer, Some((200, _))), "vote {n}: {answer:?}");
+        assert!(matches!(answer, Some(Answer::Success(200, _))), "vote {n}: {answer:?}");
     }
-    let term_before = status(&client, leader).await.ok_or("no status")?["term"].as_u64().ok_or("no term")?;
+    let term_before = status(&client, leader).await.ok_or("no status")?.term;
     // Every node has applied every vote, so a read that misses one went back in time.
     let results = format!("/v1/polls/{poll_id}/results");
     for node in 1..=NODES {
         eventually(Duration::from_secs(10), || async {
-            (client.get(node, &results).await?.1["total_votes"] == json!(VOTES)).then_some(())
+            let counts = client.get::<ResultsBody>(node, &results).await?.success()?;
+            (counts.total_votes == VOTES).then_some(())
         })
         .await
         .ok_or(format!("node{node} did not apply every vote"))?;
@@ -73,9 +72,9 @@ async fn scenario(phase: Rc<Phase>) -> turmoil::Result {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < deadline {
         for node in [leader, leader % NODES + 1] {
-            if let Some((200, body)) = client.get(node, &linearizable).await {
+            if let Some(Answer::Success(200, body)) = client.get::<ResultsBody>(node, &linearizable).await {
                 reads += 1;
-                assert_eq!(body["total_votes"], json!(VOTES), "a linearizable read on node{node} after the restart");
+                assert_eq!(body.total_votes, VOTES, "a linearizable read on node{node} after the restart");
             }
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -83,7 +82,7 @@ async fn scenario(phase: Rc<Phase>) -> turmoil::Result {
     assert!(reads > 0, "no linearizable read succeeded within 5 s of the restart");
     let after = eventually(Duration::from_secs(10), || async {
         let view = status(&client, leader).await?;
-        view["leader_id"].as_u64().and(view["term"].as_u64())
+        view.leader_id.and(Some(view.term))
     })
     .await
     .ok_or("no leader after the restart")?;

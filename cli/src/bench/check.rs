@@ -31,7 +31,7 @@ pub(super) async fn check(run: &Run, nodes: &[Discovered]) -> CheckReport {
         for attempt in 0..RESOLVE_ATTEMPTS_MAX {
             let endpoint = run.endpoint().to_string();
             let reply = run.send_vote(&endpoint, vote).await;
-            match judge(reply.as_ref().map(|(s, b)| (*s, b))).1 {
+            match judge(reply.as_ref().map(|(s, b)| (*s, b.as_ref()))).1 {
                 Fate::Counted => run.recorder().counted[vote.poll] += 1,
                 Fate::NotCounted => {}
                 Fate::Unknown => {
@@ -54,7 +54,7 @@ pub(super) async fn check(run: &Run, nodes: &[Discovered]) -> CheckReport {
             for node in nodes {
                 let url = format!("{}/v1/polls/{}/results", node.endpoint, segment(&target.poll_id));
                 let total = match run.http.get(url).send().await {
-                    Ok(response) => response.json::<Value>().await.ok().and_then(|v| v["total_votes"].as_u64()),
+                    Ok(response) => response.json::<ResultsBody>().await.ok().map(|results| results.total_votes),
                     Err(_) => None,
                 };
                 totals.insert(node.node_id, total);

@@ -5,7 +5,7 @@ use super::*;
 
 pub(super) fn summary_json(
     nodes: &[Node],
-    poll: &Value,
+    poll: &PollBody,
     leader_id: Option<u64>,
     data_dir: &Path,
     jwt: Option<&JwtSetup>,
@@ -31,7 +31,7 @@ pub(super) fn summary_json(
 /// The nodes, the leader, the poll, and commands to paste.
 pub(super) fn banner(
     nodes: &[Node],
-    poll: &Value,
+    poll: &PollBody,
     leader_id: Option<u64>,
     data_dir: &Path,
     jwt: Option<&JwtSetup>,
@@ -44,7 +44,7 @@ pub(super) fn banner(
     let leader = nodes.iter().find(|node| Some(node.plan.id) == leader_id);
     let leader_line =
         leader.map_or_else(|| "unknown".to_string(), |node| format!("node {} ({})", node.plan.id, node.plan.url()));
-    let poll_id = output::cell(&poll["poll_id"]);
+    let poll_id = &poll.poll_id;
     let cacert = nodes[0].plan.tls.then(|| data_dir.join(TLS_DIR).join(CA_FILE));
     let tls_line = match &cacert {
         None => "off (plain HTTP on loopback; --tls for https and mutual TLS between nodes)".to_string(),
@@ -75,22 +75,43 @@ pub(super) fn banner(
 
 pub(super) fn try_commands(
     nodes: &[Node],
-    poll: &Value,
+    poll: &PollBody,
     leader: &Node,
     jwt: Option<&JwtSetup>,
     cacert: Option<&Path>,
 ) -> String {
-    let poll_id = output::cell(&poll["poll_id"]);
-    let go = vote::find_option_id(poll, "Go").unwrap_or_else(|_| "OPTION_ID".to_string());
+    let shell = Shell {
+        // As the user invoked us (e.g. ./target/release/tally), so the lines paste as they are.
+        tally: std::env::args().next().unwrap_or_else(|| "tally".to_string()),
+        curl: cacert.map_or_else(|| "curl".to_string(), |ca| format!("curl --cacert {}", ca.display())),
+        first: nodes[0].plan.url(),
+        poll_id: &poll.poll_id,
+    };
+    let mut lines = environment_lines(nodes, cacert);
     // Node 2 shows that a follower takes writes; a one-node demo has only node 1.
     let voting_node = nodes.get(1).unwrap_or(&nodes[0]);
+    let go = vote::find_option_id(poll, "Go").unwrap_or_else(|_| "OPTION_ID".to_string());
+    match jwt {
+        None => lines.extend(shell.vote_lines(voting_node, &go)),
+        Some(jwt) => lines.extend(shell.vote_lines_signed_in(voting_node, &go, jwt)),
+    }
+    lines.extend(shell.tour_lines(leader, jwt.is_some()));
+    lines.join("\n")
+}
+
+/// What the suggested command lines are made of.
+struct Shell<'a> {
+    tally: String,
+    curl: String,
+    /// The first node's URL: any node serves the page and the reads.
+    first: String,
+    poll_id: &'a str,
+}
+
+/// The exports that point the CLI at the demo's nodes, when its defaults would not.
+fn environment_lines(nodes: &[Node], cacert: Option<&Path>) -> Vec<String> {
     let urls: Vec<String> = nodes.iter().map(|node| node.plan.url()).collect();
     let urls = urls.join(",");
-    let leader_pid = leader.child.id().map_or_else(|| "PID".to_string(), |pid| pid.to_string());
-    // As the user invoked us (e.g. ./target/release/tally), so the lines paste as they are.
-    let tally = std::env::args().next().unwrap_or_else(|| "tally".to_string());
-    let first = nodes[0].plan.url();
-    let curl = cacert.map_or_else(|| "curl".to_string(), |ca| format!("curl --cacert {}", ca.display()));
     let mut lines = Vec::new();
     if urls != crate::DEFAULT_ENDPOINTS {
         lines.extend(["  # the CLI's nodes".to_string(), format!("  export TALLY_ENDPOINTS={urls}")]);
@@ -101,8 +122,14 @@ pub(super) fn try_commands(
             format!("  export TALLY_CACERT={}", ca.display()),
         ]);
     }
-    match jwt {
-        None => lines.extend([
+    lines
+}
+
+impl Shell<'_> {
+    /// The page, and a vote with the voter in the body.
+    fn vote_lines(&self, voting_node: &Node, go: &str) -> Vec<String> {
+        let Shell { curl, first, poll_id, .. } = self;
+        vec![
             "  # the web page, in a browser (any node serves it)".to_string(),
             format!("  {first}/"),
             format!("  # vote for Go through node {}", voting_node.plan.id),
@@ -111,8 +138,13 @@ pub(super) fn try_commands(
                  -d '{{\"option_id\": \"{go}\", \"voter_id\": \"you\"}}'",
                 voting_node.plan.url()
             ),
-        ]),
-        Some(jwt) => lines.extend([
+        ]
+    }
+
+    /// With accounts on: the page, an account whose token votes, then the admin's token.
+    fn vote_lines_signed_in(&self, voting_node: &Node, go: &str, jwt: &JwtSetup) -> Vec<String> {
+        let Shell { tally, curl, first, poll_id } = self;
+        vec![
             format!("  # the web page, in a browser (any node serves it): sign in as {ADMIN_USERNAME}, or register"),
             format!("  {first}/"),
             "  # make an account and log in; the token's subject is the voter".to_string(),
@@ -129,28 +161,34 @@ pub(super) fn try_commands(
                 "  export TALLY_TOKEN=$({tally} user login {ADMIN_USERNAME} --password-stdin < {})",
                 jwt.password_file.display()
             ),
-        ]),
+        ]
     }
-    // EventSource cannot send headers, so the stream also takes the token as a parameter.
-    let stream = match jwt {
-        None => format!("  {curl} -N {first}/v1/polls/{poll_id}/results/stream"),
-        Some(_) => format!("  {curl} -N \"{first}/v1/polls/{poll_id}/results/stream?access_token=$TALLY_TOKEN\""),
-    };
-    lines.extend([
-        "  # watch the results change".to_string(),
-        format!("  {tally} results {poll_id} --watch"),
-        "  # the same as server-sent events, from any node".to_string(),
-        stream,
-        "  # a simulated election: turnout by region, live standings (watch the page move)".to_string(),
-        format!("  {tally} simulate --kind election --voters 5000 --duration 60s"),
-        "  # audit the sample poll: its hash chain, a recount against the results".to_string(),
-        format!("  {tally} audit verify {poll_id}"),
-        "  # every node's view of the cluster".to_string(),
-        format!("  {tally} cluster status"),
-        format!("  # kill the leader (node {}) and watch another take over", leader.plan.id),
-        format!("  kill {leader_pid}"),
-        "  # Prometheus metrics".to_string(),
-        format!("  {curl} {first}/metrics"),
-    ]);
-    lines.join("\n")
+
+    /// Watching, simulating, auditing, and killing the leader.
+    fn tour_lines(&self, leader: &Node, signed_in: bool) -> Vec<String> {
+        let Shell { tally, curl, first, poll_id } = self;
+        let leader_pid = leader.child.id().map_or_else(|| "PID".to_string(), |pid| pid.to_string());
+        // EventSource cannot send headers, so the stream also takes the token as a parameter.
+        let stream = if signed_in {
+            format!("  {curl} -N \"{first}/v1/polls/{poll_id}/results/stream?access_token=$TALLY_TOKEN\"")
+        } else {
+            format!("  {curl} -N {first}/v1/polls/{poll_id}/results/stream")
+        };
+        vec![
+            "  # watch the results change".to_string(),
+            format!("  {tally} results {poll_id} --watch"),
+            "  # the same as server-sent events, from any node".to_string(),
+            stream,
+            "  # a simulated election: turnout by region, live standings (watch the page move)".to_string(),
+            format!("  {tally} simulate --kind election --voters 5000 --duration 60s"),
+            "  # audit the sample poll: its hash chain, a recount against the results".to_string(),
+            format!("  {tally} audit verify {poll_id}"),
+            "  # every node's view of the cluster".to_string(),
+            format!("  {tally} cluster status"),
+            format!("  # kill the leader (node {}) and watch another take over", leader.plan.id),
+            format!("  kill {leader_pid}"),
+            "  # Prometheus metrics".to_string(),
+            format!("  {curl} {first}/metrics"),
+        ]
+    }
 }

@@ -6,46 +6,47 @@ use super::*;
 /// Registers the admin account (a re-run finds it there) and logs in as it. An `--admin`
 /// name is reserved: only the operator, with the cluster secret, may register it.
 pub(super) async fn admin_token(client: &Client, jwt: &JwtSetup, secret: &str) -> anyhow::Result<String> {
-    let body = json!({"username": ADMIN_USERNAME, "password": jwt.admin_password});
-    let register = Request::post("/v1/users", body.clone()).header(crate::client::CLUSTER_SECRET_HEADER, secret);
-    match retry_unavailable(|| client.send(&register)).await {
+    let body = Credentials { username: ADMIN_USERNAME.to_string(), password: jwt.admin_password.clone() };
+    let register = Request::post("/v1/users", &body).header(crate::client::CLUSTER_SECRET_HEADER, secret);
+    match retry_unavailable(|| client.call::<UserBody>(&register)).await {
         Err(failure) if failure.code != "USERNAME_TAKEN" => return Err(failure.into()),
         _ => {}
     }
-    let login = Request::post("/v1/auth/token", body);
-    let reply = retry_unavailable(|| client.send(&login)).await.with_context(|| {
+    let login = Request::post("/v1/auth/token", &body);
+    let reply: TokenBody = retry_unavailable(|| client.call(&login)).await.with_context(|| {
         format!("cannot log in as {ADMIN_USERNAME} with the password in {}", jwt.password_file.display())
     })?;
-    match reply["access_token"].as_str() {
-        Some(token) => Ok(token.to_string()),
-        None => Err(Failure::failed("INVALID_RESPONSE", "the login reply has no access_token").into()),
-    }
+    Ok(reply.access_token)
 }
 
 /// The sample poll a previous run on this data dir made, if the cluster still has it.
-pub(super) async fn earlier_sample_poll(client: &Client, data_dir: &Path) -> Option<Value> {
+pub(super) async fn earlier_sample_poll(client: &Client, data_dir: &Path) -> Option<PollBody> {
     let poll_id = fs::read_to_string(data_dir.join(SAMPLE_POLL_FILE)).ok()?;
     let request = Request::get(crate::poll::poll_path(poll_id.trim()));
-    retry_unavailable(|| client.send(&request)).await.ok()
+    retry_unavailable(|| client.call(&request)).await.ok()
 }
 
 /// Creates the sample poll through the first node (or finds the one an earlier run made),
 /// then votes through each node in turn, to show that any node takes writes. The votes'
 /// keys make a re-run replay them rather than add any.
-pub(super) async fn seed(client: &Client, urls: &[String], jwt: bool, data_dir: &Path) -> anyhow::Result<Value> {
+pub(super) async fn seed(client: &Client, urls: &[String], jwt: bool, data_dir: &Path) -> anyhow::Result<PollBody> {
     let first = client.only(&urls[0]);
     let poll = match earlier_sample_poll(&first, data_dir).await {
         Some(poll) => poll,
         None => {
-            let body = json!({"title": SAMPLE_TITLE, "options": SAMPLE_OPTIONS});
-            let request = Request::post("/v1/polls", body);
-            retry_unavailable(|| first.send(&request)).await?
+            let body = CreatePollRequest {
+                title: SAMPLE_TITLE.to_string(),
+                description: None,
+                options: SAMPLE_OPTIONS.map(|text| OptionInput::Text(text.to_string())).to_vec(),
+                start_time: None,
+                end_time: None,
+                settings: None,
+            };
+            let request = Request::post("/v1/polls", &body);
+            retry_unavailable(|| first.call(&request)).await?
         }
     };
-    let Some(poll_id) = poll["poll_id"].as_str().map(str::to_string) else {
-        let message = "the created sample poll has no poll_id";
-        return Err(Failure::failed("INVALID_RESPONSE", message).into());
-    };
+    let poll_id = poll.poll_id.clone();
     let remembered = data_dir.join(SAMPLE_POLL_FILE);
     fs::write(&remembered, &poll_id).with_context(|| format!("cannot write {}", remembered.display()))?;
     for (index, (voter, text)) in SAMPLE_VOTES.iter().enumerate() {
@@ -56,20 +57,26 @@ pub(super) async fn seed(client: &Client, urls: &[String], jwt: bool, data_dir: 
         if jwt {
             // With auth on, a single vote's voter is the token's subject (the admin here);
             // a trusted front end names its voters through votes:batch.
-            let vote = json!({"option_id": option_id, "voter_id": voter, "idempotency_key": key});
+            let vote = BatchVote {
+                poll_id: None,
+                option_id,
+                voter_id: Some(voter.to_string()),
+                idempotency_key: Some(key),
+                attributes: None,
+            };
             retry_unavailable(|| vote::cast_as_front_end(&node, &poll_id, vote.clone())).await?;
         } else {
             let body = vote::vote_body(&option_id, Some(voter), &[])?;
-            retry_unavailable(|| vote::cast(&node, &poll_id, body.clone(), Some(&key))).await?;
+            retry_unavailable(|| vote::cast(&node, &poll_id, &body, Some(&key))).await?;
         }
     }
     Ok(poll)
 }
 
-pub(super) async fn retry_unavailable<F, Fut>(mut attempt: F) -> Result<Value, Failure>
+pub(super) async fn retry_unavailable<T, F, Fut>(mut attempt: F) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Value, Failure>>,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
 {
     let mut attempts = 1;
     loop {

@@ -2,7 +2,6 @@
 //! resumable with `after` and followable with `follow`) and
 //! `/v1/polls/{poll_id}/receipts/{vote_id}` (one vote's place in the poll's hash chain).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,12 +11,11 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 use tally_actors::LiveFeed;
+use tally_api::v1::{AuditLine, AuditQuery, Heartbeat, ReceiptCheck};
 use tally_raft::audit::to_hex;
 use tally_raft::model::PollId;
 use tally_raft::sm::{AuditEntry, RecordError};
-use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiQuery;
@@ -30,51 +28,20 @@ use crate::App;
 /// written a chunk at a time.
 const LINES_PER_CHUNK: usize = 1024;
 
-/// One line of the audit stream.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditLine {
-    pub position: u64,
-    pub vote_id: String,
-    pub voter_id: String,
-    pub option_id: String,
-    pub attributes: BTreeMap<String, String>,
-    pub recorded_at: String,
-    /// The leader's timestamp in milliseconds, as the chain hashes it.
-    pub recorded_at_ms: i64,
-    pub log_index: u64,
-    /// The vote id this one replaced (a changed vote).
-    pub replaces: Option<String>,
-    /// Still the voter's vote: counted in the results.
-    pub current: bool,
-    pub chain_hash: String,
-}
-
-impl From<AuditEntry> for AuditLine {
-    fn from(entry: AuditEntry) -> Self {
-        Self {
-            position: entry.chain.position,
-            vote_id: entry.vote_id,
-            voter_id: entry.voter_id.0,
-            option_id: entry.option_id,
-            attributes: entry.attributes,
-            recorded_at: format_ms(entry.recorded_at_ms),
-            recorded_at_ms: entry.recorded_at_ms,
-            log_index: entry.log_index,
-            replaces: entry.replaces,
-            current: entry.current,
-            chain_hash: to_hex(&entry.chain.hash),
-        }
+fn audit_line(entry: AuditEntry) -> AuditLine {
+    AuditLine {
+        position: entry.chain.position,
+        vote_id: entry.vote_id,
+        voter_id: entry.voter_id.0,
+        option_id: entry.option_id,
+        attributes: entry.attributes,
+        recorded_at: format_ms(entry.recorded_at_ms),
+        recorded_at_ms: entry.recorded_at_ms,
+        log_index: entry.log_index,
+        replaces: entry.replaces,
+        current: entry.current,
+        chain_hash: to_hex(&entry.chain.hash),
     }
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    /// Start after this chain position (the last one a consumer saw), as from an offset.
-    pub after: Option<u64>,
-    /// Keep the response open and stream each new line as it is applied, with a heartbeat
-    /// line (`{"heartbeat": true, …}`) at least every 15 s.
-    pub follow: Option<bool>,
 }
 
 /// The longest a followed stream stays silent: then it sends a heartbeat line.
@@ -82,14 +49,6 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 /// How often a followed stream looks for new lines when no change was signalled: a change
 /// that leaves the counts as they were (a vote moved away and back) signals nothing.
 const FOLLOW_POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A followed stream's line when there is nothing new: how far the node has come.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Heartbeat {
-    pub heartbeat: bool,
-    pub chain_length: u64,
-    pub applied_index: u64,
-}
 
 /// Read or follow a poll's audit stream (NDJSON).
 ///
@@ -121,7 +80,7 @@ pub async fn audit(
     };
     let follow = if query.follow.unwrap_or(false) {
         let slot = StreamSlot::take(&app)?;
-        let feed = app.registry.handle(&poll.poll_id).await?.subscribe();
+        let feed = app.votes.registry.handle(&poll.poll_id).await?.subscribe();
         Some(Following { _slot: slot, feed, last_line: tokio::time::Instant::now() })
     } else {
         None
@@ -213,11 +172,11 @@ impl Reader {
             let room = end.saturating_sub(self.next).min(LINES_PER_CHUNK as u64) as usize;
             (state.audit_page(self.next, room)?, state.chain_len, applied_index)
         };
-        Ok((entries.into_iter().map(AuditLine::from).collect(), chain_length, applied_index))
+        Ok((entries.into_iter().map(audit_line).collect(), chain_length, applied_index))
     }
 }
 
-fn ndjson<T: Serialize>(lines: &[T]) -> Vec<u8> {
+fn ndjson<T: serde::Serialize>(lines: &[T]) -> Vec<u8> {
     let mut chunk = Vec::new();
     for line in lines {
         // Plain strings, numbers and maps: serialising cannot fail.
@@ -225,25 +184,6 @@ fn ndjson<T: Serialize>(lines: &[T]) -> Vec<u8> {
         chunk.push(b'\n');
     }
     chunk
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReceiptCheck {
-    pub poll_id: String,
-    pub vote_id: String,
-    pub position: u64,
-    pub chain_hash: String,
-    /// Null while the poll hides its results, except to the vote's own voter, the poll's
-    /// owner and admins: a receipt must not tell anyone else how someone voted.
-    pub option_id: Option<String>,
-    pub recorded_at: String,
-    pub log_index: u64,
-    pub replaces: Option<String>,
-    /// False once a later change replaced this vote.
-    pub current: bool,
-    /// The chain as it stands now on the answering node.
-    pub chain_length: u64,
-    pub chain_head: String,
 }
 
 /// Check a vote's receipt.

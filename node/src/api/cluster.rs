@@ -9,53 +9,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use axum::Json;
 use openraft::ServerState;
-use serde::{Deserialize, Serialize};
+use tally_api::v1::{AddMemberRequest, InitRequest, Initialized, MemberAdded, MemberBody, MemberRemoved, StatusBody};
 use tally_raft::rpc::{AdminError, AdminRequest};
 use tally_raft::NodeId;
-use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiBytes, ApiJson};
 use crate::auth::{require_operator, Identity};
 use crate::App;
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MemberBody {
-    #[schema(value_type = u64)]
-    pub node_id: NodeId,
-    pub addr: String,
-    /// `voter` or `learner`.
-    pub role: String,
-    /// Known on the leader only.
-    pub matched_index: Option<u64>,
-    pub lag: Option<u64>,
-    /// Milliseconds since this node last heard from the member (an answer to its Raft
-    /// calls, or a Raft message from it); 0 for itself, null if never since it started.
-    pub last_heard_ms: Option<u64>,
-    /// Heard from within the election timeout. The leader knows it for every member, a
-    /// follower for itself and the leader; null where this node cannot tell.
-    pub reachable: Option<bool>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatusBody {
-    #[schema(value_type = u64)]
-    pub node_id: NodeId,
-    /// `leader`, `follower`, `candidate` or `learner`.
-    pub role: String,
-    #[schema(value_type = Option<u64>)]
-    pub leader_id: Option<NodeId>,
-    pub term: u64,
-    pub commit_index: Option<u64>,
-    pub applied_index: u64,
-    pub last_log_index: Option<u64>,
-    pub snapshot_index: Option<u64>,
-    /// Running hash of the applied state at `applied_index`: equal on every replica that
-    /// applied that index.
-    pub state_hash: String,
-    pub votes_recorded: u64,
-    pub members: Vec<MemberBody>,
-}
 
 pub fn role_name(state: ServerState) -> &'static str {
     match state {
@@ -123,22 +84,16 @@ pub async fn status(State(app): State<Arc<App>>) -> ApiResult<Json<StatusBody>> 
     }))
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
-pub struct InitRequest {
-    /// Node id → `host:port`. Empty or absent: a cluster of this node alone.
-    pub members: Option<BTreeMap<String, String>>,
-}
-
 /// Form a cluster (first node only).
 ///
 /// Needs the cluster secret or an admin token.
-#[utoipa::path(post, path = "/v1/cluster/init", operation_id = "initCluster", tag = "cluster", request_body = InitRequest, responses((status = 200)))]
+#[utoipa::path(post, path = "/v1/cluster/init", operation_id = "initCluster", tag = "cluster", request_body = InitRequest, responses((status = 200, body = Initialized)))]
 pub async fn init(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Initialized>> {
     require_operator(&app, &identity, &headers)?;
     // The body is optional: empty means a cluster of this node alone.
     let request: InitRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -163,7 +118,7 @@ pub async fn init(
         return Err(ApiError::invalid("the members must include this node"));
     }
     match app.node.initialize(members).await {
-        Ok(true) => Ok(Json(serde_json::json!({"initialized": true}))),
+        Ok(true) => Ok(Json(Initialized { initialized: true })),
         Ok(false) => {
             Err(ApiError::new(StatusCode::CONFLICT, "ALREADY_INITIALIZED", "this node is already part of a cluster"))
         }
@@ -171,20 +126,15 @@ pub async fn init(
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct AddMemberRequest {
-    #[schema(value_type = u64)]
-    pub node_id: NodeId,
-    pub addr: String,
-    /// Default true: promoted to voter once caught up.
-    pub voter: Option<bool>,
-}
-
 fn admin_error(error: AdminError) -> ApiError {
     match error {
         AdminError::NoLeader => ApiError::unavailable("no leader is known"),
-        AdminError::Invalid(reason) => ApiError::invalid(reason),
-        AdminError::Failed(reason) => ApiError::new(StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_FAILED", reason),
+        AdminError::NotMember(_)
+        | AdminError::LeaderMoved
+        | AdminError::Forward(_)
+        | AdminError::CatchUpTimeout { .. }
+        | AdminError::CommitTimeout { .. }
+        | AdminError::Refused(_) => ApiError::new(StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_FAILED", error.to_string()),
     }
 }
 
@@ -192,13 +142,13 @@ fn admin_error(error: AdminError) -> ApiError {
 ///
 /// It joins as a learner and is promoted once caught up, unless `voter` is false. Needs the
 /// cluster secret or an admin token.
-#[utoipa::path(post, path = "/v1/cluster/members", operation_id = "addMember", tag = "cluster", request_body = AddMemberRequest, responses((status = 200)))]
+#[utoipa::path(post, path = "/v1/cluster/members", operation_id = "addMember", tag = "cluster", request_body = AddMemberRequest, responses((status = 200, body = MemberAdded)))]
 pub async fn add_member(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<AddMemberRequest>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<MemberAdded>> {
     require_operator(&app, &identity, &headers)?;
     if request.node_id == 0 || !request.addr.contains(':') || request.addr.len() > 256 {
         return Err(ApiError::invalid("node_id must be positive and addr HOST:PORT"));
@@ -206,23 +156,23 @@ pub async fn add_member(
     let voter = request.voter.unwrap_or(true);
     let change = AdminRequest::AddMember { node_id: request.node_id, addr: request.addr, voter };
     app.node.admin(change).await.map_err(admin_error)?;
-    Ok(Json(serde_json::json!({"node_id": request.node_id, "voter": voter})))
+    Ok(Json(MemberAdded { node_id: request.node_id, voter }))
 }
 
 /// Remove a node.
 ///
 /// Needs the cluster secret or an admin token.
-#[utoipa::path(delete, path = "/v1/cluster/members/{node_id}", operation_id = "removeMember", tag = "cluster", params(("node_id" = u64, Path)), responses((status = 200)))]
+#[utoipa::path(delete, path = "/v1/cluster/members/{node_id}", operation_id = "removeMember", tag = "cluster", params(("node_id" = u64, Path)), responses((status = 200, body = MemberRemoved)))]
 pub async fn remove_member(
     State(app): State<Arc<App>>,
     Path(node_id): Path<String>,
     Extension(identity): Extension<Identity>,
     headers: HeaderMap,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<MemberRemoved>> {
     require_operator(&app, &identity, &headers)?;
     let node_id: NodeId = node_id.parse().map_err(|_| ApiError::invalid(format!("{node_id:?} is not a node id")))?;
     app.node.admin(AdminRequest::RemoveMember { node_id }).await.map_err(admin_error)?;
-    Ok(Json(serde_json::json!({"removed": node_id})))
+    Ok(Json(MemberRemoved { removed: node_id }))
 }
 
 /// Backups are taken a few at a time: each reads every vote block and keeps a blocking
@@ -245,7 +195,7 @@ pub async fn backup(
     use axum::response::IntoResponse;
     require_operator(&app, &identity, &headers)?;
     let turn =
-        app.backups.clone().try_acquire_owned().map_err(|_| {
+        app.limits.backups.clone().try_acquire_owned().map_err(|_| {
             ApiError::unavailable(format!("{BACKUPS_MAX} backups are being taken on this node already"))
         })?;
     // Everything acknowledged before the request is in it, whichever node answers.

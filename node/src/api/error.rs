@@ -4,24 +4,12 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tally_actors::VoteError;
 use tally_raft::model::VoteRejection;
 use tally_raft::rpc::ProposeError;
 
-/// Every error's body (API.md, "Errors"), as the OpenAPI document describes it.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-/// `code` is stable (API.md's table); some codes add context fields next to it, such as
-/// the recorded `vote_id` and `option_id` of `ALREADY_VOTED`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    pub code: String,
-    pub message: String,
-}
+pub use tally_api::v1::{ErrorBody, ErrorDetail};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -78,14 +66,12 @@ impl ApiError {
     }
 
     /// The error body, also used for per-vote errors inside a batch reply.
-    pub fn body(&self) -> Value {
-        let mut error = Map::new();
-        error.insert("code".into(), self.code.into());
-        error.insert("message".into(), self.message.clone().into());
-        for (key, value) in &self.context {
-            error.insert(key.clone(), value.clone());
-        }
-        json!({ "error": error })
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { error: self.detail() }
+    }
+
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail { code: self.code.to_string(), message: self.message.clone(), context: self.context.clone() }
     }
 
     pub fn from_rejection(rejection: &VoteRejection, voter_id: &str) -> Self {

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use tally_api::v1::{HealthBody, ReadyBody};
 use utoipa::OpenApi;
 
 use crate::App;
@@ -15,12 +16,13 @@ const READY_APPLY_LAG_MAX: u64 = 1_000;
 
 pub async fn health(State(app): State<Arc<App>>) -> impl IntoResponse {
     match app.node.failure() {
-        None => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))),
+        None => (StatusCode::OK, Json(HealthBody { status: "ok".to_string(), reason: None })),
         // The process still serves, but it is no longer a working member: a supervisor
         // probing liveness should restart it (it also exits by itself, see
         // --storage-failure-exit-ms).
         Some(reason) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "failed", "reason": reason})))
+            let failed = HealthBody { status: "failed".to_string(), reason: Some(reason) };
+            (StatusCode::SERVICE_UNAVAILABLE, Json(failed))
         }
     }
 }
@@ -37,10 +39,14 @@ pub async fn ready(State(app): State<Arc<App>>) -> impl IntoResponse {
         None => app.node.sm.read().state.alarms.iter().copied().collect(),
         Some(_) => Vec::new(),
     };
-    let body = serde_json::json!({
-        "ready": ready, "leader_id": metrics.current_leader, "applied_index": applied, "apply_lag": lag,
-        "storage_failed": failure, "no_space_alarms": alarms,
-    });
+    let body = ReadyBody {
+        ready,
+        leader_id: metrics.current_leader,
+        applied_index: applied,
+        apply_lag: lag,
+        storage_failed: failure,
+        no_space_alarms: alarms,
+    };
     (status, Json(body))
 }
 

@@ -6,11 +6,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Extension;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use tally_api::v1::{CreatePollRequest, ListQuery, OptionBody, PatchPollRequest, PollBody, PollList, SettingsBody};
 use tally_raft::limits::*;
 use tally_raft::model::{Command, Poll, PollId, PollPatch, PollRejection, PollSettings, PollSpec, Response};
 use tally_raft::sm::PollState;
-use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{has_unsafe_chars, ApiJson, ApiQuery};
@@ -18,104 +17,39 @@ use crate::auth::Identity;
 use crate::clock::{format_ms, parse_ms};
 use crate::App;
 
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CreatePollRequest {
-    pub title: String,
-    pub description: Option<String>,
-    /// Option texts, or objects `{"text": "…"}`.
-    pub options: Vec<OptionInput>,
-    pub start_time: Option<String>,
-    pub end_time: Option<String>,
-    pub settings: Option<SettingsInput>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum OptionInput {
-    Text(String),
-    Object { text: String },
-}
-
-impl OptionInput {
-    fn text(&self) -> &str {
-        match self {
-            OptionInput::Text(text) | OptionInput::Object { text } => text,
-        }
+/// A poll as the API shows it, its status by this node's clock at `now_ms`.
+pub fn poll_body(poll: &Poll, now_ms: i64) -> PollBody {
+    PollBody {
+        poll_id: poll.poll_id.0.clone(),
+        title: poll.title.clone(),
+        description: poll.description.clone(),
+        status: poll.status_at(now_ms).as_str().to_string(),
+        options: poll
+            .options
+            .iter()
+            .enumerate()
+            .map(|(i, o)| OptionBody { option_id: o.option_id.clone(), text: o.text.clone(), display_order: i })
+            .collect(),
+        start_time: format_ms(poll.start_time_ms),
+        end_time: poll.end_time_ms.map(format_ms),
+        settings: SettingsBody {
+            show_results_during_voting: poll.settings.show_results_during_voting,
+            allow_vote_change: poll.settings.allow_vote_change,
+            breakdowns: poll.settings.breakdowns.clone(),
+        },
+        created_at: format_ms(poll.created_at_ms),
+        owner: poll.owner.clone(),
+        total_votes: None,
     }
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
-pub struct SettingsInput {
-    pub show_results_during_voting: Option<bool>,
-    pub allow_vote_change: Option<bool>,
-    pub breakdowns: Option<Vec<String>>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PollBody {
-    pub poll_id: String,
-    pub title: String,
-    pub description: Option<String>,
-    /// `scheduled`, `active` or `closed`, by this node's clock.
-    pub status: String,
-    pub options: Vec<OptionBody>,
-    pub start_time: String,
-    pub end_time: Option<String>,
-    pub settings: SettingsBody,
-    pub created_at: String,
-    pub owner: Option<String>,
-    /// In poll lists: the votes recorded on the answering node, unless the results are
-    /// hidden now (a count of votes is a result too).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total_votes: Option<u64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OptionBody {
-    pub option_id: String,
-    pub text: String,
-    pub display_order: usize,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SettingsBody {
-    pub show_results_during_voting: bool,
-    pub allow_vote_change: bool,
-    pub breakdowns: Vec<String>,
-}
-
-impl PollBody {
-    pub fn new(poll: &Poll, now_ms: i64) -> Self {
-        Self {
-            poll_id: poll.poll_id.0.clone(),
-            title: poll.title.clone(),
-            description: poll.description.clone(),
-            status: poll.status_at(now_ms).as_str().to_string(),
-            options: poll
-                .options
-                .iter()
-                .enumerate()
-                .map(|(i, o)| OptionBody { option_id: o.option_id.clone(), text: o.text.clone(), display_order: i })
-                .collect(),
-            start_time: format_ms(poll.start_time_ms),
-            end_time: poll.end_time_ms.map(format_ms),
-            settings: SettingsBody {
-                show_results_during_voting: poll.settings.show_results_during_voting,
-                allow_vote_change: poll.settings.allow_vote_change,
-                breakdowns: poll.settings.breakdowns.clone(),
-            },
-            created_at: format_ms(poll.created_at_ms),
-            owner: poll.owner.clone(),
-            total_votes: None,
-        }
+/// A poll in a list: with its count of votes, unless its results are hidden now.
+fn listed_poll_body(state: &PollState, now_ms: i64) -> PollBody {
+    let mut body = poll_body(&state.poll, now_ms);
+    if !state.poll.results_hidden_at(now_ms) {
+        body.total_votes = Some(state.total_votes());
     }
-
-    fn with_total(mut self, state: &PollState, now_ms: i64) -> Self {
-        if !state.poll.results_hidden_at(now_ms) {
-            self.total_votes = Some(state.total_votes());
-        }
-        self
-    }
+    body
 }
 
 fn check_text(field: &str, text: &str, max: usize, required: bool) -> ApiResult<()> {
@@ -229,7 +163,7 @@ pub async fn create(
     spec.owner = identity.subject().map(str::to_string);
     let committed = app.node.propose(Command::CreatePoll(spec)).await?;
     let poll = poll_reply(committed.response, &poll_id)?;
-    Ok((StatusCode::CREATED, Json(PollBody::new(&poll, app.node.clock.now_ms()))))
+    Ok((StatusCode::CREATED, Json(poll_body(&poll, app.node.clock.now_ms()))))
 }
 
 /// Get a poll.
@@ -237,24 +171,7 @@ pub async fn create(
     responses((status = 200, body = PollBody), (status = 404, description = "POLL_NOT_FOUND")))]
 pub async fn get(State(app): State<std::sync::Arc<App>>, Path(poll_id): Path<String>) -> ApiResult<Json<PollBody>> {
     let poll = app.known_poll(&poll_id).await?;
-    Ok(Json(PollBody::new(&poll, app.node.clock.now_ms())))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// `scheduled`, `active` or `closed`.
-    pub status: Option<String>,
-    /// At most 200; default 50.
-    pub limit: Option<usize>,
-    /// `next_cursor` from the previous page.
-    pub cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PollList {
-    pub polls: Vec<PollBody>,
-    pub next_cursor: Option<String>,
+    Ok(Json(poll_body(&poll, app.node.clock.now_ms())))
 }
 
 /// List polls.
@@ -290,18 +207,8 @@ pub async fn list(
         .collect();
     polls.sort_by_key(|p| p.poll.created_index);
     let next_cursor = (polls.len() > limit).then(|| polls[limit - 1].poll.created_index.to_string());
-    let polls = polls.into_iter().take(limit).map(|p| PollBody::new(&p.poll, now_ms).with_total(p, now_ms)).collect();
+    let polls = polls.into_iter().take(limit).map(|p| listed_poll_body(p, now_ms)).collect();
     Ok(Json(PollList { polls, next_cursor }))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PatchPollRequest {
-    pub title: Option<String>,
-    pub description: Option<String>,
-    pub end_time: Option<String>,
-    /// Only `"closed"`: a closed poll never reopens.
-    pub status: Option<String>,
 }
 
 /// Edit or close a poll.
@@ -340,5 +247,5 @@ pub async fn patch(
     };
     let committed = app.node.propose(Command::UpdatePoll { poll_id: poll.poll_id.clone(), patch }).await?;
     let poll = poll_reply(committed.response, &poll.poll_id)?;
-    Ok(Json(PollBody::new(&poll, app.node.clock.now_ms())))
+    Ok(Json(poll_body(&poll, app.node.clock.now_ms())))
 }

@@ -15,11 +15,9 @@ use axum::Extension;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use tally_api::v1::{RequestState, RequestStatus, VoteBody, VoteStatus};
 use tally_raft::model::VoterId;
 use tally_raft::NodeId;
-use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use crate::auth::Identity;
@@ -63,30 +61,6 @@ impl RequestName {
         let (poll, voter, key) = (text()?, text()?, text()?);
         parts.next().is_none().then_some(Self { node, poll, voter: VoterId(voter), key })
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestState {
-    Pending,
-    Completed,
-    Failed,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct RequestStatus {
-    pub state: RequestState,
-    pub poll_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vote_id: Option<String>,
-    /// The vote reply, once completed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub result: Option<Value>,
-    /// The API error, once failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub error: Option<Value>,
 }
 
 pub struct Requests {
@@ -135,18 +109,18 @@ impl Requests {
         Ok(())
     }
 
-    pub fn finish(&self, request_id: &str, outcome: Result<Value, ApiError>) {
+    pub fn finish(&self, request_id: &str, outcome: Result<VoteBody, ApiError>) {
         let mut table = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(status) = table.by_id.get_mut(request_id) {
             match outcome {
                 Ok(reply) => {
                     status.state = RequestState::Completed;
-                    status.vote_id = reply.get("vote_id").and_then(Value::as_str).map(str::to_string);
+                    status.vote_id = Some(reply.vote_id.clone());
                     status.result = Some(reply);
                 }
                 Err(error) => {
                     status.state = RequestState::Failed;
-                    status.error = Some(error.body()["error"].clone());
+                    status.error = Some(error.detail());
                 }
             }
         }
@@ -185,14 +159,14 @@ pub async fn status(
     if let Some(status) = recorded(&app, &poll, &name) {
         return Ok(Json(status));
     }
-    if let Some(status) = app.requests.get(&request_id) {
+    if let Some(status) = app.votes.requests.get(&request_id) {
         return Ok(Json(status));
     }
     if name.node == app.node.id {
         return Err(unknown(&request_id));
     }
     let addr = app.node.member_addr(name.node).ok_or_else(|| unknown(&request_id))?;
-    let Ok(_asking) = app.requests.asks.try_acquire() else {
+    let Ok(_asking) = app.votes.requests.asks.try_acquire() else {
         return Err(ApiError::unavailable(format!("{ASKS_MAX} lookups of other nodes' requests are in flight here")));
     };
     match app.node.network.request_status(&addr, &request_id, ASK_TIMEOUT).await {
@@ -221,12 +195,13 @@ fn recorded(app: &App, poll: &tally_raft::model::Poll, name: &RequestName) -> Op
         // Unreadable counts as unknown here: the caller is told to retry with the key.
         applied.state.polls.get(&poll.poll_id)?.request_receipt(&name.voter, &name.key).ok()??
     };
-    let body = super::votes::VoteBody::new(if changed { "changed" } else { "recorded" }, &receipt, false);
+    let status = if changed { VoteStatus::Changed } else { VoteStatus::Recorded };
+    let body = super::votes::vote_body(status, &receipt, false);
     Some(RequestStatus {
         state: RequestState::Completed,
         poll_id: poll.poll_id.0.clone(),
         vote_id: Some(receipt.vote_id.clone()),
-        result: Some(serde_json::to_value(body).unwrap_or(Value::Null)),
+        result: Some(body),
         error: None,
     })
 }
@@ -239,6 +214,8 @@ fn unknown(request_id: &str) -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use tally_api::v1::ReceiptBody;
+
     use super::*;
 
     #[test]
@@ -248,7 +225,18 @@ mod tests {
             requests.accept(&format!("r{i}"), "p").unwrap();
         }
         assert!(requests.accept("one-more", "p").is_err(), "all pending: refuse");
-        requests.finish("r5", Ok(serde_json::json!({"vote_id": "v1.0"})));
+        let receipt = ReceiptBody { vote_id: "v1.0".into(), position: 1, chain_hash: "00".into() };
+        let reply = VoteBody {
+            status: VoteStatus::Recorded,
+            vote_id: "v1.0".into(),
+            poll_id: "p".into(),
+            option_id: "o1".into(),
+            recorded_at: "2026-01-01T00:00:00Z".into(),
+            log_index: 3,
+            replayed: false,
+            receipt,
+        };
+        requests.finish("r5", Ok(reply));
         requests.accept("one-more", "p").unwrap();
         assert!(requests.get("r5").is_none(), "the finished one made room");
         assert_eq!(requests.get("r4").unwrap().state, RequestState::Pending);

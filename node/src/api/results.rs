@@ -12,10 +12,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use axum::Json;
 use futures::Stream;
-use serde::{Deserialize, Serialize};
 use tally_actors::{LiveFeed, LiveResults};
+use tally_api::v1::{Breakdown, Consistency, OptionResult, ResultsBody, ResultsQuery};
 use tally_raft::model::{PollId, VoterId};
-use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiQuery;
@@ -23,70 +22,9 @@ use crate::auth::Identity;
 use crate::clock::format_ms;
 use crate::App;
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ResultsQuery {
-    /// `eventual` (default) or `linearizable`.
-    pub consistency: Option<String>,
-    /// One of the poll's breakdowns, e.g. `region`.
-    pub breakdown: Option<String>,
-}
-
-/// How fresh a read must be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Consistency {
-    /// This node's applied state (a follower read).
-    Eventual,
-    /// Every vote acknowledged before the request began (a read index through the leader).
-    Linearizable,
-}
-
-impl Consistency {
-    fn parse(text: Option<&str>) -> ApiResult<Self> {
-        match text.unwrap_or("eventual") {
-            "eventual" => Ok(Consistency::Eventual),
-            "linearizable" => Ok(Consistency::Linearizable),
-            other => Err(ApiError::invalid(format!("consistency must be eventual or linearizable, not {other:?}"))),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Consistency::Eventual => "eventual",
-            Consistency::Linearizable => "linearizable",
-        }
-    }
-}
-
-/// Attribute value → option id → votes.
-pub type Breakdown = BTreeMap<String, BTreeMap<String, u64>>;
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OptionResult {
-    pub option_id: String,
-    pub label: String,
-    pub votes: u64,
-    pub percentage: f64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ResultsBody {
-    pub poll_id: String,
-    pub title: String,
-    pub status: String,
-    pub total_votes: u64,
-    pub options: Vec<OptionResult>,
-    /// The leader's timestamp of the last entry this node applied.
-    pub as_of: String,
-    /// This node's applied index when it read the counts (for a stream event: when the
-    /// counts last changed).
-    pub applied_index: u64,
-    pub served_by: u64,
-    pub consistency: String,
-    /// breakdown name → attribute value → option id → votes, for the requested breakdown.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<HashMap<String, HashMap<String, HashMap<String, u64>>>>)]
-    pub breakdown: Option<BTreeMap<String, Breakdown>>,
+/// `eventual` unless the query says otherwise.
+fn consistency_of(query: &ResultsQuery) -> ApiResult<Consistency> {
+    query.consistency.as_deref().unwrap_or("eventual").parse().map_err(ApiError::invalid)
 }
 
 fn percentage(votes: u64, total: u64) -> f64 {
@@ -118,7 +56,7 @@ pub fn body(app: &App, live: &LiveResults, consistency: Consistency) -> ResultsB
         as_of: format_ms(live.as_of_ms),
         applied_index: live.applied_index,
         served_by: app.node.id,
-        consistency: consistency.as_str().to_string(),
+        consistency,
         breakdown: None,
     }
 }
@@ -164,7 +102,7 @@ pub async fn get(
             return Err(ApiError::invalid(format!("{name:?} is not one of the poll's breakdowns")));
         }
     }
-    let consistency = Consistency::parse(query.consistency.as_deref())?;
+    let consistency = consistency_of(&query)?;
     if consistency == Consistency::Linearizable {
         app.node.linearizable_barrier().await?;
     }
@@ -229,8 +167,8 @@ pub struct StreamSlot(Arc<App>);
 
 impl StreamSlot {
     pub fn take(app: &Arc<App>) -> ApiResult<Self> {
-        if app.streams.fetch_add(1, Ordering::AcqRel) >= STREAMS_MAX {
-            app.streams.fetch_sub(1, Ordering::AcqRel);
+        if app.streams.open.fetch_add(1, Ordering::AcqRel) >= STREAMS_MAX {
+            app.streams.open.fetch_sub(1, Ordering::AcqRel);
             return Err(ApiError::unavailable(format!("this node already serves {STREAMS_MAX} streams")));
         }
         Ok(Self(app.clone()))
@@ -239,7 +177,7 @@ impl StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+        self.0.streams.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -297,7 +235,7 @@ pub async fn stream(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let poll = app.known_poll(&poll_id).await?;
     let slot = StreamSlot::take(&app)?;
-    let handle = app.registry.handle(&poll.poll_id).await?;
+    let handle = app.votes.registry.handle(&poll.poll_id).await?;
     // Subscribed before the first read, so no change can fall between the two.
     let feed = handle.subscribe();
     // The first event from the state machine, as `get` reads: stamped with this node's
@@ -314,7 +252,7 @@ pub async fn stream(
         let json: Arc<str> = match s.first.take() {
             Some(first) => serde_json::to_string(&body(&app, &first, Consistency::Eventual)).unwrap_or_default().into(),
             None => {
-                let interval = stream_interval(app.streams.load(Ordering::Relaxed), app.stream_event_budget);
+                let interval = stream_interval(app.streams.open.load(Ordering::Relaxed), app.streams.event_budget);
                 tokio::time::sleep_until(s.last_sent + interval).await;
                 // An error means the actor is gone: the node is shutting down.
                 // The first event was read from the state machine, and the actor's copy may
@@ -327,7 +265,7 @@ pub async fn stream(
                     }
                 };
                 s.sent_index = latest.applied_index;
-                app.stream_events.json(&app, &latest)
+                app.streams.events.json(&app, &latest)
             }
         };
         s.last_sent = tokio::time::Instant::now();

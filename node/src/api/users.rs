@@ -11,16 +11,15 @@ use argon2::Argon2;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
-use tally_raft::model::{Command, Response};
-use utoipa::ToSchema;
+use tally_api::v1::{Credentials, PasswordChange, PasswordChanged, TokenBody, UserBody};
+use tally_raft::model::{Command, Response, UserRejection};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use crate::auth::{shows_cluster_secret, unauthenticated, Identity, JwtAuth};
 use crate::clock::format_ms;
 use crate::ratelimit::ClientAddr;
-use crate::App;
+use crate::{Access, App};
 
 /// Password hashes computed at once on one node; more wait (up to the write timeout).
 pub const PASSWORD_WORK_MAX: usize = 2;
@@ -28,55 +27,8 @@ const USERNAME_BYTES_MAX: usize = 64;
 const PASSWORD_BYTES_MIN: usize = 8;
 const PASSWORD_BYTES_MAX: usize = 256;
 
-#[derive(Deserialize, ToSchema)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-// Never print a password, not even in a debug log.
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
-    }
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct PasswordChange {
-    /// The password now: needed when users change their own (an admin resetting another
-    /// account's password leaves it out).
-    #[serde(default)]
-    pub current_password: Option<String>,
-    pub new_password: String,
-}
-
-impl std::fmt::Debug for PasswordChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordChange").finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PasswordChanged {
-    pub username: String,
-    pub changed_at: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserBody {
-    pub username: String,
-    pub created_at: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TokenBody {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: u64,
-}
-
-fn jwt(app: &App) -> ApiResult<&JwtAuth> {
-    app.auth.as_ref().ok_or_else(|| ApiError::not_found("accounts exist only when the node runs with --auth jwt"))
+fn jwt(access: &Access) -> ApiResult<&JwtAuth> {
+    access.jwt.as_ref().ok_or_else(|| ApiError::not_found("accounts exist only when the node runs with --auth jwt"))
 }
 
 fn check_credentials(credentials: &Credentials) -> ApiResult<()> {
@@ -145,7 +97,7 @@ fn unknown_account_hash() -> &'static str {
 
 /// Runs argon2 off the async threads, a few at a time.
 async fn password_work<T: Send + 'static>(app: &App, work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    let permit = tokio::time::timeout(app.node.write_timeout, app.password_work.acquire())
+    let permit = tokio::time::timeout(app.node.write_timeout, app.access.password_work.acquire())
         .await
         .map_err(|_| ApiError::unavailable("too many logins at once; try again"))?
         .map_err(|_| ApiError::unavailable("the node is shutting down"))?;
@@ -163,11 +115,11 @@ pub async fn register(
     headers: HeaderMap,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> ApiResult<(StatusCode, Json<UserBody>)> {
-    let jwt = jwt(&app)?;
+    let jwt = jwt(&app.access)?;
     check_credentials(&credentials)?;
     // An `--admin` name is an admin's the moment it exists: whoever registered it first
     // would hold the role. Only the operator, who holds the cluster secret, creates it.
-    if jwt.admins.contains(&credentials.username) && !shows_cluster_secret(&app, &headers) {
+    if jwt.admins.contains(&credentials.username) && !shows_cluster_secret(&app.access, &headers) {
         return Err(ApiError::forbidden(format!(
             "the username {} is reserved for an admin (--admin): the operator creates it with the cluster secret",
             credentials.username
@@ -180,7 +132,7 @@ pub async fn register(
         Response::User(Ok(created_at_ms)) => {
             Ok((StatusCode::CREATED, Json(UserBody { username, created_at: format_ms(created_at_ms) })))
         }
-        Response::User(Err(())) => {
+        Response::User(Err(UserRejection::UsernameTaken)) => {
             Err(ApiError::new(StatusCode::CONFLICT, "USERNAME_TAKEN", format!("the username {username} is taken")))
         }
         other => Err(ApiError::internal(format!("unexpected state machine answer {other:?}"))),
@@ -195,9 +147,9 @@ pub async fn token(
     connect: Option<Extension<ConnectInfo<ClientAddr>>>,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> ApiResult<Json<TokenBody>> {
-    let jwt = jwt(&app)?;
+    let jwt = jwt(&app.access)?;
     let addr = connect.and_then(|Extension(ConnectInfo(addr))| addr.0).map(|a| a.ip());
-    app.limits.check_login(&credentials.username, addr)?;
+    app.limits.rate.check_login(&credentials.username, addr)?;
     let wrong = || unauthenticated("wrong username or password");
     let Some(mut hash) = stored_hash(&app, &credentials.username).await? else {
         // An unknown name costs what a known one does, so timing tells no names.
@@ -227,7 +179,7 @@ pub async fn token(
     let access_token = jwt.issue(&credentials.username, &hash, now_secs).ok_or_else(|| {
         ApiError::not_found("this node verifies outside tokens only (--jwt-public-key); it has no --jwt-secret to sign")
     })?;
-    Ok(Json(TokenBody { access_token, token_type: "Bearer", expires_in: jwt.token_ttl.as_secs() }))
+    Ok(Json(TokenBody { access_token, token_type: "Bearer".to_string(), expires_in: jwt.token_ttl.as_secs() }))
 }
 
 /// Change or reset a password.
@@ -245,7 +197,7 @@ pub async fn change_password(
     Extension(identity): Extension<Identity>,
     ApiJson(change): ApiJson<PasswordChange>,
 ) -> ApiResult<Json<PasswordChanged>> {
-    jwt(&app)?;
+    jwt(&app.access)?;
     let own = identity.subject() == Some(username.as_str());
     if !own {
         identity.require_admin().map_err(|_| ApiError::forbidden("only the account's user or an admin may do this"))?;
@@ -272,11 +224,11 @@ pub async fn change_password(
             Ok(Json(PasswordChanged { username, changed_at: format_ms(changed_at_ms) }))
         }
         // Changed meanwhile (through another node, or an admin's reset): the password given
-        // is not current any more. Or the account is gone.
-        Response::User(Err(())) if app.local_password_hash(&username).is_some() => {
+        // is not current any more.
+        Response::User(Err(UserRejection::PasswordChanged)) => {
             Err(unauthenticated("the current password is no longer current: it was changed meanwhile"))
         }
-        Response::User(Err(())) => Err(missing()),
+        Response::User(Err(UserRejection::NoSuchUser)) => Err(missing()),
         other => Err(ApiError::internal(format!("unexpected state machine answer {other:?}"))),
     }
 }

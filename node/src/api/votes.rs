@@ -8,12 +8,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tally_actors::Decided;
+use tally_api::v1::{
+    AcceptedBody, BatchBody, BatchRequest, BatchResult, MeBody, MeQuery, ReceiptBody, VoteBody, VoteRequest, VoteStatus,
+};
 use tally_raft::limits::*;
 use tally_raft::model::{Poll, VoteIntent, VoteOutcome, VoteReceipt, VoterId};
-use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{has_unsafe_chars, ApiJson, ApiQuery};
@@ -22,57 +22,21 @@ use crate::auth::Identity;
 use crate::clock::format_ms;
 use crate::App;
 
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct VoteRequest {
-    pub option_id: String,
-    /// Required while auth is off.
-    pub voter_id: Option<String>,
-    /// Keys among the poll's `breakdowns`; short string values.
-    pub attributes: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VoteBody {
-    /// `recorded` (also for a replay of the same idempotency key) or `changed`.
-    pub status: &'static str,
-    pub vote_id: String,
-    pub poll_id: String,
-    pub option_id: String,
-    pub recorded_at: String,
-    pub log_index: u64,
-    /// True when this answer repeats the reply to an earlier request with the same key.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub replayed: bool,
-    /// What a voter keeps to check the vote later against `/receipts/{vote_id}` and the
-    /// audit stream.
-    pub receipt: ReceiptBody,
-}
-
-/// A vote's place in its poll's audit chain.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReceiptBody {
-    pub vote_id: String,
-    pub position: u64,
-    /// Hex SHA-256 of this link (see ARCHITECTURE.md, "Audit chain").
-    pub chain_hash: String,
-}
-
-impl VoteBody {
-    pub(crate) fn new(status: &'static str, receipt: &VoteReceipt, replayed: bool) -> Self {
-        Self {
-            status,
+/// The reply for a vote that `receipt` describes.
+pub(super) fn vote_body(status: VoteStatus, receipt: &VoteReceipt, replayed: bool) -> VoteBody {
+    VoteBody {
+        status,
+        vote_id: receipt.vote_id.clone(),
+        poll_id: receipt.poll_id.0.clone(),
+        option_id: receipt.option_id.clone(),
+        recorded_at: format_ms(receipt.recorded_at_ms),
+        log_index: receipt.log_index,
+        replayed,
+        receipt: ReceiptBody {
             vote_id: receipt.vote_id.clone(),
-            poll_id: receipt.poll_id.0.clone(),
-            option_id: receipt.option_id.clone(),
-            recorded_at: format_ms(receipt.recorded_at_ms),
-            log_index: receipt.log_index,
-            replayed,
-            receipt: ReceiptBody {
-                vote_id: receipt.vote_id.clone(),
-                position: receipt.chain.position,
-                chain_hash: tally_raft::audit::to_hex(&receipt.chain.hash),
-            },
-        }
+            position: receipt.chain.position,
+            chain_hash: tally_raft::audit::to_hex(&receipt.chain.hash),
+        },
     }
 }
 
@@ -147,10 +111,10 @@ fn intent(
 /// The HTTP answer for a decided vote.
 fn reply(decided: &Decided, voter_id: &str) -> Result<VoteBody, ApiError> {
     match &decided.outcome {
-        VoteOutcome::Recorded(receipt) => Ok(VoteBody::new("recorded", receipt, false)),
-        VoteOutcome::Replayed { receipt, changed: false } => Ok(VoteBody::new("recorded", receipt, true)),
-        VoteOutcome::Replayed { receipt, changed: true } => Ok(VoteBody::new("changed", receipt, true)),
-        VoteOutcome::Changed(receipt) => Ok(VoteBody::new("changed", receipt, false)),
+        VoteOutcome::Recorded(receipt) => Ok(vote_body(VoteStatus::Recorded, receipt, false)),
+        VoteOutcome::Replayed { receipt, changed: false } => Ok(vote_body(VoteStatus::Recorded, receipt, true)),
+        VoteOutcome::Replayed { receipt, changed: true } => Ok(vote_body(VoteStatus::Changed, receipt, true)),
+        VoteOutcome::Changed(receipt) => Ok(vote_body(VoteStatus::Changed, receipt, false)),
         VoteOutcome::Rejected(rejection) => Err(ApiError::from_rejection(rejection, voter_id)),
     }
 }
@@ -166,12 +130,12 @@ fn reply(decided: &Decided, voter_id: &str) -> Result<VoteBody, ApiError> {
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once (RFC 7240)")),
     responses((status = 200, description = "recorded (or changed), committed on a majority and applied", body = VoteBody),
         (status = 202, description = "with `Prefer: respond-async`: accepted; ask `/votes/requests/{request_id}`", body = AcceptedBody),
-        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 400, description = "INVALID_REQUEST, also for attributes that are not the poll's breakdowns", body = ErrorBody),
         (status = 401, description = "UNAUTHENTICATED: with --auth jwt, no valid bearer token", body = ErrorBody),
         (status = 403, description = "FORBIDDEN: the token is someone else's than the body's voter_id", body = ErrorBody),
         (status = 404, description = "POLL_NOT_FOUND", body = ErrorBody),
-        (status = 409, description = "ALREADY_VOTED, POLL_CLOSED, POLL_NOT_OPEN or TOO_MANY_CHANGES", body = ErrorBody),
-        (status = 422, description = "INVALID_OPTION, INVALID_ATTRIBUTES or IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
+        (status = 409, description = "ALREADY_VOTED (also for a vote changed the most times allowed), POLL_CLOSED or POLL_NOT_OPEN", body = ErrorBody),
+        (status = 422, description = "INVALID_OPTION or IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
         (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE: not recorded; retry", body = ErrorBody),
         (status = 504, description = "TIMEOUT: the outcome is unknown; retry with the same Idempotency-Key", body = ErrorBody)))]
@@ -202,7 +166,7 @@ pub async fn cast(
             .is_some_and(|state| state.decided_request(&voter_id, key).unwrap_or(false))
     });
     if !retry {
-        if let Err(limited) = app.limits.check_voter(&identity, voter_id.as_str()) {
+        if let Err(limited) = app.limits.rate.check_voter(&identity, voter_id.as_str()) {
             app.metrics.votes_rejected.with_label_values(&["rate_limited"]).inc();
             return Err(limited);
         }
@@ -214,18 +178,6 @@ pub async fn cast(
     let voter = intent.voter_id.0.clone();
     let decided = app.vote(intent).await?;
     Ok(Json(reply(&decided, &voter)?).into_response())
-}
-
-/// The 202 answer to `Prefer: respond-async`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AcceptedBody {
-    /// Always `accepted`.
-    pub status: &'static str,
-    pub request_id: String,
-    pub poll_id: String,
-    /// A retry of the vote with this key tells its outcome on any node, even if the
-    /// accepting node forgets the request.
-    pub idempotency_key: String,
 }
 
 /// `Prefer: respond-async` (RFC 7240), possibly among other preferences.
@@ -244,9 +196,9 @@ fn accept_async(app: Arc<App>, intent: VoteIntent) -> ApiResult<Response> {
         key: intent.idempotency_key.clone(),
     };
     let request_id = name.format(&app.new_request_key());
-    app.requests.accept(&request_id, intent.poll_id.as_str())?;
+    app.votes.requests.accept(&request_id, intent.poll_id.as_str())?;
     let body = AcceptedBody {
-        status: "accepted",
+        status: "accepted".to_string(),
         request_id: request_id.clone(),
         poll_id: intent.poll_id.0.clone(),
         idempotency_key: intent.idempotency_key.clone(),
@@ -256,36 +208,14 @@ fn accept_async(app: Arc<App>, intent: VoteIntent) -> ApiResult<Response> {
     tokio::spawn(async move {
         let voter = intent.voter_id.0.clone();
         let outcome = match task_app.vote(intent).await {
-            Ok(decided) => reply(&decided, &voter).map(|b| serde_json::to_value(b).unwrap_or(Value::Null)),
+            Ok(decided) => reply(&decided, &voter),
             Err(error) => Err(error),
         };
-        task_app.requests.finish(&task_id, outcome);
+        task_app.votes.requests.finish(&task_id, outcome);
     });
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     response.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
     Ok(response)
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct BatchVote {
-    /// Optional; when given it must be the URL's poll (a vote is never moved to another).
-    pub poll_id: Option<String>,
-    pub option_id: String,
-    pub voter_id: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub attributes: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct BatchRequest {
-    pub votes: Vec<BatchVote>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BatchBody {
-    /// One per vote, in order: a vote reply or `{"error": {...}}`.
-    #[schema(value_type = Vec<Object>)]
-    pub results: Vec<Value>,
 }
 
 /// Cast up to 1,000 votes in one request.
@@ -306,7 +236,7 @@ pub async fn batch(
         return Err(ApiError::invalid(format!("a batch holds 1 to {VOTES_PER_BATCH_REQUEST_MAX} votes")));
     }
     let poll = app.known_poll(&poll_id).await?;
-    let handle = app.registry.handle(&poll.poll_id).await?;
+    let handle = app.votes.registry.handle(&poll.poll_id).await?;
     // Every vote goes to the poll actor at once, in request order (join_all polls each
     // future once, in order, before waiting); the proposer groups them into entries.
     let pending = request.votes.into_iter().map(|vote| {
@@ -330,28 +260,11 @@ pub async fn batch(
         .await
         .into_iter()
         .map(|result| match result {
-            Ok(body) => serde_json::to_value(body).unwrap_or(Value::Null),
-            Err(error) => error.body(),
+            Ok(body) => BatchResult::Vote(body),
+            Err(error) => BatchResult::Error(error.body()),
         })
         .collect();
     Ok(Json(BatchBody { results }))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct MeQuery {
-    pub voter_id: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MeBody {
-    pub has_voted: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub option_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vote_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub voted_at: Option<String>,
 }
 
 /// Whether a voter has voted, and how.

@@ -426,7 +426,10 @@ fn usernames_are_unique_and_a_retried_create_answers_as_the_first_time() {
     let user = |hash: &str| Command::CreateUser { username: "alice".into(), password_hash: hash.into() };
     let log = vec![request(10, user("h1")), request(11, user("h1")), request(12, user("h2"))];
     let (state, responses) = apply_all(&log);
-    assert_eq!(responses, vec![Response::User(Ok(10)), Response::User(Ok(10)), Response::User(Err(()))]);
+    assert_eq!(
+        responses,
+        vec![Response::User(Ok(10)), Response::User(Ok(10)), Response::User(Err(UserRejection::UsernameTaken))]
+    );
     assert_eq!(state.users["alice"].password_hash, "h1");
 }
 
@@ -448,7 +451,12 @@ fn a_password_changes_only_for_an_existing_account() {
         request(14, set("alice", "h4", None)),
     ];
     let (state, responses) = apply_all(&log);
-    let expected = [Response::User(Ok(11)), Response::User(Err(())), Response::User(Err(())), Response::User(Ok(14))];
+    let expected = [
+        Response::User(Ok(11)),
+        Response::User(Err(UserRejection::NoSuchUser)),
+        Response::User(Err(UserRejection::PasswordChanged)),
+        Response::User(Ok(14)),
+    ];
     assert_eq!(responses[1..], expected);
     assert_eq!(state.users["alice"].password_hash, "h4");
     assert_eq!(state.users["alice"].created_at_ms, 10, "the account keeps its creation time");
@@ -465,11 +473,13 @@ fn a_breakdown_attribute_takes_a_bounded_number_of_distinct_values() {
         intent
     };
     let full: Vec<_> = (0..ATTRIBUTE_VALUES_MAX).map(|n| with_value(n, format!("r{n}"))).collect();
-    log.push(request(11, Command::CastVotes(full)));
+    for entry in full.chunks(crate::limits::VOTES_PER_ENTRY_MAX) {
+        log.push(request(11, Command::CastVotes(entry.to_vec())));
+    }
     let over = ATTRIBUTE_VALUES_MAX;
     log.push(request(12, Command::CastVotes(vec![with_value(over, "new".into()), with_value(over + 1, "r7".into())])));
     let (state, responses) = apply_all(&log);
-    let last = outcomes(&responses[2]);
+    let last = outcomes(responses.last().unwrap());
     assert!(matches!(&last[0], VoteOutcome::Rejected(VoteRejection::InvalidAttributes(_))), "{last:?}");
     assert!(matches!(&last[1], VoteOutcome::Recorded(_)), "an existing value is still fine: {last:?}");
     assert_eq!(state.polls[&PollId("p".into())].breakdowns["region"].len(), ATTRIBUTE_VALUES_MAX);

@@ -1,6 +1,6 @@
 //! Snapshots in and out. A build stores only the head (the blocks are already in the
 //! state's journal); an install takes a received stream into the spare block journal,
-//! checks it whole, and only then makes it the state (ARCHITECTURE.md, Durability).
+//! checks it whole, and only then makes it the state (docs/durability.md, "Snapshots and backups").
 //! Restoring a backup is the same install under new members.
 
 use super::*;

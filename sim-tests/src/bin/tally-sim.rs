@@ -242,66 +242,107 @@ fn run_seeds(args: Args) -> Result<(), Failure> {
     // Written with `?`, so that a closed pipe (`| head`) ends the run quietly.
     let mut out = std::io::stdout().lock();
     let started = Instant::now();
-    let (mut failed, mut acknowledged, mut faults_injected, mut violations) = (Vec::new(), 0, 0, 0);
-    let total = seeds.end - seeds.start;
+    let mut totals = Totals::default();
     let queue = Mutex::new(seeds.clone());
-    let (results, finished) = mpsc::channel::<(u64, Result<SeedResult, String>, Duration)>();
+    let (results, finished) = mpsc::channel::<Finished>();
     std::thread::scope(|scope| -> Result<(), Failure> {
         for _ in 0..jobs {
             let (queue, results, args) = (&queue, results.clone(), &args);
-            scope.spawn(move || loop {
-                let Some(seed) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else { return };
-                let seed_started = Instant::now();
-                let result = run_in_child(args, seed);
-                if results.send((seed, result, seed_started.elapsed())).is_err() {
-                    return;
-                }
-            });
+            scope.spawn(move || run_queue(args, queue, results));
         }
         drop(results);
-        // Printed in seed order, whichever child finishes first.
-        let mut waiting = BTreeMap::new();
-        let mut next = seeds.start;
-        for (seed, result, took) in finished {
-            waiting.insert(seed, (result, took));
-            while let Some((result, took)) = waiting.remove(&next) {
-                let done = next - seeds.start + 1;
-                let r = result.map_err(|e| format!("seed {next}: {e}"))?;
-                out.write_all(r.verbose.as_bytes())?;
-                let verdict = if r.passed { "PASS" } else { "FAIL" };
-                writeln!(
-                    out,
-                    "[{done}/{total}] seed {}: {verdict}  acknowledged {}  requests {}  faults {}  simulated {:.1}s  in {:.1}s",
-                    r.seed, r.acknowledged, r.requests, r.faults, r.simulated_secs, took.as_secs_f64()
-                )?;
-                writeln!(out, "trace {}", r.trace)?;
-                if args.swarm {
-                    writeln!(out, "shape {}", r.shape)?;
-                }
-                if !r.passed {
-                    eprint!("{}", r.explanation);
-                    failed.push(r.seed);
-                }
-                acknowledged += r.acknowledged;
-                faults_injected += r.faults;
-                violations += r.violations;
-                next += 1;
-            }
-        }
-        Ok(())
+        print_in_order(&mut out, &args, &seeds, finished, &mut totals)
     })?;
-    let minutes = started.elapsed().as_secs_f64() / 60.0;
-    writeln!(
-        out,
-        "summary: {total} seeds in {:.1} min ({:.0} seeds/min, {jobs} at once), {acknowledged} votes acknowledged, {faults_injected} faults injected, {violations} violations{}",
-        minutes,
-        total as f64 / minutes.max(1e-9),
-        if failed.is_empty() { String::new() } else { format!(", failing seeds {failed:?}") }
-    )?;
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::Failed(format!("VIOLATION: {} of {total} seeds found violations", failed.len())))
+    totals.print_summary(&mut out, seeds.end - seeds.start, jobs, started.elapsed())
+}
+
+/// A seed that has run: its result, and how long it took.
+type Finished = (u64, Result<SeedResult, String>, Duration);
+
+/// One worker: runs seeds from the queue until it is empty or the printer has gone.
+fn run_queue(args: &Args, queue: &Mutex<Range<u64>>, results: mpsc::Sender<Finished>) {
+    loop {
+        let Some(seed) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else { return };
+        let seed_started = Instant::now();
+        let result = run_in_child(args, seed);
+        if results.send((seed, result, seed_started.elapsed())).is_err() {
+            return;
+        }
+    }
+}
+
+/// Prints each seed's verdict in seed order, whichever child finishes first.
+fn print_in_order(
+    out: &mut impl Write,
+    args: &Args,
+    seeds: &Range<u64>,
+    finished: mpsc::Receiver<Finished>,
+    totals: &mut Totals,
+) -> Result<(), Failure> {
+    let total = seeds.end - seeds.start;
+    let mut waiting = BTreeMap::new();
+    let mut next = seeds.start;
+    for (seed, result, took) in finished {
+        waiting.insert(seed, (result, took));
+        while let Some((result, took)) = waiting.remove(&next) {
+            let done = next - seeds.start + 1;
+            let r = result.map_err(|e| format!("seed {next}: {e}"))?;
+            out.write_all(r.verbose.as_bytes())?;
+            let verdict = if r.passed { "PASS" } else { "FAIL" };
+            writeln!(
+                out,
+                "[{done}/{total}] seed {}: {verdict}  acknowledged {}  requests {}  faults {}  simulated {:.1}s  in {:.1}s",
+                r.seed, r.acknowledged, r.requests, r.faults, r.simulated_secs, took.as_secs_f64()
+            )?;
+            writeln!(out, "trace {}", r.trace)?;
+            if args.swarm {
+                writeln!(out, "shape {}", r.shape)?;
+            }
+            if !r.passed {
+                eprint!("{}", r.explanation);
+            }
+            totals.add(&r);
+            next += 1;
+        }
+    }
+    Ok(())
+}
+
+/// What the seeds printed so far add up to.
+#[derive(Default)]
+struct Totals {
+    failed: Vec<u64>,
+    acknowledged: usize,
+    faults_injected: usize,
+    violations: usize,
+}
+
+impl Totals {
+    fn add(&mut self, result: &SeedResult) {
+        if !result.passed {
+            self.failed.push(result.seed);
+        }
+        self.acknowledged += result.acknowledged;
+        self.faults_injected += result.faults;
+        self.violations += result.violations;
+    }
+
+    /// The summary line; fails if any seed did.
+    fn print_summary(&self, out: &mut impl Write, total: u64, jobs: u64, took: Duration) -> Result<(), Failure> {
+        let Totals { failed, acknowledged, faults_injected, violations } = self;
+        let minutes = took.as_secs_f64() / 60.0;
+        writeln!(
+            out,
+            "summary: {total} seeds in {:.1} min ({:.0} seeds/min, {jobs} at once), {acknowledged} votes acknowledged, {faults_injected} faults injected, {violations} violations{}",
+            minutes,
+            total as f64 / minutes.max(1e-9),
+            if failed.is_empty() { String::new() } else { format!(", failing seeds {failed:?}") }
+        )?;
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure::Failed(format!("VIOLATION: {} of {total} seeds found violations", failed.len())))
+        }
     }
 }
 

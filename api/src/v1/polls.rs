@@ -1,0 +1,132 @@
+//! `/v1/polls`: create, get, list, patch (close).
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatePollRequest {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Option texts, or objects `{"text": "…"}`.
+    pub options: Vec<OptionInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<SettingsInput>,
+}
+
+impl CreatePollRequest {
+    /// A poll of `options` (texts, in display order), the server's defaults for the rest.
+    pub fn new<S: Into<String>>(title: impl Into<String>, options: impl IntoIterator<Item = S>) -> Self {
+        CreatePollRequest {
+            title: title.into(),
+            description: None,
+            options: options.into_iter().map(|text| OptionInput::Text(text.into())).collect(),
+            start_time: None,
+            end_time: None,
+            settings: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum OptionInput {
+    Text(String),
+    Object { text: String },
+}
+
+impl OptionInput {
+    pub fn text(&self) -> &str {
+        match self {
+            OptionInput::Text(text) | OptionInput::Object { text } => text,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SettingsInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_results_during_voting: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_vote_change: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakdowns: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PollBody {
+    pub poll_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    /// `scheduled`, `active` or `closed`, by the answering node's clock.
+    pub status: String,
+    pub options: Vec<OptionBody>,
+    pub start_time: String,
+    pub end_time: Option<String>,
+    pub settings: SettingsBody,
+    pub created_at: String,
+    pub owner: Option<String>,
+    /// In poll lists: the votes recorded on the answering node, unless the results are
+    /// hidden now (a count of votes is a result too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_votes: Option<u64>,
+}
+
+impl PollBody {
+    /// The id of the option whose text is `text`, exactly.
+    pub fn option_id_of(&self, text: &str) -> Option<&str> {
+        self.options.iter().find(|o| o.text == text).map(|o| o.option_id.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OptionBody {
+    pub option_id: String,
+    pub text: String,
+    pub display_order: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SettingsBody {
+    pub show_results_during_voting: bool,
+    pub allow_vote_change: bool,
+    pub breakdowns: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// `scheduled`, `active` or `closed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// At most 200; default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// `next_cursor` from the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PollList {
+    pub polls: Vec<PollBody>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchPollRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    /// Only `"closed"`: a closed poll never reopens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
