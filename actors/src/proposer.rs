@@ -17,6 +17,7 @@ use tally_raft::transport::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Puts a group of votes into the log (directly on the leader, forwarded elsewhere) and
 /// returns the log index of the entry and one outcome per vote, in order.
@@ -75,7 +76,7 @@ impl Proposer {
         let (queue, receiver) = mpsc::channel(queue_capacity);
         let stats = Arc::new(ProposerStats::default());
         let mut task = JoinSet::new();
-        task.spawn(run(receiver, submitter, stats.clone(), wait_max));
+        task.spawn(run(receiver, submitter, stats.clone(), wait_max).in_current_span());
         Self { queue, stats, _task: Arc::new(task) }
     }
 
@@ -128,14 +129,25 @@ async fn run(
         stats.entries.fetch_add(1, Ordering::Relaxed);
         stats.votes.fetch_add(size, Ordering::Relaxed);
         stats.largest_entry_votes.fetch_max(size, Ordering::Relaxed);
-        match submitter.submit(intents).await {
+        // The votes' own spans live on their requests' tasks: these events say which entry
+        // took each one, and the entry's log index joins it to the leader's and every
+        // node's apply.
+        let entry = tracing::debug_span!("entry", votes = size);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            for intent in &intents {
+                tracing::trace!(parent: &entry, poll_id = %intent.poll_id, voter_id = %intent.voter_id, "vote in entry");
+            }
+        }
+        match submitter.submit(intents).instrument(entry.clone()).await {
             Ok((log_index, outcomes)) => {
+                tracing::debug!(parent: &entry, log_index, "entry decided");
                 assert_eq!(outcomes.len(), replies.len(), "one outcome per vote in entry {log_index}");
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(Decided { log_index, outcome }));
                 }
             }
             Err(error) => {
+                tracing::debug!(parent: &entry, %error, "entry not decided");
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }

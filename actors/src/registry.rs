@@ -8,6 +8,7 @@ use std::time::Duration;
 use ractor::Actor;
 use tally_raft::model::PollId;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::poll_actor::{PollActor, PollArgs, PollHandle, Shared};
 use crate::proposer::Proposer;
@@ -56,7 +57,7 @@ impl PollRegistry {
     pub fn start(source: Arc<dyn PollSource>, proposer: Proposer, config: RegistryConfig) -> Arc<Self> {
         Arc::new_cyclic(|registry| {
             let mut sweeper = JoinSet::new();
-            sweeper.spawn(sweep(registry.clone(), config.idle_after / 2));
+            sweeper.spawn(sweep(registry.clone(), config.idle_after / 2).in_current_span());
             Self {
                 actors: Mutex::new(BTreeMap::new()),
                 source,
@@ -83,6 +84,7 @@ impl PollRegistry {
         let shared = Arc::new(Shared::default());
         shared.last_used_ms.store(self.clock.now_ms(), Ordering::Relaxed);
         let args = PollArgs { poll_id: poll_id.clone(), source: self.source.clone(), shared: shared.clone() };
+        tracing::debug!(%poll_id, "starting the poll's actor");
         let (actor, _) = Actor::spawn(None, PollActor, args)
             .await
             .map_err(|_| VoteError::Propose(tally_raft::rpc::ProposeError::ShuttingDown))?;
@@ -133,11 +135,12 @@ impl PollRegistry {
     fn stop_idle(&self) {
         let now = self.clock.now_ms();
         let idle_ms = self.config.idle_after.as_millis() as u64;
-        self.lock().retain(|_, handle| {
+        self.lock().retain(|poll_id, handle| {
             let idle = now.saturating_sub(handle.shared.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
                 && handle.shared.mailbox.load(Ordering::Acquire) == 0
                 && handle.shared.live.receiver_count() == 0;
             if idle {
+                tracing::debug!(%poll_id, "retiring the poll's idle actor");
                 handle.actor.stop(None);
             }
             !idle

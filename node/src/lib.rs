@@ -34,6 +34,7 @@ use tally_raft::state_machine::StateMachineStore;
 use tally_raft::transport::{HyperTransport, PeerTransport};
 use tally_storage::Database;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::clock::Clock;
@@ -185,10 +186,20 @@ pub struct Node {
     /// rate-limit keys and, in a process, the exit after a storage failure. A `JoinSet`
     /// aborts its tasks when dropped.
     tasks: Mutex<JoinSet<()>>,
+    /// `node{node_id}`, at debug level: the parent span of the node's tasks, connections
+    /// and Raft core, so that a log of several nodes (a simulation) tells them apart.
+    pub(crate) span: tracing::Span,
 }
 
 impl Node {
     pub async fn start(options: NodeOptions) -> anyhow::Result<Node> {
+        let span = tracing::debug_span!("node", node_id = options.config.id);
+        // Tasks spawned while it starts (the proposer's, the registry's, openraft's) take
+        // the span along.
+        Self::start_in(options, span.clone()).instrument(span).await
+    }
+
+    async fn start_in(options: NodeOptions, span: tracing::Span) -> anyhow::Result<Node> {
         let NodeOptions { config, db, transport, clock, seed, tls } = options;
         let mut tasks = JoinSet::new();
         let raft_config = config.raft_config().map_err(anyhow::Error::msg)?;
@@ -202,7 +213,7 @@ impl Node {
             },
         ));
         if let Some(forgetting) = limits.forgetting() {
-            tasks.spawn(forgetting);
+            tasks.spawn(forgetting.in_current_span());
         }
         let members = config.initial_members().map_err(anyhow::Error::msg)?;
         let metrics = Metrics::new(config.id);
@@ -226,11 +237,11 @@ impl Node {
             entropy: Mutex::new(StdRng::seed_from_u64(seed ^ ENTROPY_SEED_SALT)),
             storage_failed: Default::default(),
         });
-        tasks.spawn(count_leader_changes(&node.raft, metrics.leader_changes.clone()));
+        tasks.spawn(count_leader_changes(&node.raft, metrics.leader_changes.clone()).in_current_span());
         if let Some(watch) = disk::alarm_watch(node.clone(), db.clone(), config.disk_limits()) {
-            tasks.spawn(watch);
+            tasks.spawn(watch.in_current_span());
         }
-        tasks.spawn(schedule::closer(node.clone()));
+        tasks.spawn(schedule::closer(node.clone()).in_current_span());
         let notifier =
             Arc::new(ActorNotifier { registry: OnceLock::new(), recent_polls: metrics.recent_polls.clone() });
         sm.set_listener(notifier.clone());
@@ -273,12 +284,12 @@ impl Node {
             tls,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         });
-        Ok(Node { app, tasks: Mutex::new(tasks) })
+        Ok(Node { app, tasks: Mutex::new(tasks), span })
     }
 
     /// Runs `task` until the node stops (see [`Node`]).
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).spawn(task);
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).spawn(task.instrument(self.span.clone()));
     }
 
     pub fn router(&self) -> axum::Router {
