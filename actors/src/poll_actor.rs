@@ -93,13 +93,30 @@ impl PollHandle {
     /// decide. It is queued when the future is first polled, so futures polled in order
     /// (a batch) keep their order, and of two votes by one voter the log sees the first
     /// one first.
+    ///
+    /// Its span, on the node that took the request, names the vote until the log gives it
+    /// an id; the decision's `log_index` then joins it to the entry's spans on every node.
+    #[tracing::instrument(
+        level = "debug", name = "vote", skip_all,
+        fields(poll_id = %intent.poll_id, voter_id = %intent.voter_id),
+    )]
     pub async fn vote(&self, intent: VoteIntent) -> VoteReply {
         self.shared.last_used_ms.store(self.clock.now_ms(), Ordering::Relaxed);
         if let Some(outcome) = self.source.final_outcome(&intent) {
             let log_index = self.shared.live.borrow().as_ref().map_or(0, |live| live.applied_index);
+            tracing::debug!(outcome = outcome.kind(), vote_id = outcome.vote_id(), "answered before the log");
             return Ok(Decided { log_index, outcome });
         }
-        Ok(self.proposer.enqueue(intent)?.decided().await?)
+        let decided = self.proposer.enqueue(intent)?.decided().await;
+        match &decided {
+            // An event rather than fields recorded on the span: nothing happens in the span
+            // after it, and with its level off an event costs a level check, no lookup.
+            Ok(Decided { log_index, outcome }) => {
+                tracing::debug!(log_index, vote_id = outcome.vote_id(), outcome = outcome.kind(), "decided")
+            }
+            Err(error) => tracing::debug!(%error, "not decided"),
+        }
+        Ok(decided?)
     }
 
     /// The live counts this node has applied; `None` if the poll is unknown here.
@@ -161,22 +178,28 @@ impl Actor for PollActor {
         state: &mut PollActorState,
     ) -> Result<(), ActorProcessingErr> {
         state.args.shared.mailbox.fetch_sub(1, Ordering::AcqRel);
-        match message {
-            PollMsg::Refresh => {
-                // Cleared before reading, so an apply that lands during the read queues
-                // another refresh rather than being missed.
-                state.args.shared.refresh_pending.store(false, Ordering::Release);
-                state.live = state.args.source.results(&state.args.poll_id);
-                publish(&state.args.shared, &state.live);
-            }
-            PollMsg::Results { reply } => {
-                if state.live.is_none() {
-                    state.live = state.args.source.results(&state.args.poll_id);
-                }
-                let _ = reply.send(state.live.clone());
-            }
-        }
+        tracing::trace_span!("poll_actor", poll_id = %state.args.poll_id).in_scope(|| handle_message(message, state));
         Ok(())
+    }
+}
+
+fn handle_message(message: PollMsg, state: &mut PollActorState) {
+    match message {
+        PollMsg::Refresh => {
+            // Cleared before reading, so an apply that lands during the read queues
+            // another refresh rather than being missed.
+            state.args.shared.refresh_pending.store(false, Ordering::Release);
+            state.live = state.args.source.results(&state.args.poll_id);
+            let applied_index = state.live.as_ref().map(|live| live.applied_index);
+            tracing::trace!(applied_index, "refreshed");
+            publish(&state.args.shared, &state.live);
+        }
+        PollMsg::Results { reply } => {
+            if state.live.is_none() {
+                state.live = state.args.source.results(&state.args.poll_id);
+            }
+            let _ = reply.send(state.live.clone());
+        }
     }
 }
 

@@ -15,7 +15,9 @@ use tally_raft::rpc::ProposeError;
 use tally_raft::transport::BoxFuture;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Puts a group of votes into the log (directly on the leader, forwarded elsewhere) and
 /// returns the log index of the entry and one outcome per vote, in order.
@@ -54,11 +56,15 @@ pub struct ProposerStats {
     pub largest_entry_votes: AtomicU64,
 }
 
-/// Handle to the node-wide proposer task. Cheap to clone.
+/// Handle to the node-wide proposer task. Cheap to clone; the task ends when the last
+/// handle is dropped.
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::Sender<Queued>,
     stats: Arc<ProposerStats>,
+    /// Owns the task, which a `JoinSet` aborts when dropped. The closed queue alone would
+    /// end it only after the entry in flight, which can wait out a whole write timeout.
+    _task: Arc<JoinSet<()>>,
 }
 
 impl Proposer {
@@ -69,8 +75,9 @@ impl Proposer {
     pub fn start(submitter: Arc<dyn VoteSubmitter>, queue_capacity: usize, wait_max: Duration) -> Self {
         let (queue, receiver) = mpsc::channel(queue_capacity);
         let stats = Arc::new(ProposerStats::default());
-        tokio::spawn(run(receiver, submitter, stats.clone(), wait_max));
-        Self { queue, stats }
+        let mut task = JoinSet::new();
+        task.spawn(run(receiver, submitter, stats.clone(), wait_max).in_current_span());
+        Self { queue, stats, _task: Arc::new(task) }
     }
 
     pub fn stats(&self) -> &ProposerStats {
@@ -122,14 +129,25 @@ async fn run(
         stats.entries.fetch_add(1, Ordering::Relaxed);
         stats.votes.fetch_add(size, Ordering::Relaxed);
         stats.largest_entry_votes.fetch_max(size, Ordering::Relaxed);
-        match submitter.submit(intents).await {
+        // The votes' own spans live on their requests' tasks: these events say which entry
+        // took each one, and the entry's log index joins it to the leader's and every
+        // node's apply.
+        let entry = tracing::debug_span!("entry", votes = size);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            for intent in &intents {
+                tracing::trace!(parent: &entry, poll_id = %intent.poll_id, voter_id = %intent.voter_id, "vote in entry");
+            }
+        }
+        match submitter.submit(intents).instrument(entry.clone()).await {
             Ok((log_index, outcomes)) => {
+                tracing::debug!(parent: &entry, log_index, "entry decided");
                 assert_eq!(outcomes.len(), replies.len(), "one outcome per vote in entry {log_index}");
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(Decided { log_index, outcome }));
                 }
             }
             Err(error) => {
+                tracing::debug!(parent: &entry, %error, "entry not decided");
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
@@ -238,6 +256,32 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(proposer.propose(intent(99)).await, Err(ProposeError::Overloaded));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_ends_the_task_even_with_an_entry_in_flight() {
+        let recorder = Arc::new(Recorder { sizes: Mutex::new(Vec::new()), gate: tokio::sync::Semaphore::new(0) });
+        let proposer = Proposer::start(recorder.clone(), 16, std::time::Duration::from_secs(3600));
+        let in_flight = proposer.enqueue(intent(0)).unwrap();
+        while recorder.sizes.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // Only the task holds the submitter now: it is gone exactly when the task is.
+        let submitter = Arc::downgrade(&recorder);
+        drop(recorder);
+        let last = proposer.clone();
+        drop(proposer);
+        tokio::task::yield_now().await;
+        assert!(submitter.upgrade().is_some(), "a handle is left, so the task runs on");
+        drop(last);
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while submitter.upgrade().is_some() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the task ended with its last handle");
+        assert_eq!(in_flight.decided().await, Err(ProposeError::ShuttingDown));
     }
 
     #[tokio::test(start_paused = true)]

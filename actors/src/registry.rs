@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ractor::Actor;
 use tally_raft::model::PollId;
+use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::poll_actor::{PollActor, PollArgs, PollHandle, Shared};
 use crate::proposer::Proposer;
@@ -38,25 +40,33 @@ impl IdleClock {
     }
 }
 
+/// Owns its poll actors and the task that retires idle ones: dropping the registry, or
+/// [`PollRegistry::stop_all`], stops them all.
 pub struct PollRegistry {
     actors: Mutex<BTreeMap<PollId, PollHandle>>,
     source: Arc<dyn PollSource>,
     proposer: Proposer,
     config: RegistryConfig,
     clock: IdleClock,
+    /// The sweep, aborted when the registry stops or is dropped (a `JoinSet` aborts its
+    /// tasks on drop); it holds the registry only weakly, so it never keeps it alive.
+    sweeper: Mutex<JoinSet<()>>,
 }
 
 impl PollRegistry {
     pub fn start(source: Arc<dyn PollSource>, proposer: Proposer, config: RegistryConfig) -> Arc<Self> {
-        let registry = Arc::new(Self {
-            actors: Mutex::new(BTreeMap::new()),
-            source,
-            proposer,
-            config,
-            clock: IdleClock(tokio::time::Instant::now()),
-        });
-        tokio::spawn(sweep(Arc::downgrade(&registry)));
-        registry
+        Arc::new_cyclic(|registry| {
+            let mut sweeper = JoinSet::new();
+            sweeper.spawn(sweep(registry.clone(), config.idle_after / 2).in_current_span());
+            Self {
+                actors: Mutex::new(BTreeMap::new()),
+                source,
+                proposer,
+                config,
+                clock: IdleClock(tokio::time::Instant::now()),
+                sweeper: Mutex::new(sweeper),
+            }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PollId, PollHandle>> {
@@ -74,6 +84,7 @@ impl PollRegistry {
         let shared = Arc::new(Shared::default());
         shared.last_used_ms.store(self.clock.now_ms(), Ordering::Relaxed);
         let args = PollArgs { poll_id: poll_id.clone(), source: self.source.clone(), shared: shared.clone() };
+        tracing::debug!(%poll_id, "starting the poll's actor");
         let (actor, _) = Actor::spawn(None, PollActor, args)
             .await
             .map_err(|_| VoteError::Propose(tally_raft::rpc::ProposeError::ShuttingDown))?;
@@ -124,34 +135,43 @@ impl PollRegistry {
     fn stop_idle(&self) {
         let now = self.clock.now_ms();
         let idle_ms = self.config.idle_after.as_millis() as u64;
-        self.lock().retain(|_, handle| {
+        self.lock().retain(|poll_id, handle| {
             let idle = now.saturating_sub(handle.shared.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
                 && handle.shared.mailbox.load(Ordering::Acquire) == 0
                 && handle.shared.live.receiver_count() == 0;
             if idle {
+                tracing::debug!(%poll_id, "retiring the poll's idle actor");
                 handle.actor.stop(None);
             }
             !idle
         });
     }
 
+    /// Stops every actor and the sweep, for a node that is stopping. An actor that a late
+    /// request starts afterwards is stopped when the registry is dropped.
     pub fn stop_all(&self) {
+        self.sweeper.lock().unwrap_or_else(|p| p.into_inner()).abort_all();
         for (_, handle) in std::mem::take(&mut *self.lock()) {
             handle.actor.stop(None);
         }
     }
 }
 
-async fn sweep(registry: Weak<PollRegistry>) {
+impl Drop for PollRegistry {
+    /// ractor actors outlive their `ActorRef`s: without this, a dropped registry's actors
+    /// would run on, each holding the poll source.
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Sleeps first: it starts before the registry is built (`Arc::new_cyclic`), and a weak
+/// reference that does not upgrade yet would end it at once.
+async fn sweep(registry: Weak<PollRegistry>, period: Duration) {
     loop {
-        let period = match registry.upgrade() {
-            Some(registry) => {
-                registry.stop_idle();
-                registry.config.idle_after / 2
-            }
-            None => return,
-        };
         tokio::time::sleep(period.max(Duration::from_millis(100))).await;
+        let Some(registry) = registry.upgrade() else { return };
+        registry.stop_idle();
     }
 }
 
@@ -253,6 +273,36 @@ mod tests {
         assert_eq!(handle.vote(intent("new")).await, Err(VoteError::Propose(ProposeError::NoQuorum)));
         registry.stop_all();
         assert_eq!(registry.live_actors(), 0);
+    }
+
+    /// Waits up to 10 s (of tokio's clock, paused or not) for `done`.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        waited.await.unwrap_or_else(|_| panic!("{what}: not within 10 s"));
+    }
+
+    #[tokio::test]
+    async fn stopping_ends_the_sweep_and_dropping_stops_the_actors() {
+        let source = Arc::new(Source { counts: Mutex::new(vec![0]), index: AtomicU64::new(1) });
+        let proposer = Proposer::start(Arc::new(Refuse), 16, Duration::from_secs(60));
+        let registry = PollRegistry::start(source.clone(), proposer, RegistryConfig::default());
+        assert_eq!(Arc::weak_count(&registry), 1, "the sweep's reference");
+        registry.stop_all();
+        eventually("the sweep ends", || Arc::weak_count(&registry) == 0).await;
+
+        let proposer = registry.proposer.clone();
+        drop(registry);
+
+        // A request that comes late starts an actor after the stop; the drop stops it.
+        let registry = PollRegistry::start(source.clone(), proposer, RegistryConfig::default());
+        drop(registry.handle(&PollId("p".into())).await.unwrap());
+        assert!(Arc::strong_count(&source) > 2, "the actor and its handle hold the source");
+        drop(registry);
+        eventually("the actor stops", || Arc::strong_count(&source) == 1).await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -141,6 +141,7 @@ impl RaftNode {
     ///
     /// The final error says "not recorded" (anything but `Unknown`) only if no attempt
     /// could have put the command in the log.
+    #[tracing::instrument(level = "debug", skip_all, fields(command = command.kind(), votes = command.votes().len()))]
     pub async fn propose(&self, command: Command) -> Result<Committed, ProposeError> {
         let mut attempts = Attempts::within(self.write_timeout);
         let mut last_error = ProposeError::NotLeader { leader: None };
@@ -184,6 +185,13 @@ impl RaftNode {
 
     /// Proposes on this node, which must be the leader. Used for the node's own writes and
     /// for commands that followers forward (never forwarded again, so never a loop).
+    ///
+    /// The `log_index` it logs is the key that joins a vote's spans across nodes (the
+    /// follower's `entry` and `forward`, every node's `apply`).
+    #[tracing::instrument(
+        level = "debug", skip_all,
+        fields(command = command.kind(), votes = command.votes().len()),
+    )]
     pub async fn propose_local(&self, command: Command, timeout: Duration) -> Result<Committed, ProposeError> {
         if let Some(reason) = self.failure() {
             return Err(ProposeError::StorageFailed(reason));
@@ -196,7 +204,10 @@ impl RaftNode {
         }
         match tokio::time::timeout(timeout, self.raft.client_write(request)).await {
             Err(_) => Err(ProposeError::Unknown("not committed within the write timeout".into())),
-            Ok(Ok(response)) => Ok(Committed { log_index: response.log_id.index, response: response.data }),
+            Ok(Ok(response)) => {
+                tracing::debug!(log_index = response.log_id.index, "committed");
+                Ok(Committed { log_index: response.log_id.index, response: response.data })
+            }
             // Returned before the entry was appended, or after it was truncated away: the
             // command is not in the log and never will be.
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
@@ -212,6 +223,7 @@ impl RaftNode {
     }
 
     /// Forwards to the leader. The flag says whether the leader may have seen it.
+    #[tracing::instrument(level = "debug", skip_all, fields(leader = addr))]
     async fn forward(
         &self,
         addr: &str,
@@ -228,7 +240,13 @@ impl RaftNode {
                 tracing::debug!(%reason, "propose: the leader's storage failed");
                 (Err(ProposeError::NotLeader { leader: None }), false)
             }
-            Ok(reply) => (reply, true),
+            Ok(reply) => {
+                match &reply {
+                    Ok(committed) => tracing::debug!(log_index = committed.log_index, "the leader committed it"),
+                    Err(error) => tracing::debug!(%error, "the leader did not commit it"),
+                }
+                (reply, true)
+            }
             // Could not connect: the leader never saw the command.
             Err(TransportError::Unreachable { .. }) => (Err(ProposeError::NotLeader { leader: None }), false),
             Err(error) => (Err(ProposeError::Unknown(error.to_string())), true),

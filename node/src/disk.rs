@@ -10,11 +10,13 @@
 //! own alarm once it is comfortably back under its limits, so that freeing space is all
 //! an operator has to do.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tally_raft::model::Command;
 use tally_storage::Database;
+use tokio::task::JoinSet;
 
 use crate::cluster::RaftNode;
 
@@ -66,14 +68,19 @@ impl DiskLimits {
 /// Free space under which the disk counts as full: the node has failed.
 pub const DISK_FULL_BYTES: u64 = 1 << 20;
 
-/// Raises and clears this node's alarm as its disk goes, and calls the node failed when
-/// the disk is full. Runs for the node's life, on stores that have a disk to watch.
-pub fn spawn_alarm_watch(node: Arc<RaftNode>, db: Arc<dyn Database>, limits: DiskLimits) {
-    if db.free_space().is_none() {
-        return;
-    }
+/// The task that raises and clears this node's alarm as its disk goes, and calls the node
+/// failed when the disk is full, for [`crate::Node`] to own; `None` on a store with no
+/// disk to watch.
+pub fn alarm_watch(
+    node: Arc<RaftNode>,
+    db: Arc<dyn Database>,
+    limits: DiskLimits,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    db.free_space()?;
     let alarm = limits.min_free_bytes > 0 || limits.quota_bytes > 0;
-    tokio::spawn(async move {
+    Some(async move {
+        // Owns the stop of a failed Raft below, so that it ends with this task.
+        let mut stopping = JoinSet::new();
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -89,7 +96,9 @@ pub fn spawn_alarm_watch(node: Arc<RaftNode>, db: Arc<dyn Database>, limits: Dis
                     // Stopped, it sends no more heartbeats, so another node takes the lead;
                     // in a task of its own, as a wedged store may hold the core up.
                     let raft = node.raft.clone();
-                    tokio::spawn(async move { raft.shutdown().await });
+                    stopping.spawn(async move {
+                        let _ = raft.shutdown().await;
+                    });
                 }
             }
             if node.failure().is_some() {
@@ -120,17 +129,18 @@ pub fn spawn_alarm_watch(node: Arc<RaftNode>, db: Arc<dyn Database>, limits: Dis
                 tracing::warn!("could not set the NOSPACE alarm: {e}");
             }
         }
-    });
+    })
 }
 
-/// Exits the process `after` a storage error stops Raft, for a supervisor to restart it
-/// (etcd exits on a failed fsync too). Until then the node says it failed (/health,
-/// /ready, 503 on writes), so that the failure is seen rather than guessed.
-pub fn spawn_exit_on_failure(node: Arc<RaftNode>, after: Duration) {
+/// The task that exits the process `after` a storage error stops Raft, for a supervisor
+/// to restart it (etcd exits on a failed fsync too), for [`crate::Node`] to own; `None`
+/// if `after` is zero. Until the exit the node says it failed (/health, /ready, 503 on
+/// writes), so that the failure is seen rather than guessed.
+pub fn exit_on_failure(node: Arc<RaftNode>, after: Duration) -> Option<impl Future<Output = ()> + Send + 'static> {
     if after.is_zero() {
-        return;
+        return None;
     }
-    tokio::spawn(async move {
+    Some(async move {
         // Polled rather than awaited on openraft's metrics channel, which closes when the
         // core stops, failed or not.
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -142,7 +152,7 @@ pub fn spawn_exit_on_failure(node: Arc<RaftNode>, after: Duration) {
                 std::process::exit(EXIT_STORAGE_FAILED);
             }
         }
-    });
+    })
 }
 
 /// `EX_IOERR` from sysexits.h.

@@ -33,6 +33,8 @@ use tally_raft::network::Network;
 use tally_raft::state_machine::StateMachineStore;
 use tally_raft::transport::{HyperTransport, PeerTransport};
 use tally_storage::Database;
+use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::clock::Clock;
@@ -186,14 +188,36 @@ impl App {
     }
 }
 
-/// A running node: its Raft instance, actors and API.
+/// A running node: its Raft instance, actors and API, and the tasks it runs beside them.
+///
+/// Who stops what: [`Node::shutdown`] stops the node's own tasks (`tasks`), the poll
+/// actors and their sweep (`PollRegistry::stop_all`), and Raft; dropping the node aborts
+/// whatever of `tasks` is left. The proposer's task ends with the last handle of
+/// `App::proposer`, and actors that late requests started go with `App::registry`: both
+/// go with the `App` once no request holds it, so that no client waits on a vote the
+/// proposer dropped.
 pub struct Node {
     pub app: Arc<App>,
+    /// Closing polls at their end, the disk watch, the leader-change count, forgetting
+    /// rate-limit keys and, in a process, the exit after a storage failure. A `JoinSet`
+    /// aborts its tasks when dropped.
+    tasks: Mutex<JoinSet<()>>,
+    /// `node{node_id}`, at debug level: the parent span of the node's tasks, connections
+    /// and Raft core, so that a log of several nodes (a simulation) tells them apart.
+    pub(crate) span: tracing::Span,
 }
 
 impl Node {
     pub async fn start(options: NodeOptions) -> anyhow::Result<Node> {
+        let span = tracing::debug_span!("node", node_id = options.config.id);
+        // Tasks spawned while it starts (the proposer's, the registry's, openraft's) take
+        // the span along.
+        Self::start_in(options, span.clone()).instrument(span).await
+    }
+
+    async fn start_in(options: NodeOptions, span: tracing::Span) -> anyhow::Result<Node> {
         let NodeOptions { config, db, transport, clock, seed, tls } = options;
+        let mut tasks = JoinSet::new();
         let raft_config = config.raft_config().map_err(anyhow::Error::msg)?;
         let jwt = config.jwt_auth().map_err(anyhow::Error::msg)?;
         let limits = Arc::new(ratelimit::Limits::new(
@@ -204,7 +228,9 @@ impl Node {
                 per_address_per_minute: config.login_attempts_per_minute_per_address,
             },
         ));
-        limits.spawn_forgetting();
+        if let Some(forgetting) = limits.forgetting() {
+            tasks.spawn(forgetting.in_current_span());
+        }
         let members = config.initial_members().map_err(anyhow::Error::msg)?;
         let metrics = Metrics::new(config.id);
         let log_store = LogStore::open(&*db)?;
@@ -227,9 +253,11 @@ impl Node {
             entropy: Mutex::new(StdRng::seed_from_u64(seed ^ ENTROPY_SEED_SALT)),
             storage_failed: Default::default(),
         });
-        count_leader_changes(&node.raft, metrics.leader_changes.clone());
-        disk::spawn_alarm_watch(node.clone(), db.clone(), config.disk_limits());
-        schedule::spawn_closer(node.clone());
+        tasks.spawn(count_leader_changes(&node.raft, metrics.leader_changes.clone()).in_current_span());
+        if let Some(watch) = disk::alarm_watch(node.clone(), db.clone(), config.disk_limits()) {
+            tasks.spawn(watch.in_current_span());
+        }
+        tasks.spawn(schedule::closer(node.clone()).in_current_span());
         let notifier =
             Arc::new(ActorNotifier { registry: OnceLock::new(), recent_polls: metrics.recent_polls.clone() });
         sm.set_listener(notifier.clone());
@@ -238,7 +266,7 @@ impl Node {
         let proposer = Proposer::start(Arc::new(submitter), config.proposer_queue_max, config.write_timeout());
         let registry =
             PollRegistry::start(Arc::new(StateSource(sm.clone())), proposer.clone(), RegistryConfig::default());
-        let _ = notifier.registry.set(registry.clone());
+        let _ = notifier.registry.set(Arc::downgrade(&registry));
         if config.cluster_secret.is_none() {
             tracing::warn!("no --cluster-secret: anyone who reaches this port can speak Raft to this node");
         }
@@ -276,17 +304,25 @@ impl Node {
             advertise_addr: config.advertise_addr(),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         });
-        Ok(Node { app })
+        Ok(Node { app, tasks: Mutex::new(tasks), span })
+    }
+
+    /// Runs `task` until the node stops (see [`Node`]).
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).spawn(task.instrument(self.span.clone()));
     }
 
     pub fn router(&self) -> axum::Router {
         api::router(self.app.clone())
     }
 
-    /// Stops Raft and the actors and makes the state machine durable, so that a restart
-    /// does not even need to re-apply.
+    /// Stops the node's tasks, the actors and Raft, and makes the state machine durable,
+    /// so that a restart does not even need to re-apply.
     pub async fn shutdown(&self) {
         self.app.votes.registry.stop_all();
+        // Before Raft, so that no close or alarm is being proposed while it stops.
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        tasks.shutdown().await;
         if let Err(e) = self.app.node.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
@@ -299,11 +335,14 @@ impl Node {
     }
 }
 
-/// Counts every change to a new known leader, as this node sees them. The task ends when
-/// Raft stops and drops its metrics channel.
-fn count_leader_changes(raft: &tally_raft::typ::Raft, changes: prometheus::IntCounter) {
+/// The task that counts every change to a new known leader, as this node sees them. It
+/// also ends by itself when Raft stops and drops its metrics channel.
+fn count_leader_changes(
+    raft: &tally_raft::typ::Raft,
+    changes: prometheus::IntCounter,
+) -> impl Future<Output = ()> + Send + 'static {
     let mut metrics = raft.metrics();
-    tokio::spawn(async move {
+    async move {
         let mut leader = metrics.borrow().current_leader;
         while metrics.changed().await.is_ok() {
             let now = metrics.borrow().current_leader;
@@ -312,7 +351,7 @@ fn count_leader_changes(raft: &tally_raft::typ::Raft, changes: prometheus::IntCo
             }
             leader = now.or(leader);
         }
-    });
+    }
 }
 
 /// Serves the API and peer RPC on `listener` until `shutdown` resolves, then stops the node.
@@ -390,7 +429,9 @@ pub async fn run_process(config: Config) -> anyhow::Result<()> {
         tls: tls.map(|tls| tls.server),
     })
     .await?;
-    disk::spawn_exit_on_failure(node.app.node.clone(), exit_after_failure);
+    if let Some(exit) = disk::exit_on_failure(node.app.node.clone(), exit_after_failure) {
+        node.spawn(exit);
+    }
     tracing::info!(node_id = id, %addr, scheme, "serving");
     serve(&node, listener, shutdown_signal()).await?;
     tracing::info!(node_id = id, "stopped");
@@ -416,5 +457,66 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+
+    use clap::Parser;
+
+    use super::*;
+
+    /// A one-member node on sled in `dir` (so that the disk watch runs), with a rate limit
+    /// (so that the key forgetting runs) and the exit after a storage failure.
+    async fn start(dir: &std::path::Path) -> Node {
+        let args = ["tally-node", "--id", "1", "--peers", "1=127.0.0.1:1", "--data-dir"];
+        let mut config = Config::parse_from(args.into_iter().chain([dir.to_str().unwrap()]));
+        config.rate_limit_voter_per_sec = 10;
+        let node = Node::start(NodeOptions {
+            config,
+            db: Arc::new(open_data_dir(dir, 8).unwrap()),
+            transport: Arc::new(HyperTransport::tcp("", PEER_CONNECT_TIMEOUT)),
+            clock: Arc::new(clock::SystemClock),
+            seed: 1,
+            tls: None,
+        })
+        .await
+        .unwrap();
+        node.spawn(disk::exit_on_failure(node.app.node.clone(), Duration::from_secs(60)).unwrap());
+        assert_eq!(node.tasks.lock().unwrap().len(), 5, "the node owns its tasks");
+        node
+    }
+
+    /// Every task a node started holds its `RaftNode`, its registry or its limits: once
+    /// none of them can be upgraded, the tasks are gone.
+    async fn assert_tasks_end(node: Node) {
+        let raft_node: Weak<cluster::RaftNode> = Arc::downgrade(&node.app.node);
+        let registry = Arc::downgrade(&node.app.votes.registry);
+        let limits = Arc::downgrade(&node.app.limits.rate);
+        drop(node);
+        let gone = || raft_node.upgrade().is_none() && registry.upgrade().is_none() && limits.upgrade().is_none();
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while !gone() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        waited.await.expect("the node's tasks ended with it");
+    }
+
+    #[tokio::test]
+    async fn a_node_shut_down_and_dropped_leaves_no_task_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(dir.path()).await;
+        node.shutdown().await;
+        assert!(node.tasks.lock().unwrap().is_empty(), "shutdown ends the node's own tasks");
+        assert_tasks_end(node).await;
+    }
+
+    #[tokio::test]
+    async fn a_node_dropped_without_shutdown_leaves_no_task_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_tasks_end(start(dir.path()).await).await;
     }
 }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use tally_raft::limits::PEER_FRAME_BYTES_MAX;
 use tally_raft::rpc::*;
 use tally_raft::{codec, typ};
+use tracing::Instrument;
 
 use crate::tls::PeerCertificate;
 use crate::App;
@@ -140,8 +141,16 @@ async fn snapshot(
 
 async fn forward(State(app): State<Arc<App>>, Frame(request): Frame<ForwardRequest>) -> Response {
     app.metrics.forwarded_commands_received.inc();
+    // The sender's votes by name, so that a vote can be followed from the node that took it
+    // (its `entry` span lists the same) to the entry `propose_local` puts it in.
+    let span = tracing::debug_span!("forwarded");
+    if tracing::enabled!(tracing::Level::TRACE) {
+        for vote in request.command.votes() {
+            tracing::trace!(parent: &span, poll_id = %vote.poll_id, voter_id = %vote.voter_id, "forwarded vote");
+        }
+    }
     // Leader only: a forwarded command is never forwarded again, so there are no loops.
-    let reply: ForwardReply = app.node.propose_local(request.command, app.node.write_timeout).await;
+    let reply: ForwardReply = app.node.propose_local(request.command, app.node.write_timeout).instrument(span).await;
     encode(&reply)
 }
 

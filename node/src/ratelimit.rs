@@ -117,17 +117,18 @@ impl Limits {
         }
     }
 
-    /// Forgets idle keys now and then, until the node stops.
-    pub fn spawn_forgetting(self: &Arc<Self>) {
+    /// The task that forgets idle keys now and then, for [`crate::Node`] to own; `None`
+    /// when no limit is set. It holds the limits weakly and ends by itself once they go.
+    pub fn forgetting(self: &Arc<Self>) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         if self.per_voter.is_none()
             && self.per_addr.is_none()
             && self.login_per_account.is_none()
             && self.login_per_addr.is_none()
         {
-            return;
+            return None;
         }
         let limits = Arc::downgrade(self);
-        tokio::spawn(async move {
+        Some(async move {
             loop {
                 tokio::time::sleep(FORGET_INTERVAL).await;
                 let Some(limits) = limits.upgrade() else { return };
@@ -144,7 +145,7 @@ impl Limits {
                     limiter.retain_recent();
                 }
             }
-        });
+        })
     }
 }
 

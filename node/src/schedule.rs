@@ -18,10 +18,11 @@ const TICK: Duration = Duration::from_millis(500);
 /// Closes proposed per tick, so that many polls ending at once cannot flood the log.
 const CLOSES_PER_TICK_MAX: usize = 64;
 
-/// Runs until Raft shuts down (its metrics channel closes).
-pub fn spawn_closer(node: Arc<RaftNode>) {
+/// The task that closes due polls, for [`crate::Node`] to own. It also ends by itself
+/// when Raft shuts down (its metrics channel closes).
+pub fn closer(node: Arc<RaftNode>) -> impl std::future::Future<Output = ()> + Send + 'static {
     let metrics = node.raft.metrics();
-    tokio::spawn(async move {
+    async move {
         let mut interval = tokio::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -41,7 +42,7 @@ pub fn spawn_closer(node: Arc<RaftNode>) {
                 }
             }
         }
-    });
+    }
 }
 
 /// Polls whose end has passed by this node's clock and that no entry has closed yet.

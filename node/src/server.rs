@@ -24,6 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::ratelimit::{AddrListener, ClientAddr};
 use crate::tls::{PeerCertificate, ServerTls};
@@ -76,7 +77,7 @@ where
         };
         let (router, closing) = (router.clone(), closing_watch.clone());
         let (tls, failed) = (node.app.access.tls.clone(), node.app.metrics.tls_handshakes_failed.clone());
-        connections.spawn(async move {
+        let connection = async move {
             match tls {
                 None => serve_connection(io, addr, router, limits, closing, PeerCertificate::default()).await,
                 Some(tls) => match handshake(&tls, io, limits.header_read_timeout).await {
@@ -88,7 +89,8 @@ where
                 },
             }
             drop(place);
-        });
+        };
+        connections.spawn(connection.instrument(node.span.clone()));
     }
     tracing::info!(connections = connections.len(), "stopping: Raft first, then a bounded drain");
     node.shutdown().await;

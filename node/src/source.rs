@@ -1,7 +1,7 @@
 //! The adapters that let the actors read the applied state and write to the log, and let
 //! the state machine tell the actors what changed.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use tally_actors::{LiveResults, PollRegistry, PollSource, VoteSubmitter};
 use tally_raft::model::{Command, PollId, Response, VoteIntent, VoteOutcome, VoteRejection};
@@ -49,7 +49,10 @@ impl PollSource for StateSource {
 /// Tells the poll actors what apply changed (the registry is set once it exists), and
 /// the metrics which polls are active.
 pub struct ActorNotifier {
-    pub registry: OnceLock<Arc<PollRegistry>>,
+    /// Weak: the state machine holds this notifier and the proposer's task holds the node
+    /// and so the state machine; a strong reference would close the cycle through the
+    /// registry's handles of the proposer, and neither would ever stop.
+    pub registry: OnceLock<Weak<PollRegistry>>,
     pub recent_polls: Arc<RecentPolls>,
 }
 
@@ -57,13 +60,13 @@ impl ApplyListener for ActorNotifier {
     fn polls_changed(&self, polls: &mut dyn Iterator<Item = &PollId>, _index: u64) {
         let polls: Vec<&PollId> = polls.collect();
         self.recent_polls.touch(polls.iter().copied());
-        if let Some(registry) = self.registry.get() {
+        if let Some(registry) = self.registry.get().and_then(Weak::upgrade) {
             registry.polls_changed(&mut polls.into_iter());
         }
     }
 
     fn state_replaced(&self, _index: u64) {
-        if let Some(registry) = self.registry.get() {
+        if let Some(registry) = self.registry.get().and_then(Weak::upgrade) {
             registry.everything_changed();
         }
     }

@@ -286,6 +286,28 @@ pub struct UserRecord {
     pub created_at_ms: i64,
 }
 
+impl Command {
+    /// The command's name, for logs and spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreatePoll(_) => "CreatePoll",
+            Command::UpdatePoll { .. } => "UpdatePoll",
+            Command::CastVotes(_) => "CastVotes",
+            Command::CreateUser { .. } => "CreateUser",
+            Command::SetPassword { .. } => "SetPassword",
+            Command::SetAlarm { .. } => "SetAlarm",
+        }
+    }
+
+    /// The votes it carries: none unless it is a `CastVotes`.
+    pub fn votes(&self) -> &[VoteIntent] {
+        match self {
+            Command::CastVotes(votes) => votes,
+            _ => &[],
+        }
+    }
+}
+
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.command {
@@ -373,6 +395,33 @@ pub enum VoteOutcome {
     /// A poll with `allow_vote_change` moved the voter's vote.
     Changed(VoteReceipt),
     Rejected(VoteRejection),
+}
+
+impl VoteOutcome {
+    /// The outcome in one word, for logs and spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VoteOutcome::Recorded(_) => "recorded",
+            VoteOutcome::Replayed { .. } => "replayed",
+            VoteOutcome::Changed(_) => "changed",
+            VoteOutcome::Rejected(_) => "rejected",
+        }
+    }
+
+    /// The id of the vote this outcome stands for, if the log holds one.
+    pub fn vote_id(&self) -> Option<&str> {
+        match self {
+            VoteOutcome::Recorded(receipt) | VoteOutcome::Changed(receipt) | VoteOutcome::Replayed { receipt, .. } => {
+                Some(&receipt.vote_id)
+            }
+            VoteOutcome::Rejected(
+                VoteRejection::AlreadyVoted { vote_id, .. }
+                | VoteRejection::TooManyChanges { vote_id, .. }
+                | VoteRejection::IdempotencyKeyReused { vote_id },
+            ) => Some(vote_id),
+            VoteOutcome::Rejected(_) => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use openraft::{AsyncRuntime, OptionalSend, TokioRuntime};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
+use tracing::Instrument;
 
 thread_local! {
     static SEEDED: RefCell<Option<StdRng>> = const { RefCell::new(None) };
@@ -74,7 +75,9 @@ impl AsyncRuntime for TallyRuntime {
         T: Future + OptionalSend + 'static,
         T::Output: OptionalSend + 'static,
     {
-        Tokio::spawn(future)
+        // openraft's state machine worker and tick task carry no span of their own: with
+        // the spawner's (the node's, `node{node_id}`), apply's events say which node applied.
+        Tokio::spawn(future.in_current_span())
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {

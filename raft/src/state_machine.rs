@@ -555,6 +555,21 @@ fn persist_batch(
     Ok((blocks, batch))
 }
 
+/// Where a vote's path ends on each node: one event per vote, with its poll, voter, id and
+/// outcome, inside the entry's `apply` span (whose `log_index` every node shares).
+fn trace_votes(span: &tracing::Span, request: &Request, response: &Response) {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return;
+    }
+    let (Command::CastVotes(votes), Response::Votes(outcomes)) = (&request.command, response) else { return };
+    for (vote, outcome) in votes.iter().zip(outcomes) {
+        tracing::trace!(
+            parent: span, poll_id = %vote.poll_id, voter_id = %vote.voter_id,
+            vote_id = outcome.vote_id(), outcome = outcome.kind(), "applied",
+        );
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -579,8 +594,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::None,
                     EntryPayload::Normal(ref request) => {
-                        match applied.state.apply(entry.log_id.index, request, &mut self.touched) {
-                            Ok(response) => response,
+                        let index = entry.log_id.index;
+                        let span = tracing::debug_span!("apply", log_index = index, command = request.command.kind());
+                        match span.in_scope(|| applied.state.apply(index, request, &mut self.touched)) {
+                            Ok(response) => {
+                                trace_votes(&span, request, &response);
+                                response
+                            }
                             Err(error) => {
                                 self.shared.fail();
                                 return Err(read_err(error));
