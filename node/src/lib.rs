@@ -218,41 +218,15 @@ impl Node {
     async fn start_in(options: NodeOptions, span: tracing::Span) -> anyhow::Result<Node> {
         let NodeOptions { config, db, transport, clock, seed, tls } = options;
         let mut tasks = JoinSet::new();
-        let raft_config = config.raft_config().map_err(anyhow::Error::msg)?;
         let jwt = config.jwt_auth().map_err(anyhow::Error::msg)?;
-        let limits = Arc::new(ratelimit::Limits::new(
-            (config.rate_limit_voter_per_sec, config.rate_limit_voter_burst),
-            (config.rate_limit_addr_per_sec, config.rate_limit_addr_burst),
-            ratelimit::LoginLimits {
-                per_account_per_minute: config.login_attempts_per_minute,
-                per_address_per_minute: config.login_attempts_per_minute_per_address,
-            },
-        ));
+        let limits = Arc::new(ratelimit::Limits::from_config(&config));
         if let Some(forgetting) = limits.forgetting() {
             tasks.spawn(forgetting.in_current_span());
         }
         let members = config.initial_members().map_err(anyhow::Error::msg)?;
         let metrics = Metrics::new(config.id);
-        let log_store = LogStore::open(&*db)?;
-        let log_stats = log_store.stats();
-        let flush_duration = metrics.log_flush_duration.clone();
-        let _ = log_stats.flush_observer.set(Box::new(move |elapsed| flush_duration.observe(elapsed.as_secs_f64())));
-        let sm_store = StateMachineStore::open(&*db).await?;
-        let sm = sm_store.shared();
-        let network = Network::new(Arc::new(TimedTransport::new(transport, metrics.peer_rpc_duration.clone())));
-        let raft = openraft::Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
-        let node = Arc::new(RaftNode {
-            id: config.id,
-            raft,
-            network,
-            sm: sm.clone(),
-            log_stats,
-            clock,
-            write_timeout: config.write_timeout(),
-            votes_forwarded: Default::default(),
-            entropy: Mutex::new(StdRng::seed_from_u64(seed ^ ENTROPY_SEED_SALT)),
-            storage_failed: Default::default(),
-        });
+        let node = open_raft(&config, &*db, transport, clock, seed, &metrics).await?;
+        let sm = node.sm.clone();
         tasks.spawn(count_leader_changes(&node.raft, metrics.leader_changes.clone()).in_current_span());
         if let Some(watch) = disk::alarm_watch(node.clone(), db.clone(), config.disk_limits()) {
             tasks.spawn(watch.in_current_span());
@@ -273,10 +247,8 @@ impl Node {
         if !members.is_empty() && !node.raft.is_initialized().await? {
             // Every initial member does this with the same membership, which openraft
             // allows; it is what lets the cluster form with any one node late.
-            match node.initialize(members).await {
-                Ok(true) => tracing::info!("formed the initial cluster"),
-                Ok(false) => {}
-                Err(e) => anyhow::bail!("cannot form the initial cluster: {e}"),
+            if node.initialize(members).await.map_err(|e| anyhow::anyhow!("cannot form the initial cluster: {e}"))? {
+                tracing::info!("formed the initial cluster");
             }
         }
         let app = Arc::new(App {
@@ -333,6 +305,39 @@ impl Node {
             tracing::warn!("final flush: {e}");
         }
     }
+}
+
+/// The node's Raft instance over its log and state machine in `db`, with the network
+/// through `transport`, timed into `metrics`.
+async fn open_raft(
+    config: &Config,
+    db: &dyn Database,
+    transport: Arc<dyn PeerTransport>,
+    clock: Arc<dyn Clock>,
+    seed: u64,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<RaftNode>> {
+    let raft_config = config.raft_config().map_err(anyhow::Error::msg)?;
+    let log_store = LogStore::open(db)?;
+    let log_stats = log_store.stats();
+    let flush_duration = metrics.log_flush_duration.clone();
+    let _ = log_stats.flush_observer.set(Box::new(move |elapsed| flush_duration.observe(elapsed.as_secs_f64())));
+    let sm_store = StateMachineStore::open(db).await?;
+    let sm = sm_store.shared();
+    let network = Network::new(Arc::new(TimedTransport::new(transport, metrics.peer_rpc_duration.clone())));
+    let raft = openraft::Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
+    Ok(Arc::new(RaftNode {
+        id: config.id,
+        raft,
+        network,
+        sm,
+        log_stats,
+        clock,
+        write_timeout: config.write_timeout(),
+        votes_forwarded: Default::default(),
+        entropy: Mutex::new(StdRng::seed_from_u64(seed ^ ENTROPY_SEED_SALT)),
+        storage_failed: Default::default(),
+    }))
 }
 
 /// The task that counts every change to a new known leader, as this node sees them. It

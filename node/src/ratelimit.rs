@@ -81,6 +81,18 @@ fn limiter<K: std::hash::Hash + Eq + Clone>(per_sec: u32, burst: u32) -> Option<
 }
 
 impl Limits {
+    /// The `--rate-limit-*` and `--login-attempts-*` flags.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self::new(
+            (config.rate_limit_voter_per_sec, config.rate_limit_voter_burst),
+            (config.rate_limit_addr_per_sec, config.rate_limit_addr_burst),
+            LoginLimits {
+                per_account_per_minute: config.login_attempts_per_minute,
+                per_address_per_minute: config.login_attempts_per_minute_per_address,
+            },
+        )
+    }
+
     pub fn new(voter: (u32, u32), addr: (u32, u32), login: LoginLimits) -> Self {
         Self {
             per_voter: limiter(voter.0, voter.1),

@@ -7,7 +7,7 @@ use tally_actors::{LiveResults, PollRegistry, PollSource, VoteSubmitter};
 use tally_raft::model::{Command, PollId, Response, VoteIntent, VoteOutcome, VoteRejection};
 use tally_raft::rpc::ProposeError;
 use tally_raft::sm::{judge_vote, Judgement};
-use tally_raft::state_machine::{ApplyListener, SmShared};
+use tally_raft::state_machine::{Applied, ApplyListener, SmShared};
 use tally_raft::transport::BoxFuture;
 
 use crate::cluster::RaftNode;
@@ -15,16 +15,21 @@ use crate::metrics::RecentPolls;
 
 pub struct StateSource(pub Arc<SmShared>);
 
+/// A poll's counts in `applied`, with how fresh they are: what its actor publishes and
+/// what a results read serves.
+pub fn live_results(applied: &Applied, poll_id: &PollId) -> Option<LiveResults> {
+    let poll = applied.state.polls.get(poll_id)?;
+    Some(LiveResults {
+        poll: poll.poll.clone(),
+        counts: poll.counts.clone(),
+        applied_index: applied.last_applied.map_or(0, |l| l.index),
+        as_of_ms: applied.state.last_timestamp_ms,
+    })
+}
+
 impl PollSource for StateSource {
     fn results(&self, poll_id: &PollId) -> Option<LiveResults> {
-        let applied = self.0.read();
-        let poll = applied.state.polls.get(poll_id)?;
-        Some(LiveResults {
-            poll: poll.poll.clone(),
-            counts: poll.counts.clone(),
-            applied_index: applied.last_applied.map_or(0, |l| l.index),
-            as_of_ms: applied.state.last_timestamp_ms,
-        })
+        live_results(&self.0.read(), poll_id)
     }
 
     fn final_outcome(&self, intent: &VoteIntent) -> Option<VoteOutcome> {

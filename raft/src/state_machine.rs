@@ -69,6 +69,30 @@ struct SmMeta {
     journal: usize,
 }
 
+impl SmMeta {
+    /// The meta of `state` applied up to `last_applied`, its blocks in `journal`.
+    fn of(
+        state: &State,
+        last_applied: Option<LogId>,
+        membership: &StoredMembership,
+        installing: bool,
+        blocks: u64,
+        journal: usize,
+    ) -> Self {
+        SmMeta {
+            last_applied,
+            membership: membership.clone(),
+            last_timestamp_ms: state.last_timestamp_ms,
+            hash: state.hash,
+            votes_recorded: state.votes_recorded,
+            installing,
+            alarms: state.alarms.clone(),
+            blocks,
+            journal,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct PollRecord {
     poll: Poll,
@@ -540,17 +564,7 @@ fn persist_batch(
             batch.put(user_key(username), codec::encode(user)?);
         }
     }
-    let meta = SmMeta {
-        last_applied: applied.last_applied,
-        membership: applied.membership.clone(),
-        last_timestamp_ms: state.last_timestamp_ms,
-        hash: state.hash,
-        votes_recorded: state.votes_recorded,
-        installing: false,
-        alarms: state.alarms.clone(),
-        blocks: state.blocks,
-        journal,
-    };
+    let meta = SmMeta::of(state, applied.last_applied, &applied.membership, false, state.blocks, journal);
     batch.put(META.to_vec(), codec::encode(&meta)?);
     Ok((blocks, batch))
 }

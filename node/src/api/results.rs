@@ -66,12 +66,7 @@ pub fn body(app: &App, live: &LiveResults, consistency: Consistency) -> ResultsB
 fn from_state(app: &App, poll_id: &PollId, breakdown: Option<&str>) -> Option<(LiveResults, Option<Breakdown>)> {
     let applied = app.node.sm.read();
     let state = applied.state.polls.get(poll_id)?;
-    let live = LiveResults {
-        poll: state.poll.clone(),
-        counts: state.counts.clone(),
-        applied_index: applied.last_applied.map_or(0, |l| l.index),
-        as_of_ms: applied.state.last_timestamp_ms,
-    };
+    let live = crate::source::live_results(&applied, poll_id)?;
     let counts = breakdown.map(|name| {
         let values = state.breakdowns.get(name).into_iter().flatten();
         values

@@ -131,17 +131,7 @@ impl StateMachineStore {
             head,
             blocks: header.blocks,
         };
-        let meta = SmMeta {
-            last_applied: header.last_applied,
-            membership: header.membership.clone(),
-            last_timestamp_ms: state.last_timestamp_ms,
-            hash: state.hash,
-            votes_recorded: state.votes_recorded,
-            installing: true,
-            alarms: state.alarms.clone(),
-            blocks: header.blocks,
-            journal: slot,
-        };
+        let meta = SmMeta::of(state, header.last_applied, &header.membership, true, header.blocks, slot);
         // What applies left unwritten belongs to the state being replaced, and must not
         // be written over this meta (a backup's capture or a shutdown would).
         *self.shared.unpersisted() = Unpersisted { installing: true, ..Unpersisted::default() };
