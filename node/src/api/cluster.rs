@@ -10,7 +10,7 @@ use axum::Extension;
 use axum::Json;
 use openraft::ServerState;
 use tally_api::v1::{AddMemberRequest, InitRequest, Initialized, MemberAdded, MemberBody, MemberRemoved, StatusBody};
-use tally_raft::rpc::{AdminError, AdminRequest};
+use tally_raft::rpc::AdminRequest;
 use tally_raft::NodeId;
 
 use super::error::{ApiError, ApiResult};
@@ -126,18 +126,6 @@ pub async fn init(
     }
 }
 
-fn admin_error(error: AdminError) -> ApiError {
-    match error {
-        AdminError::NoLeader => ApiError::unavailable("no leader is known"),
-        AdminError::NotMember(_)
-        | AdminError::LeaderMoved
-        | AdminError::Forward(_)
-        | AdminError::CatchUpTimeout { .. }
-        | AdminError::CommitTimeout { .. }
-        | AdminError::Refused(_) => ApiError::new(StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_FAILED", error.to_string()),
-    }
-}
-
 /// Add a node.
 ///
 /// It joins as a learner and is promoted once caught up, unless `voter` is false. Needs the
@@ -155,7 +143,7 @@ pub async fn add_member(
     }
     let voter = request.voter.unwrap_or(true);
     let change = AdminRequest::AddMember { node_id: request.node_id, addr: request.addr, voter };
-    app.node.admin(change).await.map_err(admin_error)?;
+    app.node.admin(change).await?;
     Ok(Json(MemberAdded { node_id: request.node_id, voter }))
 }
 
@@ -171,7 +159,7 @@ pub async fn remove_member(
 ) -> ApiResult<Json<MemberRemoved>> {
     require_operator(&app, &identity, &headers)?;
     let node_id: NodeId = node_id.parse().map_err(|_| ApiError::invalid(format!("{node_id:?} is not a node id")))?;
-    app.node.admin(AdminRequest::RemoveMember { node_id }).await.map_err(admin_error)?;
+    app.node.admin(AdminRequest::RemoveMember { node_id }).await?;
     Ok(Json(MemberRemoved { removed: node_id }))
 }
 

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{Map, Value};
 use tally_actors::VoteError;
-use tally_raft::model::VoteRejection;
-use tally_raft::rpc::ProposeError;
+use tally_raft::model::{PollRejection, UserRejection, VoteRejection};
+use tally_raft::rpc::{AdminError, ProposeError};
 
 pub use tally_api::v1::{ErrorBody, ErrorDetail};
 
@@ -115,6 +115,41 @@ impl ApiError {
         }
     }
 
+    /// A poll command the state machine refused.
+    pub fn from_poll_rejection(rejection: PollRejection, poll_id: &str) -> Self {
+        match rejection {
+            PollRejection::NotFound => Self::poll_not_found(poll_id),
+            PollRejection::Invalid(reason) => Self::invalid(reason),
+            // Random 71-bit ids collide about never; say so rather than hand back someone
+            // else's poll.
+            PollRejection::AlreadyExists => {
+                Self::internal(format!("poll id {poll_id} is already taken; retry the request"))
+            }
+        }
+    }
+
+    /// An account command the state machine refused.
+    pub fn from_user_rejection(rejection: UserRejection, username: &str) -> Self {
+        match rejection {
+            UserRejection::UsernameTaken => {
+                Self::new(StatusCode::CONFLICT, "USERNAME_TAKEN", format!("the username {username} is taken"))
+            }
+            UserRejection::NoSuchUser => Self::not_found(format!("there is no account {username}")),
+            // Changed meanwhile (through another node, or an admin's reset): the password
+            // given is not current any more.
+            UserRejection::PasswordChanged => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "the current password is no longer current: it was changed meanwhile",
+            ),
+        }
+    }
+
+    /// A state machine answer of the wrong kind for its command: a bug, said as such.
+    pub fn unexpected(response: &tally_raft::model::Response) -> Self {
+        Self::internal(format!("unexpected state machine answer {response:?}"))
+    }
+
     /// A member is short of disk: nothing is recorded until its alarm clears.
     pub fn no_space(nodes: &[tally_raft::NodeId]) -> Self {
         let mut error = Self::new(
@@ -156,6 +191,22 @@ impl From<ProposeError> for ApiError {
             ProposeError::Unknown(reason) => Self::timeout(format!(
                 "the outcome is unknown ({reason}); retry with the same Idempotency-Key to learn it"
             )),
+        }
+    }
+}
+
+/// A membership change that did not happen: 503 when there is no leader to ask, else 409
+/// (it may have half happened: a learner added but not promoted).
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::NoLeader => Self::unavailable("no leader is known"),
+            AdminError::NotMember(_)
+            | AdminError::LeaderMoved
+            | AdminError::Forward(_)
+            | AdminError::CatchUpTimeout { .. }
+            | AdminError::CommitTimeout { .. }
+            | AdminError::Refused(_) => Self::new(StatusCode::CONFLICT, "MEMBERSHIP_CHANGE_FAILED", error.to_string()),
         }
     }
 }

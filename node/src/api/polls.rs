@@ -8,7 +8,7 @@ use axum::Extension;
 use axum::Json;
 use tally_api::v1::{CreatePollRequest, ListQuery, OptionBody, PatchPollRequest, PollBody, PollList, SettingsBody};
 use tally_raft::limits::*;
-use tally_raft::model::{Command, Poll, PollId, PollPatch, PollRejection, PollSettings, PollSpec, Response};
+use tally_raft::model::{Command, Poll, PollId, PollPatch, PollSettings, PollSpec, Response};
 use tally_raft::sm::PollState;
 
 use super::error::{ApiError, ApiResult};
@@ -136,13 +136,8 @@ fn validate(request: CreatePollRequest, poll_id: PollId, now_ms: i64) -> ApiResu
 fn poll_reply(response: Response, poll_id: &PollId) -> ApiResult<Poll> {
     match response {
         Response::Poll(Ok(poll)) => Ok(poll),
-        Response::Poll(Err(PollRejection::NotFound)) => Err(ApiError::poll_not_found(&poll_id.0)),
-        Response::Poll(Err(PollRejection::Invalid(reason))) => Err(ApiError::invalid(reason)),
-        // Random 71-bit ids collide about never; say so rather than hand back someone else's poll.
-        Response::Poll(Err(PollRejection::AlreadyExists)) => {
-            Err(ApiError::internal(format!("poll id {poll_id} is already taken; retry the request")))
-        }
-        other => Err(ApiError::internal(format!("unexpected state machine answer {other:?}"))),
+        Response::Poll(Err(rejection)) => Err(ApiError::from_poll_rejection(rejection, &poll_id.0)),
+        other => Err(ApiError::unexpected(&other)),
     }
 }
 

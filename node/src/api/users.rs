@@ -12,7 +12,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use tally_api::v1::{Credentials, PasswordChange, PasswordChanged, TokenBody, UserBody};
-use tally_raft::model::{Command, Response, UserRejection};
+use tally_raft::model::{Command, Response};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
@@ -132,10 +132,8 @@ pub async fn register(
         Response::User(Ok(created_at_ms)) => {
             Ok((StatusCode::CREATED, Json(UserBody { username, created_at: format_ms(created_at_ms) })))
         }
-        Response::User(Err(UserRejection::UsernameTaken)) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "USERNAME_TAKEN", format!("the username {username} is taken")))
-        }
-        other => Err(ApiError::internal(format!("unexpected state machine answer {other:?}"))),
+        Response::User(Err(rejection)) => Err(ApiError::from_user_rejection(rejection, &username)),
+        other => Err(ApiError::unexpected(&other)),
     }
 }
 
@@ -223,12 +221,7 @@ pub async fn change_password(
         Response::User(Ok(changed_at_ms)) => {
             Ok(Json(PasswordChanged { username, changed_at: format_ms(changed_at_ms) }))
         }
-        // Changed meanwhile (through another node, or an admin's reset): the password given
-        // is not current any more.
-        Response::User(Err(UserRejection::PasswordChanged)) => {
-            Err(unauthenticated("the current password is no longer current: it was changed meanwhile"))
-        }
-        Response::User(Err(UserRejection::NoSuchUser)) => Err(missing()),
-        other => Err(ApiError::internal(format!("unexpected state machine answer {other:?}"))),
+        Response::User(Err(rejection)) => Err(ApiError::from_user_rejection(rejection, &username)),
+        other => Err(ApiError::unexpected(&other)),
     }
 }
