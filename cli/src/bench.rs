@@ -556,71 +556,87 @@ async fn drive(run: Arc<Run>) -> u64 {
     let not_sent = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
     match run.args.rate {
-        None => {
-            for _ in 0..run.args.connections {
-                let run = run.clone();
-                workers.spawn(async move {
-                    while Instant::now() < deadline && !run.stop.load(Ordering::Relaxed) {
-                        let kind = run.pick_kind();
-                        run.one(kind, Instant::now()).await;
-                    }
-                });
-            }
-        }
-        Some(rate) => {
-            let (due_tx, due_rx) = tokio::sync::mpsc::channel::<Instant>(BACKLOG_MAX);
-            let due_rx = Arc::new(tokio::sync::Mutex::new(due_rx));
-            for _ in 0..run.args.connections {
-                let (run, due_rx) = (run.clone(), due_rx.clone());
-                workers.spawn(async move {
-                    loop {
-                        let Some(due) = due_rx.lock().await.recv().await else { break };
-                        let kind = run.pick_kind();
-                        run.one(kind, due).await;
-                    }
-                });
-            }
-            let not_sent = not_sent.clone();
-            workers.spawn(async move {
-                let interval = Duration::from_secs_f64(1.0 / rate as f64);
-                let start = Instant::now();
-                for n in 0u64.. {
-                    let due = start + interval.mul_f64(n as f64);
-                    if due >= deadline {
-                        break;
-                    }
-                    tokio::time::sleep_until(due.into()).await;
-                    if due_tx.try_send(due).is_err() {
-                        not_sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
-        }
+        None => spawn_closed_loop(&mut workers, &run, deadline),
+        Some(rate) => spawn_open_model(&mut workers, &run, deadline, rate, &not_sent),
     }
-    let ticker = {
-        let (run, progress) = (run.clone(), progress.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let recorder = run.recorder();
-                let ok: u64 = recorder.counted.iter().sum();
-                let errors: u64 = recorder
-                    .outcomes
-                    .iter()
-                    .filter(|(name, _)| !matches!(name.as_str(), "recorded" | "changed" | "results_ok"))
-                    .map(|(_, n)| n)
-                    .sum();
-                let rate = ok as f64 / started.elapsed().as_secs_f64().max(0.001);
-                progress.set_position(started.elapsed().as_millis() as u64);
-                progress.set_message(format!("{ok} recorded, {rate:.0} votes/s, {errors} other outcomes"));
-            }
-        })
-    };
+    let ticker = spawn_progress(&run, &progress);
     while workers.join_next().await.is_some() {}
     ticker.abort();
     progress.finish_and_clear();
     not_sent.load(Ordering::Relaxed)
+}
+
+/// Closed loop: each connection sends its next request as soon as the last is answered.
+fn spawn_closed_loop(workers: &mut tokio::task::JoinSet<()>, run: &Arc<Run>, deadline: Instant) {
+    for _ in 0..run.args.connections {
+        let run = run.clone();
+        workers.spawn(async move {
+            while Instant::now() < deadline && !run.stop.load(Ordering::Relaxed) {
+                let kind = run.pick_kind();
+                run.one(kind, Instant::now()).await;
+            }
+        });
+    }
+}
+
+/// Open model: a pacer makes `rate` requests a second fall due, whether or not the
+/// connections keep up; a request's latency counts from when it fell due.
+fn spawn_open_model(
+    workers: &mut tokio::task::JoinSet<()>,
+    run: &Arc<Run>,
+    deadline: Instant,
+    rate: u64,
+    not_sent: &Arc<AtomicU64>,
+) {
+    let (due_tx, due_rx) = tokio::sync::mpsc::channel::<Instant>(BACKLOG_MAX);
+    let due_rx = Arc::new(tokio::sync::Mutex::new(due_rx));
+    for _ in 0..run.args.connections {
+        let (run, due_rx) = (run.clone(), due_rx.clone());
+        workers.spawn(async move {
+            loop {
+                let Some(due) = due_rx.lock().await.recv().await else { break };
+                let kind = run.pick_kind();
+                run.one(kind, due).await;
+            }
+        });
+    }
+    let not_sent = not_sent.clone();
+    workers.spawn(async move {
+        let interval = Duration::from_secs_f64(1.0 / rate as f64);
+        let start = Instant::now();
+        for n in 0u64.. {
+            let due = start + interval.mul_f64(n as f64);
+            if due >= deadline {
+                break;
+            }
+            tokio::time::sleep_until(due.into()).await;
+            if due_tx.try_send(due).is_err() {
+                not_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
+/// Updates the progress bar four times a second, until aborted.
+fn spawn_progress(run: &Arc<Run>, progress: &ProgressBar) -> tokio::task::JoinHandle<()> {
+    let (run, progress) = (run.clone(), progress.clone());
+    tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let recorder = run.recorder();
+            let ok: u64 = recorder.counted.iter().sum();
+            let errors: u64 = recorder
+                .outcomes
+                .iter()
+                .filter(|(name, _)| !matches!(name.as_str(), "recorded" | "changed" | "results_ok"))
+                .map(|(_, n)| n)
+                .sum();
+            let rate = ok as f64 / started.elapsed().as_secs_f64().max(0.001);
+            progress.set_position(started.elapsed().as_millis() as u64);
+            progress.set_message(format!("{ok} recorded, {rate:.0} votes/s, {errors} other outcomes"));
+        }
+    })
 }
 
 fn progress_bar(run: &Run) -> ProgressBar {
