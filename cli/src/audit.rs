@@ -125,7 +125,7 @@ fn counts(results: &ResultsBody) -> BTreeMap<String, u64> {
 }
 
 async fn linearizable_results(client: &Client, poll: &str) -> Result<ResultsBody, Failure> {
-    let query = ResultsQuery { consistency: Some(Consistency::Linearizable.as_str().to_string()), breakdown: None };
+    let query = ResultsQuery { consistency: Some(Consistency::Linearizable), breakdown: None };
     client.call(&Request::get(format!("/v1/polls/{poll}/results")).params(&query)).await
 }
 

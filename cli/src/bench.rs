@@ -533,7 +533,7 @@ async fn prepare_polls(args: &Args, regions: &[String], client: &Client) -> anyh
         }
     }
     let mut targets = Vec::new();
-    let query = ResultsQuery { consistency: Some(Consistency::Linearizable.as_str().to_string()), breakdown: None };
+    let query = ResultsQuery { consistency: Some(Consistency::Linearizable), breakdown: None };
     for poll in polls {
         let path = format!("/v1/polls/{}/results", segment(&poll.poll_id));
         let results: ResultsBody = client.call(&Request::get(path).params(&query)).await?;

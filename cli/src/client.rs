@@ -543,7 +543,8 @@ mod tests {
 
     #[test]
     fn query_types_become_parameters() {
-        let query = tally_api::v1::ListQuery { status: Some("active".into()), limit: Some(5), cursor: None };
+        let query =
+            tally_api::v1::ListQuery { status: Some(tally_api::v1::PollStatus::Active), limit: Some(5), cursor: None };
         let mut params = Request::get("/v1/polls").params(&query).query;
         params.sort();
         assert_eq!(params, [("limit".to_string(), "5".to_string()), ("status".into(), "active".into())]);

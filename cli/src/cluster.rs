@@ -200,7 +200,7 @@ fn node_row(endpoint: &str, status: Option<&StatusBody>) -> Vec<String> {
     vec![
         endpoint.to_string(),
         status.node_id.to_string(),
-        status.role.clone(),
+        status.role.to_string(),
         or_dash(status.leader_id),
         status.term.to_string(),
         or_dash(status.commit_index),
@@ -231,7 +231,7 @@ pub fn render_members(members: &[MemberBody]) -> String {
         table.push(vec![
             member.node_id.to_string(),
             member.addr.clone(),
-            member.role.clone(),
+            member.role.to_string(),
             or_dash(member.matched_index),
             or_dash(member.lag),
             reachable.to_string(),
@@ -253,6 +253,8 @@ fn heard_ago(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tally_api::v1::MemberRole;
+
     use super::*;
     use serde_json::json;
 
@@ -330,7 +332,7 @@ NODE  ADDR  ROLE   MATCHED  LAG  REACHABLE  LAST HEARD
         let member = |id: u64| MemberBody {
             node_id: id,
             addr: format!("h:{id}"),
-            role: "voter".into(),
+            role: MemberRole::Voter,
             matched_index: None,
             lag: None,
             last_heard_ms: None,

@@ -1,7 +1,9 @@
 //! `tally poll ...`: create, show, list and close polls.
 
 use clap::Subcommand;
-use tally_api::v1::{CreatePollRequest, ListQuery, OptionInput, PatchPollRequest, PollBody, PollList, SettingsInput};
+use tally_api::v1::{
+    CreatePollRequest, ListQuery, OptionInput, PatchPollRequest, PollBody, PollList, PollStatus, SettingsInput,
+};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -70,11 +72,11 @@ pub enum Status {
 }
 
 impl Status {
-    fn as_str(self) -> &'static str {
+    fn api(self) -> PollStatus {
         match self {
-            Status::Active => "active",
-            Status::Scheduled => "scheduled",
-            Status::Closed => "closed",
+            Status::Active => PollStatus::Active,
+            Status::Scheduled => PollStatus::Scheduled,
+            Status::Closed => PollStatus::Closed,
         }
     }
 }
@@ -130,11 +132,7 @@ async fn list(client: &Client, args: &ListArgs, format: Format) -> anyhow::Resul
     let mut cursor: Option<String> = None;
     while polls.len() < limit {
         let page_size = (limit - polls.len()).min(PAGE_SIZE_MAX);
-        let query = ListQuery {
-            status: args.status.map(|status| status.as_str().to_string()),
-            limit: Some(page_size),
-            cursor: cursor.clone(),
-        };
+        let query = ListQuery { status: args.status.map(Status::api), limit: Some(page_size), cursor: cursor.clone() };
         let page: PollList = client.call(&Request::get("/v1/polls").params(&query)).await?;
         let empty = page.polls.is_empty();
         polls.extend(page.polls.into_iter().take(page_size));
@@ -153,7 +151,7 @@ pub fn render_poll(poll: &PollBody) -> String {
     if let Some(description) = poll.description.as_deref().filter(|d| !d.is_empty()) {
         fields.push(("description", description.to_string()));
     }
-    fields.push(("status", poll.status.clone()));
+    fields.push(("status", poll.status.to_string()));
     fields.push(("start_time", poll.start_time.clone()));
     fields.push(("end_time", or_dash(poll.end_time.as_deref())));
     let mut options = Table::new(&["OPTION_ID", "TEXT"]);
@@ -168,7 +166,7 @@ fn render_list(listing: &PollList) -> String {
     for poll in &listing.polls {
         table.push(vec![
             poll.poll_id.clone(),
-            poll.status.clone(),
+            poll.status.to_string(),
             poll.options.len().to_string(),
             or_dash(poll.end_time.as_deref()),
             poll.title.clone(),

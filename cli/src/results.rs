@@ -29,6 +29,8 @@ pub struct Args {
     pub interval_ms: u64,
 }
 
+/// `--consistency`: the command line's face of `v1::Consistency` (clap's derive lists the
+/// choices in `--help`, which the API type, free of clap, cannot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Consistency {
     Eventual,
@@ -36,7 +38,6 @@ pub enum Consistency {
 }
 
 impl Consistency {
-    /// The API's name for this choice, for the `consistency` parameter.
     fn api(self) -> v1::Consistency {
         match self {
             Consistency::Eventual => v1::Consistency::Eventual,
@@ -55,7 +56,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
 
 async fn fetch(client: &Client, args: &Args) -> Result<ResultsBody, Failure> {
     let path = format!("/v1/polls/{}/results", segment(&args.poll_id));
-    let query = ResultsQuery { consistency: Some(args.consistency.api().as_str().to_string()), breakdown: None };
+    let query = ResultsQuery { consistency: Some(args.consistency.api()), breakdown: None };
     client.call(&Request::get(path).params(&query)).await
 }
 

@@ -403,8 +403,8 @@ async fn finish(
     created: bool,
 ) -> anyhow::Result<()> {
     let path = format!("/v1/polls/{}/results", segment(poll_id));
-    let linearizable = Some(Consistency::Linearizable.as_str().to_string());
-    let by_region = ResultsQuery { consistency: linearizable.clone(), breakdown: Some(REGION.to_string()) };
+    let linearizable = Some(Consistency::Linearizable);
+    let by_region = ResultsQuery { consistency: linearizable, breakdown: Some(REGION.to_string()) };
     let results: ResultsBody = match client.call(&Request::get(&path).params(&by_region)).await {
         Ok(results) => results,
         // A poll without a region breakdown.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -104,7 +104,7 @@ pub(crate) fn require_operator(app: &App, identity: &Identity, headers: &header:
 }
 
 pub fn unauthenticated(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+    ApiError::unauthenticated(message)
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -315,13 +315,13 @@ impl RaftNode {
     }
 
     /// Forms a cluster from a pristine node. `NotAllowed` (already initialized) is fine.
-    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<bool, String> {
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<bool, AdminError> {
         let nodes: BTreeMap<NodeId, BasicNode> =
             members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
         match self.raft.initialize(nodes).await {
             Ok(()) => Ok(true),
             Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(AdminError::Refused(e.to_string())),
         }
     }
 

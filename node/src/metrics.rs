@@ -24,6 +24,8 @@ use crate::App;
 pub const POLLS_EXPORTED_MAX: usize = 10;
 /// Values exported per breakdown attribute of an exported poll (the largest by turnout).
 pub const ATTRIBUTE_VALUES_EXPORTED_MAX: usize = 50;
+// Exported values are a subset of the values a poll can hold.
+const _: () = assert!(ATTRIBUTE_VALUES_EXPORTED_MAX <= tally_raft::limits::ATTRIBUTE_VALUES_MAX);
 
 /// Every `reason` label of `tally_votes_rejected_total` (`App::vote_with`, the rate limit).
 pub const VOTE_REJECTION_REASONS: [&str; 12] = [

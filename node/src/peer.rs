@@ -81,7 +81,7 @@ fn encode<T: Serialize>(value: &T) -> Response {
 /// node can do is refuse senders outside the membership it knows. That has a trap
 /// (ARCHITECTURE.md, Not yet), and a node that knows no membership yet (it is about to
 /// be added) cannot tell, and must accept.
-fn refuse_impostor(app: &App, peer: &PeerCertificate, vote: &typ::Vote) -> Option<Response> {
+fn refuse_impostor(app: &App, peer: &PeerCertificate, vote: &typ::ElectionVote) -> Option<Response> {
     let Some(sender) = vote.leader_id().voted_for() else {
         // No sender named: no claim to check (and nothing a node without a vote can do).
         return None;

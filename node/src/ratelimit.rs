@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::Listener;
@@ -173,13 +172,7 @@ fn check<K: std::hash::Hash + Eq + Clone>(
     limiter.check_key(key).map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            format!("{who} is over its rate limit; retry in {seconds} s"),
-        );
-        error.retry_after_secs = Some(seconds.max(1));
-        error
+        ApiError::rate_limited(who, seconds)
     })
 }
 

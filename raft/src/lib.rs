@@ -52,7 +52,8 @@ pub mod typ {
     pub type Raft = openraft::Raft<TypeConfig>;
     pub type Entry = openraft::Entry<TypeConfig>;
     pub type LogId = openraft::LogId<NodeId>;
-    pub type Vote = openraft::Vote<NodeId>;
+    /// A term and the candidate a node backs in it: Raft's election vote, not a ballot.
+    pub type ElectionVote = openraft::Vote<NodeId>;
     pub type StorageError = openraft::StorageError<NodeId>;
     pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
     pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;

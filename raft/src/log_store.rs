@@ -21,7 +21,7 @@ use serde::Serialize;
 use tally_storage::{Database, Journal, Keyspace, StoreError, WriteBatch};
 use tokio::sync::mpsc;
 
-use crate::typ::{Entry, LogId, StorageError, Vote};
+use crate::typ::{ElectionVote, Entry, LogId, StorageError};
 use crate::{codec, io_error, TypeConfig};
 
 /// Raft's election vote (term and candidate), not a ballot: the key stays `vote` on disk.
@@ -264,7 +264,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &ElectionVote) -> Result<(), StorageError> {
         self.write_meta(ELECTION_VOTE, vote, true)
     }
 
@@ -279,13 +279,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// miss acknowledged votes: a linearizable read went back in time (sim seed 95059).
     /// Forcing an election after every restart gives every leader a new term whose first
     /// entry commits only after everything committed before it.
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        let vote: Option<Vote> = self.read_meta(ELECTION_VOTE)?;
+    async fn read_vote(&mut self) -> Result<Option<ElectionVote>, StorageError> {
+        let vote: Option<ElectionVote> = self.read_meta(ELECTION_VOTE)?;
         #[cfg(feature = "bug-injection")]
         if crate::bugs::resume_leadership() {
             return Ok(vote);
         }
-        Ok(vote.map(|vote| Vote { committed: false, ..vote }))
+        Ok(vote.map(|vote| ElectionVote { committed: false, ..vote }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {

@@ -18,6 +18,8 @@ use crate::{codec, NodeId, TypeConfig};
 
 /// Bytes of one AppendEntries frame above which we ask openraft for fewer entries.
 const APPEND_BYTES_BUDGET: usize = 1024 * 1024;
+// A frame at the budget is one the receiver takes.
+const _: () = assert!(APPEND_BYTES_BUDGET <= crate::limits::PEER_FRAME_BYTES_MAX);
 
 /// Creates one [`PeerConnection`] per target; cheap, since the transport pools.
 #[derive(Clone)]

@@ -399,10 +399,7 @@ impl StateMachineStore {
     }
 
     fn read_stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match self.space.get(CURRENT_SNAPSHOT).map_err(read_err)? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_err)?)),
-        }
+        StoredSnapshot::read(&*self.space)
     }
 
     fn write_meta_flushed(&self, meta: &SmMeta) -> Result<(), StorageError> {

@@ -5,12 +5,52 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// A node's part in Raft, as it sees itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    /// Its Raft core stopped (a storage failure, or the node is stopping).
+    Shutdown,
+}
+
+/// Whether a member counts towards a quorum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    Voter,
+    Learner,
+}
+
+macro_rules! lowercase_display {
+    ($type:ty { $($variant:ident => $name:literal),* }) => {
+        impl $type {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),* }
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+lowercase_display!(NodeRole { Leader => "leader", Follower => "follower", Candidate => "candidate", Learner => "learner", Shutdown => "shutdown" });
+lowercase_display!(MemberRole { Voter => "voter", Learner => "learner" });
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MemberBody {
     pub node_id: u64,
     pub addr: String,
     /// `voter` or `learner`.
-    pub role: String,
+    #[schema(value_type = String)]
+    pub role: MemberRole,
     /// Known on the leader only.
     pub matched_index: Option<u64>,
     pub lag: Option<u64>,
@@ -26,7 +66,8 @@ pub struct MemberBody {
 pub struct StatusBody {
     pub node_id: u64,
     /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
-    pub role: String,
+    #[schema(value_type = String)]
+    pub role: NodeRole,
     pub leader_id: Option<u64>,
     pub term: u64,
     pub commit_index: Option<u64>,
@@ -42,7 +83,7 @@ pub struct StatusBody {
 
 impl StatusBody {
     pub fn is_leader(&self) -> bool {
-        self.role == "leader"
+        self.role == NodeRole::Leader
     }
 }
 

@@ -2,7 +2,9 @@
 //! them, the `tally` client and the simulator that read them, and the OpenAPI document.
 //!
 //! A type here is the contract: a field renamed or retyped breaks clients. Add optional
-//! fields; never repurpose one. How a node fills a body lives next to its handler
+//! fields; never repurpose one. Fields that are enums here were strings in the first
+//! OpenAPI document, and stay strings in it (`value_type = String`), so that clients
+//! generated from it keep their signatures; the values are the same words. How a node fills a body lives next to its handler
 //! (`node/src/api/`), not here, so this crate stays free of the server's engine.
 
 pub mod audit;
@@ -16,12 +18,15 @@ pub mod users;
 pub mod votes;
 
 pub use audit::{AuditLine, AuditQuery, Heartbeat, ReceiptCheck};
-pub use cluster::{AddMemberRequest, InitRequest, Initialized, MemberAdded, MemberBody, MemberRemoved, StatusBody};
+pub use cluster::{
+    AddMemberRequest, InitRequest, Initialized, MemberAdded, MemberBody, MemberRemoved, MemberRole, NodeRole,
+    StatusBody,
+};
 pub use errors::{ErrorBody, ErrorDetail};
 pub use ops::{HealthBody, ReadyBody};
 pub use polls::{
-    CreatePollRequest, ListQuery, OptionBody, OptionInput, PatchPollRequest, PollBody, PollList, SettingsBody,
-    SettingsInput,
+    CreatePollRequest, ListQuery, OptionBody, OptionInput, PatchPollRequest, PollBody, PollList, PollStatus,
+    SettingsBody, SettingsInput,
 };
 pub use requests::{RequestState, RequestStatus};
 pub use results::{Breakdown, Consistency, OptionResult, ResultsBody, ResultsQuery};

@@ -57,13 +57,39 @@ pub struct SettingsInput {
     pub breakdowns: Option<Vec<String>>,
 }
 
+/// Where a poll is in its life, by the answering node's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PollStatus {
+    Scheduled,
+    Active,
+    Closed,
+}
+
+impl PollStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollStatus::Scheduled => "scheduled",
+            PollStatus::Active => "active",
+            PollStatus::Closed => "closed",
+        }
+    }
+}
+
+impl std::fmt::Display for PollStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PollBody {
     pub poll_id: String,
     pub title: String,
     pub description: Option<String>,
     /// `scheduled`, `active` or `closed`, by the answering node's clock.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: PollStatus,
     pub options: Vec<OptionBody>,
     pub start_time: String,
     pub end_time: Option<String>,
@@ -102,7 +128,8 @@ pub struct SettingsBody {
 pub struct ListQuery {
     /// `scheduled`, `active` or `closed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub status: Option<PollStatus>,
     /// At most 200; default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,

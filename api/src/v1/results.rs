@@ -10,7 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 pub struct ResultsQuery {
     /// `eventual` (default) or `linearizable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consistency: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub consistency: Option<Consistency>,
     /// One of the poll's breakdowns, e.g. `region`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<String>,
@@ -62,7 +63,9 @@ pub struct OptionResult {
 pub struct ResultsBody {
     pub poll_id: String,
     pub title: String,
-    pub status: String,
+    /// `scheduled`, `active` or `closed`.
+    #[schema(value_type = String)]
+    pub status: super::PollStatus,
     pub total_votes: u64,
     pub options: Vec<OptionResult>,
     /// The leader's timestamp of the last entry the answering node applied.
@@ -71,6 +74,8 @@ pub struct ResultsBody {
     /// when the counts last changed).
     pub applied_index: u64,
     pub served_by: u64,
+    /// `eventual` or `linearizable`.
+    #[schema(value_type = String)]
     pub consistency: Consistency,
     /// breakdown name → attribute value → option id → votes, for the requested breakdown.
     #[serde(default, skip_serializing_if = "Option::is_none")]

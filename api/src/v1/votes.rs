@@ -40,6 +40,7 @@ impl VoteStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct VoteBody {
     /// `recorded` (also for a replay of the same idempotency key) or `changed`.
+    #[schema(value_type = String)]
     pub status: VoteStatus,
     pub vote_id: String,
     pub poll_id: String,

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Extension;
 use axum::Json;
 use openraft::ServerState;
-use tally_api::v1::{AddMemberRequest, InitRequest, Initialized, MemberAdded, MemberBody, MemberRemoved, StatusBody};
+use tally_api::v1::{
+    AddMemberRequest, InitRequest, Initialized, MemberAdded, MemberBody, MemberRemoved, MemberRole, NodeRole,
+    StatusBody,
+};
 use tally_raft::rpc::AdminRequest;
 use tally_raft::NodeId;
 
@@ -18,13 +21,13 @@ use super::extract::{ApiBytes, ApiJson};
 use crate::auth::{require_operator, Identity};
 use crate::App;
 
-pub fn role_name(state: ServerState) -> &'static str {
+pub fn node_role(state: ServerState) -> NodeRole {
     match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
+        ServerState::Leader => NodeRole::Leader,
+        ServerState::Follower => NodeRole::Follower,
+        ServerState::Candidate => NodeRole::Candidate,
+        ServerState::Learner => NodeRole::Learner,
+        ServerState::Shutdown => NodeRole::Shutdown,
     }
 }
 
@@ -61,7 +64,7 @@ pub async fn status(State(app): State<Arc<App>>) -> ApiResult<Json<StatusBody>> 
             MemberBody {
                 node_id: *id,
                 addr: node.addr.clone(),
-                role: if voters.contains(id) { "voter" } else { "learner" }.to_string(),
+                role: if voters.contains(id) { MemberRole::Voter } else { MemberRole::Learner },
                 matched_index,
                 lag: matched_index.map(|m| last_log.saturating_sub(m)),
                 last_heard_ms: silence.map(|s| s.as_millis() as u64),
@@ -71,7 +74,7 @@ pub async fn status(State(app): State<Arc<App>>) -> ApiResult<Json<StatusBody>> 
         .collect();
     Ok(Json(StatusBody {
         node_id: app.node.id,
-        role: role_name(metrics.state).to_string(),
+        role: node_role(metrics.state),
         leader_id: metrics.current_leader,
         term: metrics.current_term,
         commit_index,
@@ -117,12 +120,10 @@ pub async fn init(
     if !members.contains_key(&app.node.id) {
         return Err(ApiError::invalid("the members must include this node"));
     }
-    match app.node.initialize(members).await {
-        Ok(true) => Ok(Json(Initialized { initialized: true })),
-        Ok(false) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "ALREADY_INITIALIZED", "this node is already part of a cluster"))
-        }
-        Err(e) => Err(ApiError::internal(e)),
+    // Not a membership change that failed: openraft could not even start one.
+    match app.node.initialize(members).await.map_err(|e| ApiError::internal(e.to_string()))? {
+        true => Ok(Json(Initialized { initialized: true })),
+        false => Err(ApiError::already_initialized()),
     }
 }
 

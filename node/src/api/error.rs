@@ -43,6 +43,30 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
     }
 
+    /// 401: no valid credentials (a bearer token, or the cluster secret on cluster routes).
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "this route does not take that method")
+    }
+
+    /// 429, with `Retry-After` of at least a second.
+    pub fn rate_limited(who: &str, seconds: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!("{who} is over its rate limit; retry in {seconds} s"),
+        );
+        error.retry_after_secs = Some(seconds.max(1));
+        error
+    }
+
+    pub fn already_initialized() -> Self {
+        Self::new(StatusCode::CONFLICT, "ALREADY_INITIALIZED", "this node is already part of a cluster")
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
     }
@@ -137,11 +161,9 @@ impl ApiError {
             UserRejection::NoSuchUser => Self::not_found(format!("there is no account {username}")),
             // Changed meanwhile (through another node, or an admin's reset): the password
             // given is not current any more.
-            UserRejection::PasswordChanged => Self::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "the current password is no longer current: it was changed meanwhile",
-            ),
+            UserRejection::PasswordChanged => {
+                Self::unauthenticated("the current password is no longer current: it was changed meanwhile")
+            }
         }
     }
 

@@ -27,7 +27,24 @@ use crate::App;
 /// Bodies of single requests.
 const BODY_BYTES_MAX: usize = 64 * 1024;
 /// Bodies of `votes:batch`.
-const BATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
+const BATCH_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// The longest one vote of a batch can be as plain JSON (no escapes): every field at its
+/// bound, with the names, quotes and punctuation.
+const BATCH_VOTE_JSON_BYTES_MAX: usize = {
+    use tally_raft::limits::*;
+    ID_BYTES_MAX
+        + ID_BYTES_MAX
+        + VOTER_ID_BYTES_MAX
+        + IDEMPOTENCY_KEY_BYTES_MAX
+        + ATTRIBUTES_MAX * (2 * ATTRIBUTE_BYTES_MAX + 6)
+        + 128
+};
+
+// A batch of the most votes, each at its largest, is not refused for its size: the limit
+// that speaks is the vote count's, with its own clear error.
+const _: () =
+    assert!(tally_raft::limits::VOTES_PER_BATCH_REQUEST_MAX * BATCH_VOTE_JSON_BYTES_MAX + 64 <= BATCH_BODY_BYTES_MAX);
 
 #[derive(OpenApi)]
 #[openapi(
@@ -154,13 +171,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(batch)
         .merge(crate::peer::router(app.clone()))
         .fallback(|| async { error::ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            error::ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "METHOD_NOT_ALLOWED",
-                "this route does not take that method",
-            )
-        })
+        .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         // Layers run bottom-up: observe, then authenticate, then the address limit, then
         // the storage guard.
         .layer(middleware::from_fn_with_state(app.clone(), storage_guard))

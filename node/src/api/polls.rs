@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Extension;
 use axum::Json;
-use tally_api::v1::{CreatePollRequest, ListQuery, OptionBody, PatchPollRequest, PollBody, PollList, SettingsBody};
+use tally_api::v1::{
+    CreatePollRequest, ListQuery, OptionBody, PatchPollRequest, PollBody, PollList, PollStatus, SettingsBody,
+};
 use tally_raft::limits::*;
 use tally_raft::model::{Command, Poll, PollId, PollPatch, PollSettings, PollSpec, Response};
 use tally_raft::sm::PollState;
@@ -17,13 +19,22 @@ use crate::auth::Identity;
 use crate::clock::{format_ms, parse_ms};
 use crate::App;
 
+/// The API's name for where a poll is.
+pub fn poll_status(status: tally_raft::model::PollStatus) -> PollStatus {
+    match status {
+        tally_raft::model::PollStatus::Scheduled => PollStatus::Scheduled,
+        tally_raft::model::PollStatus::Active => PollStatus::Active,
+        tally_raft::model::PollStatus::Closed => PollStatus::Closed,
+    }
+}
+
 /// A poll as the API shows it, its status by this node's clock at `now_ms`.
 pub fn poll_body(poll: &Poll, now_ms: i64) -> PollBody {
     PollBody {
         poll_id: poll.poll_id.0.clone(),
         title: poll.title.clone(),
         description: poll.description.clone(),
-        status: poll.status_at(now_ms).as_str().to_string(),
+        status: poll_status(poll.status_at(now_ms)),
         options: poll
             .options
             .iter()
@@ -182,11 +193,6 @@ pub async fn list(
     if limit == 0 || limit > POLLS_PAGE_MAX {
         return Err(ApiError::invalid(format!("limit must be 1 to {POLLS_PAGE_MAX}")));
     }
-    if let Some(status) = &query.status {
-        if !["scheduled", "active", "closed"].contains(&status.as_str()) {
-            return Err(ApiError::invalid("status must be scheduled, active or closed"));
-        }
-    }
     let after: u64 = match &query.cursor {
         None => 0,
         Some(cursor) => cursor.parse().map_err(|_| ApiError::invalid("cursor is not one this API gave"))?,
@@ -198,7 +204,7 @@ pub async fn list(
         .polls
         .values()
         .filter(|p| p.poll.created_index > after)
-        .filter(|p| query.status.as_deref().is_none_or(|s| p.poll.status_at(now_ms).as_str() == s))
+        .filter(|p| query.status.is_none_or(|s| poll_status(p.poll.status_at(now_ms)) == s))
         .collect();
     polls.sort_by_key(|p| p.poll.created_index);
     let next_cursor = (polls.len() > limit).then(|| polls[limit - 1].poll.created_index.to_string());

@@ -22,11 +22,6 @@ use crate::auth::Identity;
 use crate::clock::format_ms;
 use crate::App;
 
-/// `eventual` unless the query says otherwise.
-fn consistency_of(query: &ResultsQuery) -> ApiResult<Consistency> {
-    query.consistency.as_deref().unwrap_or("eventual").parse().map_err(ApiError::invalid)
-}
-
 fn percentage(votes: u64, total: u64) -> f64 {
     if total == 0 {
         return 0.0;
@@ -40,7 +35,7 @@ pub fn body(app: &App, live: &LiveResults, consistency: Consistency) -> ResultsB
     ResultsBody {
         poll_id: poll.poll_id.0.clone(),
         title: poll.title.clone(),
-        status: poll.status_at(app.node.clock.now_ms()).as_str().to_string(),
+        status: super::polls::poll_status(poll.status_at(app.node.clock.now_ms())),
         total_votes,
         options: poll
             .options
@@ -97,7 +92,7 @@ pub async fn get(
             return Err(ApiError::invalid(format!("{name:?} is not one of the poll's breakdowns")));
         }
     }
-    let consistency = consistency_of(&query)?;
+    let consistency = query.consistency.unwrap_or(Consistency::Eventual);
     if consistency == Consistency::Linearizable {
         app.node.linearizable_barrier().await?;
     }

@@ -137,7 +137,7 @@ impl StateMachineStore {
         *self.shared.unpersisted() = Unpersisted { installing: true, ..Unpersisted::default() };
         let mut batch = WriteBatch::new();
         batch.put(META.to_vec(), codec::encode(&meta).map_err(write_err)?);
-        batch.put(CURRENT_SNAPSHOT.to_vec(), codec::encode(&stored).map_err(write_err)?);
+        stored.put(&mut batch)?;
         self.space.write(batch).map_err(write_err)?;
         self.space.flush().map_err(write_err)?;
         self.shared.last_snapshot_bytes.store(stored.len(&self.shared.journals[slot]), Ordering::Relaxed);
@@ -215,11 +215,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta =
             SnapshotMeta { last_log_id: captured.last_applied, last_membership: captured.membership, snapshot_id };
         let stream = captured.stream;
-        let current = match self.space.get(CURRENT_SNAPSHOT).map_err(read_err)? {
-            Some(bytes) => Some(codec::decode::<StoredSnapshot>(&bytes).map_err(read_err)?),
-            None => None,
-        };
-        if let Some(newer) = current.filter(|current| current.meta.last_log_id >= meta.last_log_id) {
+        if let Some(newer) =
+            StoredSnapshot::read(&*self.space)?.filter(|current| current.meta.last_log_id >= meta.last_log_id)
+        {
             // A snapshot at least as new is already current (built or installed): keep it.
             self.space.flush().map_err(write_err)?;
             let stream = Outgoing::new(Arc::new(newer.head), self.shared.block_source(), newer.blocks);
@@ -227,7 +225,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         }
         let stored = StoredSnapshot { meta: meta.clone(), head: stream.head().to_vec(), blocks: stream.blocks() };
         let mut batch = WriteBatch::new();
-        batch.put(CURRENT_SNAPSHOT.to_vec(), codec::encode(&stored).map_err(write_err)?);
+        stored.put(&mut batch)?;
         self.space.write(batch).map_err(write_err)?;
         self.space.flush().map_err(write_err)?;
         self.shared.snapshots_built.fetch_add(1, Ordering::Relaxed);

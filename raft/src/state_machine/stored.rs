@@ -120,3 +120,19 @@ pub(super) struct StoredSnapshot {
     pub(super) head: Vec<u8>,
     pub(super) blocks: u64,
 }
+
+impl StoredSnapshot {
+    /// The current snapshot under key `s`, if any.
+    pub(super) fn read(space: &dyn Keyspace) -> Result<Option<Self>, StorageError> {
+        match space.get(CURRENT_SNAPSHOT).map_err(read_err)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_err)?)),
+        }
+    }
+
+    /// Makes this the current snapshot when `batch` is written.
+    pub(super) fn put(&self, batch: &mut WriteBatch) -> Result<(), StorageError> {
+        batch.put(CURRENT_SNAPSHOT.to_vec(), codec::encode(self).map_err(write_err)?);
+        Ok(())
+    }
+}
