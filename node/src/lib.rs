@@ -69,6 +69,17 @@ pub struct App {
     rng: Mutex<StdRng>,
 }
 
+/// What a handler that only reads this node's replica or proposes through it takes
+/// (`State<Replica>`), rather than the whole [`App`]: Raft, the applied state, the clock.
+#[derive(Clone)]
+pub struct Replica(pub Arc<RaftNode>);
+
+impl axum::extract::FromRef<Arc<App>> for Replica {
+    fn from_ref(app: &Arc<App>) -> Self {
+        Replica(app.node.clone())
+    }
+}
+
 /// The vote path above Raft.
 pub struct Votes {
     /// One actor per active poll.

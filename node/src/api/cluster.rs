@@ -19,7 +19,7 @@ use tally_raft::NodeId;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiBytes, ApiJson};
 use crate::auth::{require_operator, Identity};
-use crate::App;
+use crate::{App, Replica};
 
 pub fn node_role(state: ServerState) -> NodeRole {
     match state {
@@ -36,34 +36,33 @@ pub fn node_role(state: ServerState) -> NodeRole {
 /// Role, leader, term, indexes, and each member's lag and reachability (known on the
 /// leader).
 #[utoipa::path(get, path = "/v1/cluster/status", operation_id = "getClusterStatus", tag = "cluster", responses((status = 200, body = StatusBody)))]
-pub async fn status(State(app): State<Arc<App>>) -> ApiResult<Json<StatusBody>> {
-    let metrics = app.node.metrics();
-    let commit_index = app.node.raft.with_raft_state(|st| st.committed.map(|c| c.index)).await.ok().flatten();
+pub async fn status(State(Replica(node)): State<Replica>) -> ApiResult<Json<StatusBody>> {
+    let metrics = node.metrics();
+    let commit_index = node.raft.with_raft_state(|st| st.committed.map(|c| c.index)).await.ok().flatten();
     let (applied_index, state_hash, votes_recorded) = {
-        let applied = app.node.sm.read();
+        let applied = node.sm.read();
         (applied.last_applied.map_or(0, |l| l.index), applied.state.hash_hex(), applied.state.votes_recorded)
     };
     let membership = metrics.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     let last_log = metrics.last_log_index.unwrap_or(0);
     let leading = metrics.state == ServerState::Leader;
-    let within = Duration::from_millis(app.node.raft.config().election_timeout_max);
+    let within = Duration::from_millis(node.raft.config().election_timeout_max);
     let members = membership
         .nodes()
-        .map(|(id, node)| {
-            let silence =
-                if *id == app.node.id { Some(Duration::ZERO) } else { app.node.network.contacts.silence(*id) };
+        .map(|(id, member)| {
+            let silence = if *id == node.id { Some(Duration::ZERO) } else { node.network.contacts.silence(*id) };
             // The leader calls every member; a follower hears only from the leader.
-            let tells = *id == app.node.id || leading || metrics.current_leader == Some(*id);
+            let tells = *id == node.id || leading || metrics.current_leader == Some(*id);
             let reachable = tells.then(|| silence.is_some_and(|s| s <= within));
             let matched_index = metrics.replication.as_ref().map(|r| match r.get(id) {
                 Some(Some(log_id)) => log_id.index,
-                _ if *id == app.node.id => last_log,
+                _ if *id == node.id => last_log,
                 _ => 0,
             });
             MemberBody {
                 node_id: *id,
-                addr: node.addr.clone(),
+                addr: member.addr.clone(),
                 role: if voters.contains(id) { MemberRole::Voter } else { MemberRole::Learner },
                 matched_index,
                 lag: matched_index.map(|m| last_log.saturating_sub(m)),
@@ -73,7 +72,7 @@ pub async fn status(State(app): State<Arc<App>>) -> ApiResult<Json<StatusBody>> 
         })
         .collect();
     Ok(Json(StatusBody {
-        node_id: app.node.id,
+        node_id: node.id,
         role: node_role(metrics.state),
         leader_id: metrics.current_leader,
         term: metrics.current_term,

@@ -9,13 +9,13 @@ use axum::Json;
 use tally_api::v1::{HealthBody, ReadyBody};
 use utoipa::OpenApi;
 
-use crate::App;
+use crate::{App, Replica};
 
 /// How far this node's applied index may trail its log before it calls itself not ready.
 const READY_APPLY_LAG_MAX: u64 = 1_000;
 
-pub async fn health(State(app): State<Arc<App>>) -> impl IntoResponse {
-    match app.node.failure() {
+pub async fn health(State(Replica(node)): State<Replica>) -> impl IntoResponse {
+    match node.failure() {
         None => (StatusCode::OK, Json(HealthBody { status: "ok".to_string(), reason: None })),
         // The process still serves, but it is no longer a working member: a supervisor
         // probing liveness should restart it (it also exits by itself, see
@@ -27,16 +27,16 @@ pub async fn health(State(app): State<Arc<App>>) -> impl IntoResponse {
     }
 }
 
-pub async fn ready(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let metrics = app.node.metrics();
-    let applied = app.node.sm.applied_index();
+pub async fn ready(State(Replica(node)): State<Replica>) -> impl IntoResponse {
+    let metrics = node.metrics();
+    let applied = node.sm.applied_index();
     let lag = metrics.last_log_index.unwrap_or(0).saturating_sub(applied);
-    let failure = app.node.failure();
+    let failure = node.failure();
     let ready = failure.is_none() && metrics.current_leader.is_some() && lag <= READY_APPLY_LAG_MAX;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     // A failed store may be wedged holding the state's lock: /ready must still answer.
     let alarms: Vec<_> = match failure {
-        None => app.node.sm.read().state.alarms.iter().copied().collect(),
+        None => node.sm.read().state.alarms.iter().copied().collect(),
         Some(_) => Vec::new(),
     };
     let body = ReadyBody {

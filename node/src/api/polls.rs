@@ -17,7 +17,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{has_unsafe_chars, ApiJson, ApiQuery};
 use crate::auth::Identity;
 use crate::clock::{format_ms, parse_ms};
-use crate::App;
+use crate::{App, Replica};
 
 /// The API's name for where a poll is.
 pub fn poll_status(status: tally_raft::model::PollStatus) -> PollStatus {
@@ -186,7 +186,7 @@ pub async fn get(State(app): State<std::sync::Arc<App>>, Path(poll_id): Path<Str
 /// carries `total_votes` unless its results are hidden.
 #[utoipa::path(get, path = "/v1/polls", operation_id = "listPolls", tag = "polls", params(ListQuery), responses((status = 200, body = PollList)))]
 pub async fn list(
-    State(app): State<std::sync::Arc<App>>,
+    State(Replica(node)): State<Replica>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<PollList>> {
     let limit = query.limit.unwrap_or(50);
@@ -197,8 +197,8 @@ pub async fn list(
         None => 0,
         Some(cursor) => cursor.parse().map_err(|_| ApiError::invalid("cursor is not one this API gave"))?,
     };
-    let now_ms = app.node.clock.now_ms();
-    let applied = app.node.sm.read();
+    let now_ms = node.clock.now_ms();
+    let applied = node.sm.read();
     let mut polls: Vec<&PollState> = applied
         .state
         .polls
