@@ -26,10 +26,9 @@ use std::time::Duration;
 pub use harness::{run, Bug, Report, SimOptions};
 pub use net::{SimClient, SimClock};
 use tally_node::{App, Node, NodeOptions};
-use tally_raft::transport::HyperTransport;
 use tally_storage::MemDb;
 
-use crate::net::{SimConnector, SimListener};
+use crate::net::{SimListener, SimTransport};
 
 pub const PORT: u16 = 7001;
 /// Message latency on a healthy link: up to this, at random.
@@ -158,7 +157,7 @@ pub async fn run_node_with(
     apps: Option<Apps>,
 ) -> turmoil::Result {
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
-    let transport = Arc::new(HyperTransport::new(SimConnector, SECRET));
+    let transport = Arc::new(SimTransport::new(SECRET));
     let config = config_for(id, nodes);
     let options = NodeOptions { config, db: Arc::new(db), transport, clock: Arc::new(clock), seed, tls: None };
     let node = Node::start(options).await.map_err(|e| e.to_string())?;

@@ -1,9 +1,19 @@
-//! Turmoil plumbing: the node's clock, listener and peer connector, and a JSON client.
+//! Turmoil plumbing: the node's clock, listener and peer transport, and a JSON client.
+//!
+//! Every hyper client here pools connections to one host only ([`SimTransport`],
+//! [`SimClient`]). hyper-util's pool keeps its idle connections in a std `HashMap` keyed
+//! by host, whose iteration order is seeded per process (`RandomState`), and closes them
+//! in that order when the pool is dropped or expires idle connections. Each close sends
+//! a TCP FIN, and turmoil draws every message's latency from the seed's one RNG in the
+//! order messages are sent: a pool holding several hosts would hand the latencies to the
+//! FINs, and so to every later message, in an order that changes from process to process.
+//! (This is what made swarm seeds 208 and 209 replay differently after the heal.)
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tally_api::v1::{ErrorBody, ErrorDetail, VoteBody, VoteRequest};
 use tally_node::clock::Clock;
+use tally_raft::transport::{BoxFuture, HyperTransport, PeerTransport, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::{host_name, PORT};
@@ -108,6 +119,42 @@ impl tower::Service<http::Uri> for SimConnector {
     }
 }
 
+/// A node's peer transport: the production [`HyperTransport`] over turmoil TCP, with one
+/// pool per peer so that closing connections is in a seed-determined order (see the
+/// module's documentation). Pools are dropped in address order.
+pub struct SimTransport {
+    secret: String,
+    peers: Mutex<BTreeMap<String, Arc<HyperTransport<SimConnector>>>>,
+}
+
+impl SimTransport {
+    pub fn new(secret: &str) -> Self {
+        Self { secret: secret.to_string(), peers: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn peer(&self, addr: &str) -> Arc<HyperTransport<SimConnector>> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers
+            .entry(addr.to_string())
+            .or_insert_with(|| Arc::new(HyperTransport::new(SimConnector, &self.secret)))
+            .clone()
+    }
+}
+
+impl PeerTransport for SimTransport {
+    fn post(
+        &self,
+        addr: &str,
+        path: &'static str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
+        let peer = self.peer(addr);
+        let addr = addr.to_string();
+        Box::pin(async move { peer.post(&addr, path, body, timeout).await })
+    }
+}
+
 /// A node's answer to one request, its body decoded as API.md's types (`tally_api::v1`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer<T> {
@@ -136,16 +183,26 @@ impl<T> Answer<T> {
 
 /// A JSON client for simulated clients, with a timeout on every request.
 pub struct SimClient {
-    client: Client<SimConnector, Full<Bytes>>,
+    /// One pool per node (see the module's documentation), dropped in node order.
+    clients: Mutex<BTreeMap<u64, Client<SimConnector, Full<Bytes>>>>,
     timeout: Duration,
 }
 
 impl SimClient {
     pub fn new(timeout: Duration) -> Self {
-        // With tokio's timer (simulated), not std's clock: hyper's pool otherwise judges
-        // idle connections by real time, and a run would depend on how fast it ran.
-        let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(SimConnector);
-        Self { client, timeout }
+        Self { clients: Mutex::new(BTreeMap::new()), timeout }
+    }
+
+    /// The pool of connections to `node`.
+    fn client(&self, node: u64) -> Client<SimConnector, Full<Bytes>> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(node)
+            // With tokio's timer (simulated), not std's clock: hyper's pool otherwise
+            // judges idle connections by real time, and a run would depend on how fast
+            // it ran.
+            .or_insert_with(|| Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(SimConnector))
+            .clone()
     }
 
     /// `None`: no answer within the timeout, or the connection broke.
@@ -167,8 +224,9 @@ impl SimClient {
         // The API's request types serialize infallibly (string keys, no floats).
         let payload = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default())).unwrap_or_default();
         let request = builder.body(Full::new(payload)).ok()?;
+        let client = self.client(node);
         let exchange = async {
-            let response = self.client.request(request).await.ok()?;
+            let response = client.request(request).await.ok()?;
             let status = response.status().as_u16();
             let bytes = Limited::new(response.into_body(), 1 << 20).collect().await.ok()?.to_bytes();
             Some(decode(status, &bytes))

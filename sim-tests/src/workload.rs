@@ -32,7 +32,7 @@ pub struct Workload {
     /// (poll id, option ids), filled by the setup client.
     pub polls: RefCell<Vec<(String, Vec<String>)>>,
     pub history: Rc<RefCell<History>>,
-    /// Post-heal timings (ms), reported but not hashed.
+    /// Post-heal timings (ms): reported, and hashed into the trace, not in the history.
     pub timings: RefCell<Vec<(&'static str, u64)>>,
 }
 
@@ -194,8 +194,8 @@ impl Workload {
         }
         let healed_at = now_ms();
         let converged = self.converged(&client, bound).await;
-        // How long convergence took is kept out of the history (and so of the trace hash):
-        // it still varies by a few milliseconds between runs of one seed (see README).
+        // How long convergence took is kept out of the history (the notes carry the heal's
+        // time), and goes into `timings`, which the trace hash covers after the history.
         let (what, took_ms) = match &converged {
             Some((index, hash)) => {
                 (format!("converged after the heal at index {index}, state {hash}"), now_ms() - healed_at)

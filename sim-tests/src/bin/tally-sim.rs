@@ -392,6 +392,7 @@ fn run_in_child(args: &Args, seed: u64) -> Result<SeedResult, String> {
 fn run_child(args: &Args) -> Result<(), Failure> {
     let seed = args.seed.ok_or_else(|| Failure::Usage("--child needs --seed".into()))?;
     let options = args.options(seed);
+    init_logs();
     let report = run(&options);
     let mut verbose = String::new();
     if args.verbose {
@@ -426,6 +427,27 @@ fn run_child(args: &Args) -> Result<(), Failure> {
     };
     println!("{RESULT_PREFIX}{}", serde_json::to_string(&result)?);
     Ok(())
+}
+
+/// Logs the nodes' events to stderr when `RUST_LOG` is set, each stamped with the
+/// simulated time (not the wall clock, so that two runs' logs diff line by line).
+fn init_logs() {
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() else { return };
+    struct SimTime;
+    impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+        fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+            match turmoil::sim_elapsed() {
+                Some(elapsed) => write!(w, "{:>9.3}ms", elapsed.as_secs_f64() * 1e3),
+                None => write!(w, "{:>11}", "-"),
+            }
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_timer(SimTime)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[cfg(test)]
