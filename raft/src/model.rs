@@ -90,22 +90,9 @@ pub struct Poll {
     pub closed_at_ms: Option<i64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PollStatus {
-    Scheduled,
-    Active,
-    Closed,
-}
-
-impl PollStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PollStatus::Scheduled => "scheduled",
-            PollStatus::Active => "active",
-            PollStatus::Closed => "closed",
-        }
-    }
-}
+/// Where a poll is in its life: the API's type, so that what apply judges by and what the
+/// API shows are the same three words.
+pub use tally_api::v1::PollStatus;
 
 impl Poll {
     /// The poll's status at `now_ms`. The state machine passes the leader's timestamp from

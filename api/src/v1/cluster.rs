@@ -81,12 +81,6 @@ pub struct StatusBody {
     pub members: Vec<MemberBody>,
 }
 
-impl StatusBody {
-    pub fn is_leader(&self) -> bool {
-        self.role == NodeRole::Leader
-    }
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InitRequest {
     /// Node id → `host:port`. Empty or absent: a cluster of this node alone.

@@ -102,13 +102,6 @@ pub struct PollBody {
     pub total_votes: Option<u64>,
 }
 
-impl PollBody {
-    /// The id of the option whose text is `text`, exactly.
-    pub fn option_id_of(&self, text: &str) -> Option<&str> {
-        self.options.iter().find(|o| o.text == text).map(|o| o.option_id.as_str())
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OptionBody {
     pub option_id: String,

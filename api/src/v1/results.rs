@@ -36,18 +36,6 @@ impl Consistency {
     }
 }
 
-impl std::str::FromStr for Consistency {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "eventual" => Ok(Consistency::Eventual),
-            "linearizable" => Ok(Consistency::Linearizable),
-            other => Err(format!("consistency must be eventual or linearizable, not {other:?}")),
-        }
-    }
-}
-
 /// Attribute value → option id → votes.
 pub type Breakdown = BTreeMap<String, BTreeMap<String, u64>>;
 
@@ -81,11 +69,4 @@ pub struct ResultsBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<HashMap<String, HashMap<String, HashMap<String, u64>>>>)]
     pub breakdown: Option<BTreeMap<String, Breakdown>>,
-}
-
-impl ResultsBody {
-    /// The votes of `option_id`, or 0 if the poll has no such option.
-    pub fn votes_of(&self, option_id: &str) -> u64 {
-        self.options.iter().find(|o| o.option_id == option_id).map_or(0, |o| o.votes)
-    }
 }

@@ -6,9 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Extension;
 use axum::Json;
-use tally_api::v1::{
-    CreatePollRequest, ListQuery, OptionBody, PatchPollRequest, PollBody, PollList, PollStatus, SettingsBody,
-};
+use tally_api::v1::{CreatePollRequest, ListQuery, OptionBody, PatchPollRequest, PollBody, PollList, SettingsBody};
 use tally_raft::limits::*;
 use tally_raft::model::{Command, Poll, PollId, PollPatch, PollSettings, PollSpec, Response};
 use tally_raft::sm::PollState;
@@ -19,22 +17,13 @@ use crate::auth::Identity;
 use crate::clock::{format_ms, parse_ms};
 use crate::{App, Replica};
 
-/// The API's name for where a poll is.
-pub fn poll_status(status: tally_raft::model::PollStatus) -> PollStatus {
-    match status {
-        tally_raft::model::PollStatus::Scheduled => PollStatus::Scheduled,
-        tally_raft::model::PollStatus::Active => PollStatus::Active,
-        tally_raft::model::PollStatus::Closed => PollStatus::Closed,
-    }
-}
-
 /// A poll as the API shows it, its status by this node's clock at `now_ms`.
 pub fn poll_body(poll: &Poll, now_ms: i64) -> PollBody {
     PollBody {
         poll_id: poll.poll_id.0.clone(),
         title: poll.title.clone(),
         description: poll.description.clone(),
-        status: poll_status(poll.status_at(now_ms)),
+        status: poll.status_at(now_ms),
         options: poll
             .options
             .iter()
@@ -204,7 +193,7 @@ pub async fn list(
         .polls
         .values()
         .filter(|p| p.poll.created_index > after)
-        .filter(|p| query.status.is_none_or(|s| poll_status(p.poll.status_at(now_ms)) == s))
+        .filter(|p| query.status.is_none_or(|s| p.poll.status_at(now_ms) == s))
         .collect();
     polls.sort_by_key(|p| p.poll.created_index);
     let next_cursor = (polls.len() > limit).then(|| polls[limit - 1].poll.created_index.to_string());

@@ -35,7 +35,7 @@ pub fn body(app: &App, live: &LiveResults, consistency: Consistency) -> ResultsB
     ResultsBody {
         poll_id: poll.poll_id.0.clone(),
         title: poll.title.clone(),
-        status: super::polls::poll_status(poll.status_at(app.node.clock.now_ms())),
+        status: poll.status_at(app.node.clock.now_ms()),
         total_votes,
         options: poll
             .options
