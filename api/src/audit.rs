@@ -49,24 +49,28 @@ pub fn genesis(poll_id: &str) -> [u8; 32] {
 }
 
 /// The link hash at `position`, following `previous`.
+///
+/// The fields go into the hash one by one rather than through one formatted string: on
+/// every node, for every vote, `format!` was a fifth of the state machine's apply.
 pub fn next_link(previous: &[u8; 32], position: u64, fields: &LinkFields<'_>) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(previous);
-    let head = format!(
-        "{position}\n{}\n{}\n{}\n{}\n{}\n{}\n",
-        fields.vote_id,
-        fields.voter_id,
-        fields.option_id,
-        fields.recorded_at_ms,
-        fields.log_index,
-        fields.replaces.unwrap_or("")
-    );
-    hasher.update(head.as_bytes());
+    let mut number = itoa::Buffer::new();
+    let line = |hasher: &mut Sha256, text: &[u8]| {
+        hasher.update(text);
+        hasher.update(b"\n");
+    };
+    line(&mut hasher, number.format(position).as_bytes());
+    line(&mut hasher, fields.vote_id.as_bytes());
+    line(&mut hasher, fields.voter_id.as_bytes());
+    line(&mut hasher, fields.option_id.as_bytes());
+    line(&mut hasher, number.format(fields.recorded_at_ms).as_bytes());
+    line(&mut hasher, number.format(fields.log_index).as_bytes());
+    line(&mut hasher, fields.replaces.unwrap_or("").as_bytes());
     for (key, value) in fields.attributes {
         hasher.update(key.as_bytes());
         hasher.update(b"=");
-        hasher.update(value.as_bytes());
-        hasher.update(b"\n");
+        line(&mut hasher, value.as_bytes());
     }
     hasher.finalize().into()
 }
@@ -135,6 +139,42 @@ mod tests {
         let replacing = LinkFields { replaces: Some("v3.0"), ..fields(&attributes, "alice") };
         assert_ne!(base, next_link(&genesis("p"), 0, &replacing));
         assert_eq!(base, next_link(&genesis("p"), 0, &fields(&attributes, "alice")));
+    }
+
+    /// Known answers, computed from the format in the module's documentation by another
+    /// implementation (Python's hashlib), so that the bytes hashed cannot drift: receipts
+    /// already handed out, backups and audit streams depend on them.
+    #[test]
+    fn links_match_the_documented_format() {
+        let attributes =
+            BTreeMap::from([("age".to_string(), "30".to_string()), ("region".to_string(), "CA".to_string())]);
+        let change = LinkFields {
+            vote_id: "v0000000000000007000000000000abcd",
+            voter_id: "alice",
+            option_id: "o1",
+            attributes: &attributes,
+            recorded_at_ms: 1_700_000_000_123,
+            log_index: 7,
+            replaces: Some("v00000000000000050000000000001234"),
+        };
+        assert_eq!(
+            to_hex(&next_link(&genesis("p"), 3, &change)),
+            "e490e146a55bc2717c1829e7adf7b8f1c9bed364c1df63bd617b22448960021e"
+        );
+        let none = BTreeMap::new();
+        let first = LinkFields {
+            voter_id: "bob",
+            option_id: "o2",
+            attributes: &none,
+            recorded_at_ms: -5,
+            log_index: u64::MAX,
+            replaces: None,
+            ..change
+        };
+        assert_eq!(
+            to_hex(&next_link(&genesis("p"), 0, &first)),
+            "b21bd46dace683d06f3bdd55cdf28b430971de51439b5e33f13e38de526f031f"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod voter_index;
 
 mod judge;
 pub use judge::{format_vote_id, judge_vote, receipt, vote_id, vote_key, vote_key_index, Judgement};
-use judge::{judge, vote_key_of};
+use judge::{judge, receipt_with_id, vote_key_of};
 pub use records::{BlockSource, Loc, PollVotes, RecordError};
 
 /// Everything the state machine knows.
@@ -561,8 +561,9 @@ impl State {
         };
         let vote_key = vote_key_of(entropy, index, slot);
         let replaced_id = previous.as_ref().map(|(_, p)| p.vote_id());
+        let vote_id = format_vote_id(vote_key);
         let chain = state.next_link(&LinkFields {
-            vote_id: &format_vote_id(vote_key),
+            vote_id: &vote_id,
             voter_id: intent.voter_id.as_str(),
             option_id: &state.poll.options[option_index].option_id,
             attributes: &intent.attributes,
@@ -592,7 +593,7 @@ impl State {
         }
         state.counts[option_index] += 1;
         state.tally_attributes(&record.attributes, option_index, true);
-        let receipt = receipt(&state.poll, &record);
+        let receipt = receipt_with_id(&state.poll, &record, vote_id);
         state.votes.push(record, &mut self.blocks);
         // Cheap enough to keep in release builds: the one invariant a bug here would break.
         assert_eq!(state.total_votes(), state.votes.len(), "counts diverged from votes in poll {}", intent.poll_id);

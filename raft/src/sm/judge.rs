@@ -105,8 +105,13 @@ fn replay(poll: &PollState, record: &VoteRecord, intent: &VoteIntent) -> Result<
 }
 
 pub fn receipt(poll: &Poll, record: &VoteRecord) -> VoteReceipt {
+    receipt_with_id(poll, record, record.vote_id())
+}
+
+/// [`receipt`], given the record's vote id already spelled out.
+pub(super) fn receipt_with_id(poll: &Poll, record: &VoteRecord, vote_id: String) -> VoteReceipt {
     VoteReceipt {
-        vote_id: record.vote_id(),
+        vote_id,
         poll_id: poll.poll_id.clone(),
         option_id: poll.options[record.option_index as usize].option_id.clone(),
         recorded_at_ms: record.recorded_at_ms,
@@ -135,7 +140,14 @@ pub fn vote_key_index(key: u128) -> u64 {
 }
 
 pub fn format_vote_id(key: u128) -> String {
-    format!("v{key:032x}")
+    // By hand: `format!("v{key:032x}")` was, with the chain link's, a fifth of apply.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(33);
+    text.push('v');
+    for nibble in (0..32).rev() {
+        text.push(DIGITS[((key >> (nibble * 4)) & 0xf) as usize] as char);
+    }
+    text
 }
 
 /// A vote's id: its entry's log index, so that a receipt is found by key in that entry's

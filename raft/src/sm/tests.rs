@@ -312,6 +312,15 @@ fn arb_log() -> impl Strategy<Value = Vec<Request>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// Vote ids are in receipts already handed out: spelled by hand, they must stay what
+    /// `format!` spelled, and parse back to their key.
+    #[test]
+    fn vote_ids_are_spelled_as_before(key in any::<u128>()) {
+        let id = format_vote_id(key);
+        prop_assert_eq!(&id, &format!("v{key:032x}"));
+        prop_assert_eq!(vote_key(&id), Some(key));
+    }
+
     #[test]
     fn counts_always_equal_a_recount(log in arb_log()) {
         let (state, _) = apply_all(&log);
