@@ -143,6 +143,8 @@ impl RaftNode {
     /// could have put the command in the log.
     #[tracing::instrument(level = "debug", skip_all, fields(command = command.kind(), votes = command.votes().len()))]
     pub async fn propose(&self, command: Command) -> Result<Committed, ProposeError> {
+        // Each attempt shares it: an entry of a thousand votes is not copied per attempt.
+        let command = Arc::new(command);
         let mut attempts = Attempts::within(self.write_timeout);
         let mut last_error = ProposeError::NotLeader { leader: None };
         let mut maybe_in_log = false;
@@ -192,7 +194,7 @@ impl RaftNode {
         level = "debug", skip_all,
         fields(command = command.kind(), votes = command.votes().len()),
     )]
-    pub async fn propose_local(&self, command: Command, timeout: Duration) -> Result<Committed, ProposeError> {
+    pub async fn propose_local(&self, command: Arc<Command>, timeout: Duration) -> Result<Committed, ProposeError> {
         if let Some(reason) = self.failure() {
             return Err(ProposeError::StorageFailed(reason));
         }
@@ -227,10 +229,10 @@ impl RaftNode {
     async fn forward(
         &self,
         addr: &str,
-        command: Command,
+        command: Arc<Command>,
         timeout: Duration,
     ) -> (Result<Committed, ProposeError>, bool) {
-        if let Command::CastVotes(votes) = &command {
+        if let Command::CastVotes(votes) = &*command {
             self.votes_forwarded.fetch_add(votes.len() as u64, Ordering::Relaxed);
         }
         match self.network.forward(addr, command, timeout).await {
@@ -392,7 +394,7 @@ impl RaftNode {
     /// the receipts the entry would get if it were committed at the next index.
     async fn acknowledge_before_commit(&self, request: Request) -> Result<Committed, ProposeError> {
         use tally_raft::model::{Response, VoteOutcome, VoteReceipt};
-        let Command::CastVotes(votes) = &request.command else {
+        let Command::CastVotes(votes) = &*request.command else {
             return self.propose_local_committed(request).await;
         };
         let log_index = self.metrics().last_log_index.unwrap_or(0) + 1;

@@ -10,7 +10,7 @@ use tally_raft::sm::{State, Touched};
 const VOTES_PER_ENTRY: u64 = 64;
 
 fn request(index: u64, command: Command) -> Request {
-    Request { timestamp_ms: index as i64, entropy: [index as u8; 16], command }
+    Request { timestamp_ms: index as i64, entropy: [index as u8; 16], command: command.into() }
 }
 
 fn poll_spec() -> PollSpec {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -228,7 +229,10 @@ pub struct Request {
     /// machine. Vote ids are derived from them ([`crate::sm::vote_id`]), so that nobody
     /// can walk a poll's receipts by guessing ids.
     pub entropy: [u8; 16],
-    pub command: Command,
+    /// Shared: the log store keeps recent entries in memory, and openraft reads each entry
+    /// back several times (once per follower to replicate, once to apply), so a copy is a
+    /// reference count, not every vote's strings again. Encoded as the command itself.
+    pub command: Arc<Command>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,7 +301,7 @@ impl Command {
 
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.command {
+        match &*self.command {
             Command::CreatePoll(spec) => write!(f, "CreatePoll({})", spec.poll_id),
             Command::UpdatePoll { poll_id, .. } => write!(f, "UpdatePoll({poll_id})"),
             Command::CastVotes(votes) => write!(f, "CastVotes({})", votes.len()),

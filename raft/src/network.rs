@@ -81,7 +81,7 @@ impl Network {
     pub async fn forward(
         &self,
         addr: &str,
-        command: crate::model::Command,
+        command: Arc<crate::model::Command>,
         timeout: Duration,
     ) -> Result<ForwardReply, TransportError> {
         self.call(addr, PATH_FORWARD, &ForwardRequest { command }, timeout).await

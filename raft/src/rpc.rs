@@ -21,7 +21,7 @@ pub const SECRET_HEADER: &str = "x-tally-cluster-secret";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ForwardRequest {
-    pub command: Command,
+    pub command: std::sync::Arc<Command>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -368,7 +368,7 @@ impl State {
     pub fn apply(&mut self, index: u64, request: &Request, touched: &mut Touched) -> Result<Response, RecordError> {
         let now_ms = self.last_timestamp_ms.max(request.timestamp_ms);
         self.last_timestamp_ms = now_ms;
-        let response = match &request.command {
+        let response = match &*request.command {
             Command::CreatePoll(spec) => Response::Poll(self.create_poll(index, spec, now_ms, touched)),
             Command::UpdatePoll { poll_id, patch } => Response::Poll(self.update_poll(poll_id, patch, now_ms, touched)),
             Command::CastVotes(votes) => Response::Votes({

@@ -454,7 +454,7 @@ fn trace_votes(span: &tracing::Span, request: &Request, response: &Response) {
     if !tracing::enabled!(tracing::Level::TRACE) {
         return;
     }
-    let (Command::CastVotes(votes), Response::Votes(outcomes)) = (&request.command, response) else { return };
+    let (Command::CastVotes(votes), Response::Votes(outcomes)) = (&*request.command, response) else { return };
     for (vote, outcome) in votes.iter().zip(outcomes) {
         tracing::trace!(
             parent: span, poll_id = %vote.poll_id, voter_id = %vote.voter_id,

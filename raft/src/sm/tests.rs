@@ -26,7 +26,7 @@ fn vote(poll: &str, voter: &str, option: usize, key: &str) -> VoteIntent {
 }
 
 fn request(timestamp_ms: i64, command: Command) -> Request {
-    Request { timestamp_ms, entropy: [timestamp_ms as u8; 16], command }
+    Request { timestamp_ms, entropy: [timestamp_ms as u8; 16], command: command.into() }
 }
 
 /// The id of the vote in `slot` of the entry at `index` that [`request`] made at `timestamp_ms`.
@@ -333,7 +333,7 @@ proptest! {
         let mut recorded = BTreeMap::new();
         for (i, response) in responses.iter().enumerate() {
             if let Response::Votes(outcomes) = response {
-                let Command::CastVotes(intents) = &log[i].command else { unreachable!() };
+                let Command::CastVotes(intents) = &*log[i].command else { unreachable!() };
                 for (intent, outcome) in intents.iter().zip(outcomes) {
                     if let VoteOutcome::Recorded(receipt) = outcome {
                         let previous = recorded.insert((intent.poll_id.clone(), intent.voter_id.clone()), receipt.clone());
@@ -354,7 +354,7 @@ proptest! {
         let next = log.len() as u64 + 1;
         let mut touched = Touched::default();
         for (i, response) in responses.iter().enumerate() {
-            let (Response::Votes(outcomes), Command::CastVotes(intents)) = (response, &log[i].command) else { continue };
+            let (Response::Votes(outcomes), Command::CastVotes(intents)) = (response, &*log[i].command) else { continue };
             for (intent, outcome) in intents.iter().zip(outcomes) {
                 let (receipt, changed) = match outcome {
                     VoteOutcome::Recorded(receipt) => (receipt, false),

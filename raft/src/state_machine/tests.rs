@@ -43,7 +43,11 @@ fn mem_stores_pass_openraft_suite() {
 fn entry(index: u64, command: Command) -> Entry {
     openraft::Entry {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Request { timestamp_ms: index as i64, entropy: [index as u8; 16], command }),
+        payload: EntryPayload::Normal(Request {
+            timestamp_ms: index as i64,
+            entropy: [index as u8; 16],
+            command: command.into(),
+        }),
     }
 }
 
@@ -326,9 +330,8 @@ async fn a_log_of_another_format_is_refused_at_open_and_a_new_one_is_stamped() {
 /// [`sample_log`], its poll allowing vote changes.
 fn sample_log_with_vote_change() -> Vec<Entry> {
     let mut log = sample_log();
-    let EntryPayload::Normal(Request { command: Command::CreatePoll(spec), .. }) = &mut log[0].payload else {
-        unreachable!()
-    };
+    let EntryPayload::Normal(Request { command, .. }) = &mut log[0].payload else { unreachable!() };
+    let Command::CreatePoll(spec) = std::sync::Arc::make_mut(command) else { unreachable!() };
     spec.settings.allow_vote_change = true;
     log
 }
