@@ -311,16 +311,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // openraft checks that a read covers the whole range it asked for (at most
         // `max_payload_entries` when replicating; what is committed but not applied when
         // applying), so no cap here.
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let cached_from = recent.first_index().unwrap_or(u64::MAX).max(start);
-        let mut entries: Vec<Entry> = match start < cached_from {
-            true => {
-                let records = self.entries.read(start, cached_from.min(end)).map_err(read_err)?;
-                records.iter().map(|(_, bytes)| codec::decode(bytes).map_err(read_err)).collect::<Result<_, _>>()?
-            }
-            false => Vec::new(),
+        // One consistent view of both under the lock; the decoding after it, so that a long
+        // read (a restart's apply, a lagging follower) does not hold up appends.
+        let (records, cached) = {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let cached_from = recent.first_index().unwrap_or(u64::MAX).max(start);
+            let records = match start < cached_from {
+                true => self.entries.read(start, cached_from.min(end)).map_err(read_err)?,
+                false => Vec::new(),
+            };
+            (records, recent.read(cached_from, end))
         };
-        entries.extend(recent.read(cached_from, end));
+        let mut entries = Vec::with_capacity(records.len() + cached.len());
+        for (_, bytes) in &records {
+            entries.push(codec::decode(bytes).map_err(read_err)?);
+        }
+        entries.extend(cached);
         Ok(entries)
     }
 }

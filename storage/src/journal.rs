@@ -205,13 +205,13 @@ impl FileJournal {
             self.remove_segments_from(state, empty)?;
         }
         // What is durable must stay a prefix: were the next segment to reach the disk while
-        // this one's tail did not, open would find a hole before the last segment and
-        // refuse the journal. One more fdatasync per segment (16 MiB) keeps it a prefix.
+        // this one's tail did not, its zero fill would read as a clean end and the log would
+        // have a hole. One more fdatasync per segment (16 MiB) keeps it a prefix. Always,
+        // not only when the segment is listed unsynced: a sync that took the list and
+        // has not finished yet would otherwise be skipped here.
         if let Some(last) = state.segments.back() {
-            if let Some(at) = state.unsynced.iter().position(|f| Arc::ptr_eq(f, &last.file)) {
-                last.file.sync_data()?;
-                state.unsynced.swap_remove(at);
-            }
+            last.file.sync_data()?;
+            state.unsynced.retain(|f| !Arc::ptr_eq(f, &last.file));
         }
         let path = self.dir.join(segment_name(first));
         let file = Arc::new(OpenOptions::new().read(true).write(true).create_new(true).open(&path)?);
@@ -310,13 +310,15 @@ impl Journal for FileJournal {
             lengths.push(len);
         }
         let segment = state.segments.back_mut().expect("a segment to write to");
-        segment.file.write_all_at(&buffer, segment.len)?;
         let end = segment.len + buffer.len() as u64;
         if end > segment.filled {
+            // The zeros first: should they not fit on the disk, no record was written
+            // past the journal's end, and only zeros follow the last record, as always.
             let filled = end.next_multiple_of(FILL_BYTES);
-            segment.file.write_all_at(&vec![0; (filled - end) as usize], end)?;
+            segment.file.write_all_at(&vec![0; (filled - segment.filled) as usize], segment.filled)?;
             segment.filled = filled;
         }
+        segment.file.write_all_at(&buffer, segment.len)?;
         let mut offset = segment.len;
         for len in lengths {
             segment.records.push((offset + HEADER_BYTES as u64, len));
