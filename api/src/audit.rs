@@ -81,13 +81,18 @@ pub fn to_hex(bytes: &[u8; 32]) -> String {
 
 /// Lower-case hex, two digits a byte.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut text, bytes);
+    text
+}
+
+/// [`hex`], written onto the end of `text`.
+pub fn push_hex(text: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         text.push(DIGITS[usize::from(b >> 4)] as char);
         text.push(DIGITS[usize::from(b & 0x0f)] as char);
     }
-    text
 }
 
 /// Parses 64 hex digits.

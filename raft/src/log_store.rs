@@ -110,8 +110,9 @@ impl Recent {
     /// Forgets the entries from `index` on.
     fn truncate(&mut self, index: u64) {
         while self.entries.back().is_some_and(|(last, _)| last.log_id.index >= index) {
-            let (_, size) = self.entries.pop_back().expect("a last entry");
-            self.bytes -= size;
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
         }
     }
 
@@ -271,6 +272,12 @@ impl LogStore {
         self.meta.flush()
     }
 
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // Every change to it is whole before the lock is let go: a panic elsewhere leaves
+        // it consistent.
+        self.recent.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
     pub fn stats(&self) -> Arc<LogStats> {
         self.stats.clone()
     }
@@ -314,7 +321,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // One consistent view of both under the lock; the decoding after it, so that a long
         // read (a restart's apply, a lagging follower) does not hold up appends.
         let (records, cached) = {
-            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let recent = self.recent();
             let cached_from = recent.first_index().unwrap_or(u64::MAX).max(start);
             let records = match start < cached_from {
                 true => self.entries.read(start, cached_from.min(end)).map_err(read_err)?,
@@ -395,14 +402,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let (mut records, mut appended) = (Vec::new(), Vec::new());
         for entry in entries {
-            let bytes = codec::encode(&entry).map_err(write_err)?;
+            let (index, bytes) = (entry.log_id.index, codec::encode(&entry).map_err(write_err)?);
             appended.push((entry, bytes.len()));
-            records.push((appended.last().expect("just pushed").0.log_id.index, bytes));
+            records.push((index, bytes));
         }
         let count = records.len() as u64;
         {
             // Under the lock, so that no read sees the journal ahead of this copy.
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let mut recent = self.recent();
             if let Err(e) = self.entries.append(records) {
                 recent.clear();
                 return Err(write_err(e));
@@ -428,7 +435,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner()).truncate(log_id.index);
+        self.recent().truncate(log_id.index);
         self.entries.truncate(log_id.index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
@@ -436,7 +443,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point durably first: the journal frees whole segments, and
         // entries at or below it that come back after a crash are below the log's start.
         self.write_meta(PURGED, &log_id, true)?;
-        self.recent.lock().unwrap_or_else(|p| p.into_inner()).purge(log_id.index);
+        self.recent().purge(log_id.index);
         self.entries.purge(log_id.index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }
