@@ -10,7 +10,7 @@ mod proposer;
 mod registry;
 
 pub use poll_actor::{LiveFeed, LiveResults, PollHandle, VoteReply};
-pub use proposer::{Decided, Pending, Proposer, ProposerStats, VoteSubmitter};
+pub use proposer::{Decided, Pending, PendingGroup, Proposer, ProposerStats, VoteSubmitter};
 pub use registry::{PollRegistry, RegistryConfig};
 
 use tally_raft::model::{PollId, VoteIntent, VoteOutcome};
@@ -26,6 +26,12 @@ pub trait PollSource: Send + Sync + 'static {
     /// already voted, an option the poll does not have, a poll closed by hand), or `None`
     /// if only the state machine can decide.
     fn final_outcome(&self, intent: &VoteIntent) -> Option<VoteOutcome>;
+
+    /// [`PollSource::final_outcome`] of each vote, in order: a batch's votes are all for
+    /// one poll, which an implementation may look up once.
+    fn final_outcomes(&self, intents: &[VoteIntent]) -> Vec<Option<VoteOutcome>> {
+        intents.iter().map(|intent| self.final_outcome(intent)).collect()
+    }
 }
 
 /// Why a vote could not be handed to the log.

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tally_raft::limits::VOTES_PER_ENTRY_MAX;
 use tally_raft::model::{Poll, PollId, VoteIntent};
 use tally_raft::rpc::ProposeError;
 use tokio::sync::{oneshot, watch};
@@ -117,6 +118,56 @@ impl PollHandle {
             Err(error) => tracing::debug!(%error, "not decided"),
         }
         Ok(decided?)
+    }
+
+    /// [`PollHandle::vote`] for many votes at once, in order: one look at the applied
+    /// state for all of them, and the rest queued as groups of at most
+    /// [`VOTES_PER_ENTRY_MAX`], each with one reply, rather than one channel per vote.
+    /// One reply per vote, in order.
+    #[tracing::instrument(level = "debug", name = "votes", skip_all, fields(votes = intents.len()))]
+    pub async fn vote_batch(&self, intents: Vec<VoteIntent>) -> Vec<VoteReply> {
+        self.shared.last_used_ms.store(self.clock.now_ms(), Ordering::Relaxed);
+        let early = self.source.final_outcomes(&intents);
+        let log_index = || self.shared.live.borrow().as_ref().map_or(0, |live| live.applied_index);
+        let mut replies: Vec<Option<VoteReply>> = Vec::with_capacity(intents.len());
+        let mut groups = Vec::new();
+        let mut group = Vec::new();
+        for (intent, early) in intents.into_iter().zip(early) {
+            match early {
+                Some(outcome) => replies.push(Some(Ok(Decided { log_index: log_index(), outcome }))),
+                None => {
+                    replies.push(None);
+                    group.push(intent);
+                    if group.len() == VOTES_PER_ENTRY_MAX {
+                        groups.push(std::mem::take(&mut group));
+                    }
+                }
+            }
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
+        // All queued before any is awaited, so that they follow each other in the log.
+        let pending: Vec<_> =
+            groups.into_iter().map(|group| (group.len(), self.proposer.enqueue_group(group))).collect();
+        let mut decided = Vec::with_capacity(replies.len());
+        for (size, pending) in pending {
+            let result = match pending {
+                Ok(pending) => pending.decided().await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok((log_index, outcomes)) => {
+                    decided.extend(outcomes.into_iter().map(|outcome| Ok(Decided { log_index, outcome })))
+                }
+                Err(error) => decided.extend(std::iter::repeat_n(Err(VoteError::from(error)), size)),
+            }
+        }
+        let mut decided = decided.into_iter();
+        replies
+            .into_iter()
+            .map(|early| early.or_else(|| decided.next()).unwrap_or(Err(ProposeError::ShuttingDown.into())))
+            .collect()
     }
 
     /// The live counts this node has applied; `None` if the poll is unknown here.

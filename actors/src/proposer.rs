@@ -5,7 +5,7 @@
 //! entry would cost one fsync per vote. Here a burst of N concurrent votes costs one entry
 //! and one fsync per node, whichever polls they are for.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -32,19 +32,34 @@ pub struct Decided {
     pub outcome: VoteOutcome,
 }
 
-type Reply = oneshot::Sender<Result<Decided, ProposeError>>;
+/// One outcome per vote of a group, in order, all from one entry.
+type GroupResult = Result<(u64, Vec<VoteOutcome>), ProposeError>;
 
+/// Votes queued together: they go into one entry, in order, and get one reply. A single
+/// vote is a group of one; a batch request queues its votes as a few large groups, so
+/// that its 1,000 votes cost a few channel messages and reply channels, not 1,000.
 struct Queued {
-    intent: VoteIntent,
-    reply: Reply,
+    intents: Vec<VoteIntent>,
+    reply: oneshot::Sender<GroupResult>,
     since: Instant,
 }
 
 /// A queued vote's decision, to come.
-pub struct Pending(oneshot::Receiver<Result<Decided, ProposeError>>);
+pub struct Pending(PendingGroup);
 
 impl Pending {
     pub async fn decided(self) -> Result<Decided, ProposeError> {
+        let (log_index, mut outcomes) = self.0.decided().await?;
+        let outcome = outcomes.pop().ok_or_else(|| ProposeError::Unknown("no outcome for the vote".into()))?;
+        Ok(Decided { log_index, outcome })
+    }
+}
+
+/// A queued group's decisions, to come: the entry's log index and one outcome per vote.
+pub struct PendingGroup(oneshot::Receiver<GroupResult>);
+
+impl PendingGroup {
+    pub async fn decided(self) -> GroupResult {
         self.0.await.unwrap_or(Err(ProposeError::ShuttingDown))
     }
 }
@@ -60,7 +75,11 @@ pub struct ProposerStats {
 /// handle is dropped.
 #[derive(Clone)]
 pub struct Proposer {
-    queue: mpsc::Sender<Queued>,
+    queue: mpsc::UnboundedSender<Queued>,
+    /// Votes queued and not yet taken into an entry: the queue's bound is in votes, not
+    /// in groups, so a group of 500 weighs as much as 500 single votes.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     stats: Arc<ProposerStats>,
     /// Owns the task, which a `JoinSet` aborts when dropped. The closed queue alone would
     /// end it only after the entry in flight, which can wait out a whole write timeout.
@@ -73,11 +92,12 @@ impl Proposer {
     /// waited `wait_max` for its turn is refused (`Overloaded`, never proposed) rather
     /// than proposed long after its client gave up.
     pub fn start(submitter: Arc<dyn VoteSubmitter>, queue_capacity: usize, wait_max: Duration) -> Self {
-        let (queue, receiver) = mpsc::channel(queue_capacity);
+        let (queue, receiver) = mpsc::unbounded_channel();
         let stats = Arc::new(ProposerStats::default());
+        let queued = Arc::new(AtomicUsize::new(0));
         let mut task = JoinSet::new();
-        task.spawn(run(receiver, submitter, stats.clone(), wait_max).in_current_span());
-        Self { queue, stats, _task: Arc::new(task) }
+        task.spawn(run(receiver, queued.clone(), submitter, stats.clone(), wait_max).in_current_span());
+        Self { queue, queued, capacity: queue_capacity, stats, _task: Arc::new(task) }
     }
 
     pub fn stats(&self) -> &ProposerStats {
@@ -86,12 +106,24 @@ impl Proposer {
 
     /// Queues `intent` now, in call order, and returns where its decision will arrive.
     pub fn enqueue(&self, intent: VoteIntent) -> Result<Pending, ProposeError> {
+        self.enqueue_group(vec![intent]).map(Pending)
+    }
+
+    /// Queues `intents` now, in call order, to go into one entry together; at most
+    /// [`VOTES_PER_ENTRY_MAX`] of them.
+    pub fn enqueue_group(&self, intents: Vec<VoteIntent>) -> Result<PendingGroup, ProposeError> {
+        let size = intents.len();
+        assert!((1..=VOTES_PER_ENTRY_MAX).contains(&size), "a group of {size} votes cannot make one entry");
+        if self.queued.fetch_add(size, Ordering::AcqRel) + size > self.capacity {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return Err(ProposeError::Overloaded);
+        }
         let (reply, decided) = oneshot::channel();
-        self.queue.try_send(Queued { intent, reply, since: Instant::now() }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => ProposeError::ShuttingDown,
-        })?;
-        Ok(Pending(decided))
+        if self.queue.send(Queued { intents, reply, since: Instant::now() }).is_err() {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return Err(ProposeError::ShuttingDown);
+        }
+        Ok(PendingGroup(decided))
     }
 
     /// Queues `intent` and waits for the state machine's decision.
@@ -101,25 +133,54 @@ impl Proposer {
 
     /// How many votes wait for the next entry.
     pub fn queued(&self) -> usize {
-        self.queue.max_capacity() - self.queue.capacity()
+        self.queued.load(Ordering::Acquire)
     }
 }
 
+/// Takes the next groups that fit one entry, oldest first; a group that does not fit
+/// waits in `carry` for the next entry. `None` once the queue is closed and empty.
+async fn next_entry(
+    receiver: &mut mpsc::UnboundedReceiver<Queued>,
+    carry: &mut Option<Queued>,
+    queued: &AtomicUsize,
+) -> Option<Vec<Queued>> {
+    let first = match carry.take() {
+        Some(first) => first,
+        None => receiver.recv().await?,
+    };
+    let mut size = first.intents.len();
+    let mut groups = vec![first];
+    while size < VOTES_PER_ENTRY_MAX {
+        let Ok(next) = receiver.try_recv() else { break };
+        if size + next.intents.len() > VOTES_PER_ENTRY_MAX {
+            *carry = Some(next);
+            break;
+        }
+        size += next.intents.len();
+        groups.push(next);
+    }
+    // The carried group still counts as queued until an entry takes it.
+    queued.fetch_sub(size, Ordering::AcqRel);
+    Some(groups)
+}
+
 async fn run(
-    mut receiver: mpsc::Receiver<Queued>,
+    mut receiver: mpsc::UnboundedReceiver<Queued>,
+    queued: Arc<AtomicUsize>,
     submitter: Arc<dyn VoteSubmitter>,
     stats: Arc<ProposerStats>,
     wait_max: Duration,
 ) {
-    let mut group = Vec::with_capacity(VOTES_PER_ENTRY_MAX);
-    while receiver.recv_many(&mut group, VOTES_PER_ENTRY_MAX).await > 0 {
-        let (mut intents, mut replies) = (Vec::with_capacity(group.len()), Vec::with_capacity(group.len()));
-        for queued in group.drain(..) {
-            if queued.since.elapsed() >= wait_max {
-                let _ = queued.reply.send(Err(ProposeError::Overloaded));
+    let mut carry = None;
+    while let Some(groups) = next_entry(&mut receiver, &mut carry, &queued).await {
+        let mut intents = Vec::with_capacity(VOTES_PER_ENTRY_MAX);
+        let mut replies = Vec::with_capacity(groups.len());
+        for group in groups {
+            if group.since.elapsed() >= wait_max {
+                let _ = group.reply.send(Err(ProposeError::Overloaded));
             } else {
-                intents.push(queued.intent);
-                replies.push(queued.reply);
+                replies.push((group.reply, group.intents.len()));
+                intents.extend(group.intents);
             }
         }
         if intents.is_empty() {
@@ -141,14 +202,15 @@ async fn run(
         match submitter.submit(intents).instrument(entry.clone()).await {
             Ok((log_index, outcomes)) => {
                 tracing::debug!(parent: &entry, log_index, "entry decided");
-                assert_eq!(outcomes.len(), replies.len(), "one outcome per vote in entry {log_index}");
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(Decided { log_index, outcome }));
+                assert_eq!(outcomes.len() as u64, size, "one outcome per vote in entry {log_index}");
+                let mut outcomes = outcomes.into_iter();
+                for (reply, votes) in replies {
+                    let _ = reply.send(Ok((log_index, outcomes.by_ref().take(votes).collect())));
                 }
             }
             Err(error) => {
                 tracing::debug!(parent: &entry, %error, "entry not decided");
-                for reply in replies {
+                for (reply, _) in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
             }
@@ -194,6 +256,23 @@ mod tests {
         }
     }
 
+    /// A proposer over a fresh [`Recorder`] that holds every entry until released.
+    fn held(queue_capacity: usize, wait_max: Duration) -> (Arc<Recorder>, Proposer) {
+        let recorder = Arc::new(Recorder { sizes: Mutex::new(Vec::new()), gate: tokio::sync::Semaphore::new(0) });
+        let proposer = Proposer::start(recorder.clone(), queue_capacity, wait_max);
+        (recorder, proposer)
+    }
+
+    /// Returns once the first entry is in flight (within 10 s).
+    async fn first_entry_in_flight(recorder: &Recorder) {
+        let started = async {
+            while recorder.sizes.lock().unwrap().is_empty() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), started).await.expect("an entry within 10 s");
+    }
+
     fn intent(voter: usize) -> VoteIntent {
         VoteIntent {
             poll_id: PollId("p".into()),
@@ -206,20 +285,12 @@ mod tests {
 
     #[tokio::test]
     async fn votes_arriving_during_an_entry_share_the_next_one() {
-        let recorder = Arc::new(Recorder { sizes: Mutex::new(Vec::new()), gate: tokio::sync::Semaphore::new(0) });
-        let proposer = Proposer::start(recorder.clone(), 10_000, std::time::Duration::from_secs(3600));
+        let (recorder, proposer) = held(10_000, Duration::from_secs(3600));
         let first = tokio::spawn({
             let p = proposer.clone();
             async move { p.propose(intent(0)).await }
         });
-        // Wait until the first entry is in flight.
-        tokio::time::timeout(std::time::Duration::from_secs(10), async {
-            while recorder.sizes.lock().unwrap().is_empty() {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .unwrap();
+        first_entry_in_flight(&recorder).await;
         let rest: Vec<_> = (1..=100)
             .map(|i| {
                 let p = proposer.clone();
@@ -239,18 +310,55 @@ mod tests {
         assert_eq!(*recorder.sizes.lock().unwrap(), vec![1, 100]);
     }
 
+    fn group(from: usize, size: usize) -> Vec<VoteIntent> {
+        (from..from + size).map(intent).collect()
+    }
+
+    #[tokio::test]
+    async fn groups_stay_whole_and_one_that_does_not_fit_waits_for_the_next_entry() {
+        let (recorder, proposer) = held(10_000, Duration::from_secs(3600));
+        let first = proposer.enqueue(intent(0)).unwrap();
+        first_entry_in_flight(&recorder).await;
+        let groups: Vec<_> = [(1, 300), (301, 300), (601, 100)]
+            .map(|(from, size)| proposer.enqueue_group(group(from, size)).unwrap())
+            .into();
+        assert_eq!(proposer.queued(), 700, "the bound counts votes, not groups");
+        recorder.gate.add_permits(1000);
+        first.decided().await.unwrap();
+        let mut voter = 1;
+        for pending in groups {
+            let (_, outcomes) = pending.decided().await.unwrap();
+            for outcome in outcomes {
+                let VoteOutcome::Recorded(receipt) = outcome else { panic!() };
+                assert_eq!(receipt.vote_id, voter.to_string(), "each group gets its own votes' outcomes, in order");
+                voter += 1;
+            }
+        }
+        assert_eq!(voter, 701);
+        assert_eq!(*recorder.sizes.lock().unwrap(), vec![1, 300, 400], "300 + 300 would pass 512 votes");
+        assert_eq!(proposer.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_group_past_the_queue_bound_is_refused_whole() {
+        let (recorder, proposer) = held(500, Duration::from_secs(3600));
+        let _in_flight = proposer.enqueue(intent(0)).unwrap();
+        first_entry_in_flight(&recorder).await;
+        let _queued = proposer.enqueue_group(group(1, 300)).unwrap();
+        assert!(matches!(proposer.enqueue_group(group(301, 300)), Err(ProposeError::Overloaded)));
+        assert_eq!(proposer.queued(), 300, "a refused group leaves no votes counted");
+        assert!(proposer.enqueue_group(group(301, 200)).is_ok(), "what fits the bound is taken");
+    }
+
     #[tokio::test]
     async fn a_full_queue_is_refused_not_grown() {
-        let recorder = Arc::new(Recorder { sizes: Mutex::new(Vec::new()), gate: tokio::sync::Semaphore::new(0) });
-        let proposer = Proposer::start(recorder.clone(), 4, std::time::Duration::from_secs(3600));
+        let (recorder, proposer) = held(4, Duration::from_secs(3600));
         let spawn = |i| {
             let p = proposer.clone();
             tokio::spawn(async move { p.propose(intent(i)).await })
         };
         let _in_flight = spawn(0);
-        while recorder.sizes.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
+        first_entry_in_flight(&recorder).await;
         let _queued: Vec<_> = (1..=4).map(spawn).collect();
         while proposer.queued() < 4 {
             tokio::task::yield_now().await;
@@ -260,12 +368,9 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_last_handle_ends_the_task_even_with_an_entry_in_flight() {
-        let recorder = Arc::new(Recorder { sizes: Mutex::new(Vec::new()), gate: tokio::sync::Semaphore::new(0) });
-        let proposer = Proposer::start(recorder.clone(), 16, std::time::Duration::from_secs(3600));
+        let (recorder, proposer) = held(16, Duration::from_secs(3600));
         let in_flight = proposer.enqueue(intent(0)).unwrap();
-        while recorder.sizes.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
+        first_entry_in_flight(&recorder).await;
         // Only the task holds the submitter now: it is gone exactly when the task is.
         let submitter = Arc::downgrade(&recorder);
         drop(recorder);
@@ -274,7 +379,7 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(submitter.upgrade().is_some(), "a handle is left, so the task runs on");
         drop(last);
-        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        tokio::time::timeout(Duration::from_secs(10), async {
             while submitter.upgrade().is_some() {
                 tokio::task::yield_now().await;
             }
@@ -286,14 +391,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_vote_that_waited_too_long_is_refused_unproposed() {
-        let recorder = Arc::new(Recorder { sizes: Mutex::new(Vec::new()), gate: tokio::sync::Semaphore::new(0) });
-        let proposer = Proposer::start(recorder.clone(), 16, std::time::Duration::from_secs(5));
+        let (recorder, proposer) = held(16, Duration::from_secs(5));
         let in_flight = proposer.enqueue(intent(0)).unwrap();
-        while recorder.sizes.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
+        first_entry_in_flight(&recorder).await;
         let stale = proposer.enqueue(intent(1)).unwrap();
-        tokio::time::advance(std::time::Duration::from_secs(6)).await;
+        tokio::time::advance(Duration::from_secs(6)).await;
         recorder.gate.add_permits(10);
         assert!(in_flight.decided().await.is_ok());
         assert_eq!(stale.decided().await, Err(ProposeError::Overloaded));

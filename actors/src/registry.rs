@@ -184,7 +184,7 @@ mod tests {
     use tally_raft::transport::BoxFuture;
 
     use super::*;
-    use crate::{LiveResults, VoteSubmitter};
+    use crate::{Decided, LiveResults, VoteSubmitter};
 
     /// A poll source whose counts the test sets, as apply would.
     struct Source {
@@ -273,6 +273,75 @@ mod tests {
         assert_eq!(handle.vote(intent("new")).await, Err(VoteError::Propose(ProposeError::NoQuorum)));
         registry.stop_all();
         assert_eq!(registry.live_actors(), 0);
+    }
+
+    /// Answers every vote as recorded under its voter's name, one entry per submission.
+    struct Echo(AtomicU64);
+
+    impl VoteSubmitter for Echo {
+        fn submit(&self, votes: Vec<VoteIntent>) -> BoxFuture<'_, Result<(u64, Vec<VoteOutcome>), ProposeError>> {
+            let index = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            Box::pin(async move {
+                let outcomes = votes
+                    .into_iter()
+                    .map(|v| {
+                        VoteOutcome::Recorded(tally_raft::model::VoteReceipt {
+                            vote_id: v.voter_id.0,
+                            poll_id: v.poll_id,
+                            option_id: v.option_id,
+                            recorded_at_ms: 0,
+                            log_index: index,
+                            chain: Default::default(),
+                        })
+                    })
+                    .collect();
+                Ok((index, outcomes))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_gets_one_reply_per_vote_in_order_across_entries() {
+        let source = Arc::new(Source { counts: Mutex::new(vec![0]), index: AtomicU64::new(1) });
+        let proposer = Proposer::start(Arc::new(Echo(AtomicU64::new(0))), 10_000, Duration::from_secs(60));
+        let registry = PollRegistry::start(source, proposer, RegistryConfig::default());
+        let handle = registry.handle(&PollId("p".into())).await.unwrap();
+        // More votes than one entry holds, with early answers among them.
+        let voters: Vec<String> =
+            (0..1_000).map(|i| if i % 97 == 0 { "dup".to_string() } else { format!("voter-{i}") }).collect();
+        let replies = handle.vote_batch(voters.iter().map(|v| intent(v)).collect()).await;
+        assert_eq!(replies.len(), voters.len());
+        let mut entries = std::collections::BTreeSet::new();
+        for (voter, reply) in voters.iter().zip(replies) {
+            match reply.unwrap() {
+                Decided { outcome: VoteOutcome::Recorded(receipt), log_index } => {
+                    assert_eq!(&receipt.vote_id, voter, "each vote's own outcome, in order");
+                    entries.insert(log_index);
+                }
+                Decided { outcome: VoteOutcome::Rejected(VoteRejection::AlreadyVoted { .. }), .. } => {
+                    assert_eq!(voter, "dup", "only the early answers are answered early")
+                }
+                other => panic!("{voter}: {other:?}"),
+            }
+        }
+        assert_eq!(entries.len(), 2, "989 votes to the log take two entries of at most 512");
+        registry.stop_all();
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_answers_every_vote() {
+        let source = Arc::new(Source { counts: Mutex::new(vec![0]), index: AtomicU64::new(1) });
+        let registry = PollRegistry::start(
+            source,
+            Proposer::start(Arc::new(Refuse), 10_000, Duration::from_secs(60)),
+            RegistryConfig::default(),
+        );
+        let handle = registry.handle(&PollId("p".into())).await.unwrap();
+        let replies = handle.vote_batch(vec![intent("a"), intent("dup"), intent("b")]).await;
+        assert_eq!(replies[0], Err(VoteError::Propose(ProposeError::NoQuorum)));
+        assert!(matches!(replies[1], Ok(Decided { outcome: VoteOutcome::Rejected(_), .. })));
+        assert_eq!(replies[2], Err(VoteError::Propose(ProposeError::NoQuorum)));
+        registry.stop_all();
     }
 
     /// Waits up to 10 s (of tokio's clock, paused or not) for `done`.

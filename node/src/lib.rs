@@ -181,8 +181,30 @@ impl App {
         let started = Instant::now();
         self.metrics.votes_received.inc();
         let result = handle.vote(intent).await;
-        self.metrics.observe_vote(started.elapsed());
-        let reason = match &result {
+        self.count_vote(&result, started.elapsed());
+        Ok(result?)
+    }
+
+    /// Many votes for one poll, as [`tally_actors::PollHandle::vote_batch`] casts them:
+    /// one reply per vote, in order, each counted as a vote.
+    pub async fn vote_batch(
+        &self,
+        handle: &tally_actors::PollHandle,
+        intents: Vec<VoteIntent>,
+    ) -> Vec<Result<Decided, tally_actors::VoteError>> {
+        let started = Instant::now();
+        self.metrics.votes_received.inc_by(intents.len() as u64);
+        let results = handle.vote_batch(intents).await;
+        let elapsed = started.elapsed();
+        for result in &results {
+            self.count_vote(result, elapsed);
+        }
+        results
+    }
+
+    fn count_vote(&self, result: &Result<Decided, tally_actors::VoteError>, elapsed: std::time::Duration) {
+        self.metrics.observe_vote(elapsed);
+        let reason = match result {
             Ok(Decided { outcome: VoteOutcome::Recorded(_) | VoteOutcome::Changed(_), .. }) => {
                 self.metrics.votes_recorded.inc();
                 None
@@ -195,7 +217,6 @@ impl App {
         if let Some(reason) = reason {
             self.metrics.votes_rejected.with_label_values(&[reason]).inc();
         }
-        Ok(result?)
     }
 }
 

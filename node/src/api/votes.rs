@@ -237,11 +237,12 @@ pub async fn batch(
     }
     let poll = app.known_poll(&poll_id).await?;
     let handle = app.votes.registry.handle(&poll.poll_id).await?;
-    // Every vote goes to the poll actor at once, in request order (join_all polls each
-    // future once, in order, before waiting); the proposer groups them into entries.
-    let pending = request.votes.into_iter().map(|vote| {
-        let (app, poll, handle) = (&app, &poll, &handle);
-        async move {
+    // Votes that fail validation get their error in place; the rest go to the poll in
+    // request order, as one batch.
+    let checked: Vec<ApiResult<VoteIntent>> = request
+        .votes
+        .into_iter()
+        .map(|vote| {
             if let Some(named) = vote.poll_id.filter(|named| *named != poll.poll_id.0) {
                 return Err(ApiError::invalid(format!(
                     "this vote names poll {named:?}, but the batch is for poll {:?}",
@@ -250,18 +251,34 @@ pub async fn batch(
             }
             let voter_id = check_voter(vote.voter_id)?;
             let single = VoteRequest { option_id: vote.option_id, voter_id: None, attributes: vote.attributes };
-            let intent = intent(app, poll, voter_id, single, vote.idempotency_key)?;
-            let voter = intent.voter_id.0.clone();
-            let decided = app.vote_with(handle, intent).await?;
-            reply(&decided, &voter)
+            intent(&app, &poll, voter_id, single, vote.idempotency_key)
+        })
+        .collect();
+    let mut voters = Vec::with_capacity(checked.len());
+    let mut intents = Vec::with_capacity(checked.len());
+    let mut slots: Vec<Result<(), ApiError>> = Vec::with_capacity(checked.len());
+    for checked in checked {
+        match checked {
+            Ok(intent) => {
+                voters.push(intent.voter_id.0.clone());
+                intents.push(intent);
+                slots.push(Ok(()));
+            }
+            Err(error) => slots.push(Err(error)),
         }
-    });
-    let results = futures::future::join_all(pending)
-        .await
+    }
+    let mut decided = app.vote_batch(&handle, intents).await.into_iter().zip(voters);
+    let results = slots
         .into_iter()
-        .map(|result| match result {
-            Ok(body) => BatchResult::Vote(body),
-            Err(error) => BatchResult::Error(error.body()),
+        .map(|slot| {
+            let body = slot.and_then(|()| {
+                let (result, voter) = decided.next().expect("one decision per vote cast");
+                reply(&result?, &voter)
+            });
+            match body {
+                Ok(body) => BatchResult::Vote(body),
+                Err(error) => BatchResult::Error(error.body()),
+            }
         })
         .collect();
     Ok(Json(BatchBody { results }))
