@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tally_raft::limits::VOTES_PER_ENTRY_MAX;
 use tally_raft::model::{Poll, PollId, VoteIntent};
 use tally_raft::rpc::ProposeError;
 use tokio::sync::{oneshot, watch};
@@ -121,37 +120,27 @@ impl PollHandle {
     }
 
     /// [`PollHandle::vote`] for many votes at once, in order: one look at the applied
-    /// state for all of them, and the rest queued as groups of at most
-    /// [`VOTES_PER_ENTRY_MAX`], each with one reply, rather than one channel per vote.
-    /// One reply per vote, in order.
-    #[tracing::instrument(level = "debug", name = "votes", skip_all, fields(votes = intents.len()))]
+    /// state for all of them, and the rest queued together ([`Proposer::enqueue_batch`]),
+    /// a reply channel per group rather than per vote. One reply per vote, in order.
+    #[tracing::instrument(level = "debug", name = "votes", skip_all, fields(poll_id = batch_poll_id(&intents), votes = intents.len()))]
     pub async fn vote_batch(&self, intents: Vec<VoteIntent>) -> Vec<VoteReply> {
         self.shared.last_used_ms.store(self.clock.now_ms(), Ordering::Relaxed);
-        let early = self.source.final_outcomes(&intents);
+        // Were the source to answer for fewer votes, the rest go to the log to be judged.
+        let early = self.source.final_outcomes(&intents).into_iter().chain(std::iter::repeat(None));
         let log_index = || self.shared.live.borrow().as_ref().map_or(0, |live| live.applied_index);
         let mut replies: Vec<Option<VoteReply>> = Vec::with_capacity(intents.len());
-        let mut groups = Vec::new();
-        let mut group = Vec::new();
+        let mut to_log = Vec::with_capacity(intents.len());
         for (intent, early) in intents.into_iter().zip(early) {
             match early {
                 Some(outcome) => replies.push(Some(Ok(Decided { log_index: log_index(), outcome }))),
                 None => {
                     replies.push(None);
-                    group.push(intent);
-                    if group.len() == VOTES_PER_ENTRY_MAX {
-                        groups.push(std::mem::take(&mut group));
-                    }
+                    to_log.push(intent);
                 }
             }
         }
-        if !group.is_empty() {
-            groups.push(group);
-        }
-        // All queued before any is awaited, so that they follow each other in the log.
-        let pending: Vec<_> =
-            groups.into_iter().map(|group| (group.len(), self.proposer.enqueue_group(group))).collect();
-        let mut decided = Vec::with_capacity(replies.len());
-        for (size, pending) in pending {
+        let mut decided = Vec::with_capacity(to_log.len());
+        for (size, pending) in self.proposer.enqueue_batch(to_log) {
             let result = match pending {
                 Ok(pending) => pending.decided().await,
                 Err(error) => Err(error),
@@ -163,6 +152,7 @@ impl PollHandle {
                 Err(error) => decided.extend(std::iter::repeat_n(Err(VoteError::from(error)), size)),
             }
         }
+        tracing::debug!(early = replies.iter().filter(|r| r.is_some()).count(), "decided");
         let mut decided = decided.into_iter();
         replies
             .into_iter()
@@ -192,6 +182,11 @@ impl PollHandle {
             }
         }
     }
+}
+
+/// A batch's poll (all its votes name the same one), for its span.
+fn batch_poll_id(intents: &[VoteIntent]) -> &str {
+    intents.first().map_or("", |intent| intent.poll_id.as_str())
 }
 
 pub(crate) struct PollActor;

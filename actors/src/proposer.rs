@@ -32,6 +32,11 @@ pub struct Decided {
     pub outcome: VoteOutcome,
 }
 
+/// The most votes of a batch queued as one group. A quarter of an entry, so that a group
+/// that does not fit the entry being filled leaves at most a quarter of it empty, and
+/// single votes queued ahead of a batch share an entry with its first group.
+pub const GROUP_VOTES_MAX: usize = VOTES_PER_ENTRY_MAX / 4;
+
 /// One outcome per vote of a group, in order, all from one entry.
 type GroupResult = Result<(u64, Vec<VoteOutcome>), ProposeError>;
 
@@ -106,20 +111,52 @@ impl Proposer {
 
     /// Queues `intent` now, in call order, and returns where its decision will arrive.
     pub fn enqueue(&self, intent: VoteIntent) -> Result<Pending, ProposeError> {
-        self.enqueue_group(vec![intent]).map(Pending)
+        self.reserve(1)?;
+        self.send(vec![intent], Instant::now()).map(Pending)
     }
 
-    /// Queues `intents` now, in call order, to go into one entry together; at most
-    /// [`VOTES_PER_ENTRY_MAX`] of them.
-    pub fn enqueue_group(&self, intents: Vec<VoteIntent>) -> Result<PendingGroup, ProposeError> {
-        let size = intents.len();
-        assert!((1..=VOTES_PER_ENTRY_MAX).contains(&size), "a group of {size} votes cannot make one entry");
-        if self.queued.fetch_add(size, Ordering::AcqRel) + size > self.capacity {
-            self.queued.fetch_sub(size, Ordering::AcqRel);
-            return Err(ProposeError::Overloaded);
+    /// Queues `intents` now, in order, as groups of at most [`GROUP_VOTES_MAX`] (each goes
+    /// into one entry whole), and returns each group's size and where its decisions will
+    /// arrive. Once a group is refused, every later one is refused with it, unqueued, so
+    /// that no vote of the batch reaches the log after an earlier one was turned away.
+    pub fn enqueue_batch(&self, mut intents: Vec<VoteIntent>) -> Vec<(usize, Result<PendingGroup, ProposeError>)> {
+        // One stamp for the batch: were a later group younger, it could outlive an earlier
+        // one refused as stale.
+        let since = Instant::now();
+        let chunk = GROUP_VOTES_MAX.min(self.capacity).max(1);
+        let mut groups = Vec::with_capacity(intents.len().div_ceil(chunk));
+        let mut refused = None;
+        while !intents.is_empty() {
+            let rest = intents.split_off(chunk.min(intents.len()));
+            let group = std::mem::replace(&mut intents, rest);
+            let size = group.len();
+            let queued = match &refused {
+                Some(error) => Err(ProposeError::clone(error)),
+                None => self.reserve(size).and_then(|()| self.send(group, since)),
+            };
+            if let Err(error) = &queued {
+                refused.get_or_insert_with(|| error.clone());
+            }
+            groups.push((size, queued));
         }
+        groups
+    }
+
+    /// Counts `size` more votes as queued, if the bound allows.
+    fn reserve(&self, size: usize) -> Result<(), ProposeError> {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + size <= self.capacity).then_some(queued + size)
+            })
+            .map(drop)
+            .map_err(|_| ProposeError::Overloaded)
+    }
+
+    /// Sends a group whose votes [`Proposer::reserve`] counted.
+    fn send(&self, intents: Vec<VoteIntent>, since: Instant) -> Result<PendingGroup, ProposeError> {
+        let size = intents.len();
         let (reply, decided) = oneshot::channel();
-        if self.queue.send(Queued { intents, reply, since: Instant::now() }).is_err() {
+        if self.queue.send(Queued { intents, reply, since }).is_err() {
             self.queued.fetch_sub(size, Ordering::AcqRel);
             return Err(ProposeError::ShuttingDown);
         }
@@ -319,35 +356,52 @@ mod tests {
         let (recorder, proposer) = held(10_000, Duration::from_secs(3600));
         let first = proposer.enqueue(intent(0)).unwrap();
         first_entry_in_flight(&recorder).await;
-        let groups: Vec<_> = [(1, 300), (301, 300), (601, 100)]
-            .map(|(from, size)| proposer.enqueue_group(group(from, size)).unwrap())
-            .into();
-        assert_eq!(proposer.queued(), 700, "the bound counts votes, not groups");
+        let singles: Vec<_> = (1..=3).map(|i| proposer.enqueue(intent(i)).unwrap()).collect();
+        let groups = proposer.enqueue_batch(group(4, 700));
+        let sizes: Vec<usize> = groups.iter().map(|(size, _)| *size).collect();
+        assert_eq!(sizes, vec![128, 128, 128, 128, 128, 60]);
+        assert_eq!(proposer.queued(), 703, "the bound counts votes, not groups");
         recorder.gate.add_permits(1000);
         first.decided().await.unwrap();
         let mut voter = 1;
-        for pending in groups {
-            let (_, outcomes) = pending.decided().await.unwrap();
-            for outcome in outcomes {
-                let VoteOutcome::Recorded(receipt) = outcome else { panic!() };
-                assert_eq!(receipt.vote_id, voter.to_string(), "each group gets its own votes' outcomes, in order");
-                voter += 1;
-            }
+        let mut check = |outcome: VoteOutcome| {
+            let VoteOutcome::Recorded(receipt) = outcome else { panic!() };
+            assert_eq!(receipt.vote_id, voter.to_string(), "each caller gets its own votes' outcomes, in order");
+            voter += 1;
+        };
+        for single in singles {
+            check(single.decided().await.unwrap().outcome);
         }
-        assert_eq!(voter, 701);
-        assert_eq!(*recorder.sizes.lock().unwrap(), vec![1, 300, 400], "300 + 300 would pass 512 votes");
+        for (_, pending) in groups {
+            pending.unwrap().decided().await.unwrap().1.into_iter().for_each(&mut check);
+        }
+        assert_eq!(voter, 704);
+        // 3 singles and three groups make 387; a fourth group would pass 512, so it waits.
+        assert_eq!(*recorder.sizes.lock().unwrap(), vec![1, 387, 316]);
         assert_eq!(proposer.queued(), 0);
     }
 
     #[tokio::test]
-    async fn a_group_past_the_queue_bound_is_refused_whole() {
+    async fn after_a_refused_group_the_rest_of_the_batch_is_refused_unqueued() {
         let (recorder, proposer) = held(500, Duration::from_secs(3600));
         let _in_flight = proposer.enqueue(intent(0)).unwrap();
         first_entry_in_flight(&recorder).await;
-        let _queued = proposer.enqueue_group(group(1, 300)).unwrap();
-        assert!(matches!(proposer.enqueue_group(group(301, 300)), Err(ProposeError::Overloaded)));
-        assert_eq!(proposer.queued(), 300, "a refused group leaves no votes counted");
-        assert!(proposer.enqueue_group(group(301, 200)).is_ok(), "what fits the bound is taken");
+        assert!(proposer.enqueue_batch(group(1, 300)).iter().all(|(_, queued)| queued.is_ok()));
+        let second: Vec<_> = proposer.enqueue_batch(group(301, 300)).into_iter().map(|(_, q)| q.is_ok()).collect();
+        // 128 more fit (428); the next 128 do not, and the last 44 would but must not
+        // overtake them.
+        assert_eq!(second, vec![true, false, false]);
+        assert_eq!(proposer.queued(), 428, "refused groups leave no votes counted");
+        assert!(proposer.enqueue(intent(601)).is_ok(), "what fits the bound is still taken");
+    }
+
+    #[tokio::test]
+    async fn a_bound_below_a_group_makes_smaller_groups() {
+        let (recorder, proposer) = held(50, Duration::from_secs(3600));
+        let _in_flight = proposer.enqueue(intent(0)).unwrap();
+        first_entry_in_flight(&recorder).await;
+        let queued: Vec<_> = proposer.enqueue_batch(group(1, 100)).into_iter().map(|(s, q)| (s, q.is_ok())).collect();
+        assert_eq!(queued, vec![(50, true), (50, false)]);
     }
 
     #[tokio::test]

@@ -15,6 +15,9 @@ use crate::metrics::RecentPolls;
 
 pub struct StateSource(pub Arc<SmShared>);
 
+/// Votes judged early under one read lock of the applied state.
+const FINAL_OUTCOMES_PER_LOCK: usize = 64;
+
 /// A poll's counts in `applied`, with how fresh they are: what its actor publishes and
 /// what a results read serves.
 pub fn live_results(applied: &Applied, poll_id: &PollId) -> Option<LiveResults> {
@@ -37,7 +40,6 @@ impl PollSource for StateSource {
     }
 
     fn final_outcomes(&self, intents: &[VoteIntent]) -> Vec<Option<VoteOutcome>> {
-        let applied = self.0.read();
         // The state machine judges the schedule by the leader's timestamp, which this node
         // does not know. A poll open since its creation and without an end has the same
         // status at every later time (only a close by hand changes it, and that is applied
@@ -46,17 +48,21 @@ impl PollSource for StateSource {
             let timeless = poll.poll.end_time_ms.is_none() && poll.poll.start_time_ms <= poll.poll.created_at_ms;
             timeless || poll.poll.closed_at_ms.is_some()
         };
-        intents
-            .iter()
-            .map(|intent| {
+        // The lock is taken again every few votes: a judgement may read a record from
+        // disk, and apply waits for the lock.
+        let mut outcomes = Vec::with_capacity(intents.len());
+        for chunk in intents.chunks(FINAL_OUTCOMES_PER_LOCK) {
+            let applied = self.0.read();
+            outcomes.extend(chunk.iter().map(|intent| {
                 let poll = applied.state.polls.get(&intent.poll_id).filter(|poll| decides_early(poll))?;
                 // A record that cannot be read decides nothing early: the log will judge.
                 match judge_vote(poll, intent, applied.state.last_timestamp_ms).ok()? {
                     Judgement::Final(outcome) => Some(outcome),
                     Judgement::Record { .. } | Judgement::Change { .. } => None,
                 }
-            })
-            .collect()
+            }));
+        }
+        outcomes
     }
 }
 
