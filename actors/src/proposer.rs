@@ -40,23 +40,91 @@ pub const GROUP_VOTES_MAX: usize = VOTES_PER_ENTRY_MAX / 4;
 /// One outcome per vote of a group, in order, all from one entry.
 type GroupResult = Result<(u64, Vec<VoteOutcome>), ProposeError>;
 
-/// Votes queued together: they go into one entry, in order, and get one reply. A single
-/// vote is a group of one; a batch request queues its votes as a few large groups, so
-/// that its 1,000 votes cost a few channel messages and reply channels, not 1,000.
+/// Votes queued together: they go into one entry, in order, and get one reply. A batch
+/// request queues its votes as a few groups, so that its 1,000 votes cost a few channel
+/// messages and reply channels, not 1,000. A single vote travels inline, without a
+/// `Vec` of one each way.
 struct Queued {
-    intents: Vec<VoteIntent>,
-    reply: oneshot::Sender<GroupResult>,
+    votes: Votes,
     since: Instant,
 }
 
+enum Votes {
+    One(VoteIntent, oneshot::Sender<Result<Decided, ProposeError>>),
+    Group(Vec<VoteIntent>, oneshot::Sender<GroupResult>),
+}
+
+impl Queued {
+    fn len(&self) -> usize {
+        match &self.votes {
+            Votes::One(..) => 1,
+            Votes::Group(intents, _) => intents.len(),
+        }
+    }
+
+    /// Answers every vote with `error`; none is proposed.
+    fn refuse(self, error: ProposeError) {
+        let reply = match self.votes {
+            Votes::One(_, reply) => Reply::One(reply),
+            Votes::Group(intents, reply) => Reply::Group(reply, intents.len()),
+        };
+        reply.failed(error);
+    }
+
+    /// Moves the votes into `entry` and returns where their outcomes go.
+    fn take_into(self, entry: &mut Vec<VoteIntent>) -> Reply {
+        match self.votes {
+            Votes::One(intent, reply) => {
+                entry.push(intent);
+                Reply::One(reply)
+            }
+            Votes::Group(intents, reply) => {
+                let size = intents.len();
+                entry.extend(intents);
+                Reply::Group(reply, size)
+            }
+        }
+    }
+}
+
+enum Reply {
+    One(oneshot::Sender<Result<Decided, ProposeError>>),
+    Group(oneshot::Sender<GroupResult>, usize),
+}
+
+impl Reply {
+    /// Sends the next outcomes of the entry at `log_index`, as many as this reply's votes.
+    /// A caller that went away is no one's concern here.
+    fn decided(self, log_index: u64, outcomes: &mut impl Iterator<Item = VoteOutcome>) {
+        match self {
+            Reply::One(reply) => {
+                let decided = outcomes.next().map(|outcome| Decided { log_index, outcome });
+                let _ = reply.send(decided.ok_or_else(|| ProposeError::Unknown("no outcome for the vote".into())));
+            }
+            Reply::Group(reply, size) => {
+                let _ = reply.send(Ok((log_index, outcomes.take(size).collect())));
+            }
+        }
+    }
+
+    fn failed(self, error: ProposeError) {
+        match self {
+            Reply::One(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Reply::Group(reply, _) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
 /// A queued vote's decision, to come.
-pub struct Pending(PendingGroup);
+pub struct Pending(oneshot::Receiver<Result<Decided, ProposeError>>);
 
 impl Pending {
     pub async fn decided(self) -> Result<Decided, ProposeError> {
-        let (log_index, mut outcomes) = self.0.decided().await?;
-        let outcome = outcomes.pop().ok_or_else(|| ProposeError::Unknown("no outcome for the vote".into()))?;
-        Ok(Decided { log_index, outcome })
+        self.0.await.unwrap_or(Err(ProposeError::ShuttingDown))
     }
 }
 
@@ -112,27 +180,32 @@ impl Proposer {
     /// Queues `intent` now, in call order, and returns where its decision will arrive.
     pub fn enqueue(&self, intent: VoteIntent) -> Result<Pending, ProposeError> {
         self.reserve(1)?;
-        self.send(vec![intent], Instant::now()).map(Pending)
+        let (reply, decided) = oneshot::channel();
+        self.send(Queued { votes: Votes::One(intent, reply), since: Instant::now() })?;
+        Ok(Pending(decided))
     }
 
     /// Queues `intents` now, in order, as groups of at most [`GROUP_VOTES_MAX`] (each goes
     /// into one entry whole), and returns each group's size and where its decisions will
     /// arrive. Once a group is refused, every later one is refused with it, unqueued, so
     /// that no vote of the batch reaches the log after an earlier one was turned away.
-    pub fn enqueue_batch(&self, mut intents: Vec<VoteIntent>) -> Vec<(usize, Result<PendingGroup, ProposeError>)> {
+    pub fn enqueue_batch(&self, intents: Vec<VoteIntent>) -> Vec<(usize, Result<PendingGroup, ProposeError>)> {
         // One stamp for the batch: were a later group younger, it could outlive an earlier
         // one refused as stale.
         let since = Instant::now();
         let chunk = GROUP_VOTES_MAX.min(self.capacity).max(1);
         let mut groups = Vec::with_capacity(intents.len().div_ceil(chunk));
-        let mut refused = None;
-        while !intents.is_empty() {
-            let rest = intents.split_off(chunk.min(intents.len()));
-            let group = std::mem::replace(&mut intents, rest);
+        let mut refused: Option<ProposeError> = None;
+        let mut intents = intents.into_iter().peekable();
+        while intents.peek().is_some() {
+            let group: Vec<VoteIntent> = intents.by_ref().take(chunk).collect();
             let size = group.len();
             let queued = match &refused {
-                Some(error) => Err(ProposeError::clone(error)),
-                None => self.reserve(size).and_then(|()| self.send(group, since)),
+                Some(error) => Err(error.clone()),
+                None => self.reserve(size).and_then(|()| {
+                    let (reply, decided) = oneshot::channel();
+                    self.send(Queued { votes: Votes::Group(group, reply), since }).map(|()| PendingGroup(decided))
+                }),
             };
             if let Err(error) = &queued {
                 refused.get_or_insert_with(|| error.clone());
@@ -152,15 +225,13 @@ impl Proposer {
             .map_err(|_| ProposeError::Overloaded)
     }
 
-    /// Sends a group whose votes [`Proposer::reserve`] counted.
-    fn send(&self, intents: Vec<VoteIntent>, since: Instant) -> Result<PendingGroup, ProposeError> {
-        let size = intents.len();
-        let (reply, decided) = oneshot::channel();
-        if self.queue.send(Queued { intents, reply, since }).is_err() {
+    /// Sends votes that [`Proposer::reserve`] counted.
+    fn send(&self, queued: Queued) -> Result<(), ProposeError> {
+        let size = queued.len();
+        self.queue.send(queued).map_err(|_| {
             self.queued.fetch_sub(size, Ordering::AcqRel);
-            return Err(ProposeError::ShuttingDown);
-        }
-        Ok(PendingGroup(decided))
+            ProposeError::ShuttingDown
+        })
     }
 
     /// Queues `intent` and waits for the state machine's decision.
@@ -185,15 +256,15 @@ async fn next_entry(
         Some(first) => first,
         None => receiver.recv().await?,
     };
-    let mut size = first.intents.len();
+    let mut size = first.len();
     let mut groups = vec![first];
     while size < VOTES_PER_ENTRY_MAX {
         let Ok(next) = receiver.try_recv() else { break };
-        if size + next.intents.len() > VOTES_PER_ENTRY_MAX {
+        if size + next.len() > VOTES_PER_ENTRY_MAX {
             *carry = Some(next);
             break;
         }
-        size += next.intents.len();
+        size += next.len();
         groups.push(next);
     }
     // The carried group still counts as queued until an entry takes it.
@@ -214,10 +285,9 @@ async fn run(
         let mut replies = Vec::with_capacity(groups.len());
         for group in groups {
             if group.since.elapsed() >= wait_max {
-                let _ = group.reply.send(Err(ProposeError::Overloaded));
+                group.refuse(ProposeError::Overloaded);
             } else {
-                replies.push((group.reply, group.intents.len()));
-                intents.extend(group.intents);
+                replies.push(group.take_into(&mut intents));
             }
         }
         if intents.is_empty() {
@@ -241,14 +311,14 @@ async fn run(
                 tracing::debug!(parent: &entry, log_index, "entry decided");
                 assert_eq!(outcomes.len() as u64, size, "one outcome per vote in entry {log_index}");
                 let mut outcomes = outcomes.into_iter();
-                for (reply, votes) in replies {
-                    let _ = reply.send(Ok((log_index, outcomes.by_ref().take(votes).collect())));
+                for reply in replies {
+                    reply.decided(log_index, &mut outcomes);
                 }
             }
             Err(error) => {
                 tracing::debug!(parent: &entry, %error, "entry not decided");
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(error.clone()));
+                for reply in replies {
+                    reply.failed(error.clone());
                 }
             }
         }
