@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The viral poll as a benchmark (issue 11), on three release nodes with real fsyncs:
 # ingest through votes:batch for DURATION (1,000 votes a request, 6 connections), then
-# report votes/s, RSS per node and per vote, disk per vote, a follower's restart to
-# ready, a learner's catch-up, a backup saved and restored into a new cluster, and check
-# exact counts on every node and dedup by replaying a sample of voters.
+# report votes/s, CPU per vote (nodes and client), RSS per node and per vote, disk per
+# vote, a follower's restart to ready, a learner's catch-up, a backup saved and restored
+# into a new cluster, and check exact counts on every node and dedup by replaying a
+# sample of voters.
 #   DURATION=40s bash bench/viral.sh        (BIN=target/release by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,12 +29,19 @@ declare -A before
 for i in 1 2 3; do before[$i]=$(rss_kib "${NODE_PIDS[$((i - 1))]}"); done
 
 echo "ingesting for $DURATION ..." >&2
+ticks0=$(node_cpu_ticks); client0=$(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
 report=$("$TALLY" bench --duration "$DURATION" --connections 6 --mix batch=1 --batch-size 1000 -o json)
+# CPU for the ingest: the three nodes, and the load generator (this shell's waited-for
+# children, which here is only it).
+ticks1=$(node_cpu_ticks); client1=$(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
 votes=$(json "d['votes_acknowledged']" <<< "$report")
 rate=$(json "round(d['votes_acknowledged_per_second'])" <<< "$report")
 exact=$(json "d['check']['ok']" <<< "$report")
 poll=$(json "d['check']['polls'][0]['poll_id']" <<< "$report")
 p99=$(json "d['requests']['batch']['latency_ms']['p99']" <<< "$report")
+cpu=$(python3 -c "import sys; t, v, n, c = map(int, sys.argv[1:]); \
+print(f'{n / t:.1f} s of node CPU, {1e6 * n / t / v:.1f} µs a vote; client {c / t:.1f} s')" \
+    "$(getconf CLK_TCK)" "$votes" "$((ticks1 - ticks0))" "$((client1 - client0))")
 
 rss_rows=""
 for i in 1 2 3; do
@@ -63,7 +71,7 @@ $BIN/tally-node --id $follower --addr 127.0.0.1:720$follower --data-dir "$DATA/$
     --cluster-secret bench ${NODE_ARGS:-} >> "$DATA/log$follower" 2>&1 &
 NODE_PIDS[$((follower - 1))]=$!
 restart_ms=$(wait_ready 720$follower 120)
-echo "ingested $votes at $rate votes/s; exact $exact; replay refused $refused; restart $restart_ms ms" >&2
+echo "ingested $votes at $rate votes/s ($cpu); exact $exact; replay refused $refused; restart $restart_ms ms" >&2
 
 # A learner's catch-up (a snapshot, then the log).
 $BIN/tally-node --id 4 --addr 127.0.0.1:7204 --data-dir "$DATA/4" --cluster-secret bench > "$DATA/log4" 2>&1 &
@@ -111,6 +119,7 @@ cat <<EOF
 | measure | value |
 | --- | --- |
 | ingested | $votes votes, $rate votes/s, batch p99 $p99 ms |
+| CPU for the ingest | $cpu |
 | exact counts on every node after the run | $exact (node counts: $(count 1) / $(count 2) / $(count 3)) |
 | $SAMPLE voters replayed with new keys | $refused refused ALREADY_VOTED; count after: $(count 3) |
 | follower restart (SIGTERM, start) to /ready | $restart_ms ms |
