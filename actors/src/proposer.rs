@@ -281,7 +281,9 @@ async fn run(
 ) {
     let mut carry = None;
     while let Some(groups) = next_entry(&mut receiver, &mut carry, &queued).await {
-        let mut intents = Vec::with_capacity(VOTES_PER_ENTRY_MAX);
+        // Exactly the entry's size: the command lives on in the log's cache of recent
+        // entries, where room for 512 votes under an entry of 10 would be held for nothing.
+        let mut intents = Vec::with_capacity(groups.iter().map(Queued::len).sum());
         let mut replies = Vec::with_capacity(groups.len());
         for group in groups {
             if group.since.elapsed() >= wait_max {
