@@ -114,14 +114,18 @@ mod tests {
     #[tokio::test]
     async fn bodies_decode_and_fail_exactly_as_axum_json_does() {
         let good = r#"{"votes": [{"voter_id": "a"}, {"voter_id": "b", "attributes": {"region": "north"}}]}"#;
+        // Past axum's default body limit (2 MB): 413 either way.
+        let too_large = format!(r#"{{"votes": [{}{{"voter_id": "a"}}]}}"#, r#"{"voter_id": "a"},"#.repeat(200_000));
         let bodies = [
             good,
+            too_large.as_str(),
             r#"{"votes": [{"voter_id": "a"}, {"voter_id": 7}]}"#,
             r#"{"votes": [{"voter_id": "a"}"#,
             r#"{"votes": []} trailing"#,
             r#"{"votes": [{}]}"#,
             "",
             "null",
+            r#"{"votes": [{"voter_id": "a", "voter_id": "b"}]}"#,
         ];
         let types = [
             Some("application/json"),
@@ -156,6 +160,11 @@ mod tests {
             }
         }
         assert_eq!(decoded, 4, "the good body under each JSON content type");
+        let Err(error) = ApiJson::<Batch>::from_request(request(Some("application/json"), &too_large), &()).await
+        else {
+            panic!("a body past the limit was taken");
+        };
+        assert_eq!(error.code, "PAYLOAD_TOO_LARGE");
     }
 
     #[test]
