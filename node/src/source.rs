@@ -36,33 +36,36 @@ impl PollSource for StateSource {
     }
 
     fn final_outcome(&self, intent: &VoteIntent) -> Option<VoteOutcome> {
-        self.final_outcomes(std::slice::from_ref(intent)).pop().flatten()
+        early_answer(&self.0.read(), intent)
     }
 
     fn final_outcomes(&self, intents: &[VoteIntent]) -> Vec<Option<VoteOutcome>> {
-        // The state machine judges the schedule by the leader's timestamp, which this node
-        // does not know. A poll open since its creation and without an end has the same
-        // status at every later time (only a close by hand changes it, and that is applied
-        // here already), so its judgement here is the state machine's.
-        let decides_early = |poll: &tally_raft::sm::PollState| {
-            let timeless = poll.poll.end_time_ms.is_none() && poll.poll.start_time_ms <= poll.poll.created_at_ms;
-            timeless || poll.poll.closed_at_ms.is_some()
-        };
         // The lock is taken again every few votes: a judgement may read a record from
         // disk, and apply waits for the lock.
         let mut outcomes = Vec::with_capacity(intents.len());
         for chunk in intents.chunks(FINAL_OUTCOMES_PER_LOCK) {
             let applied = self.0.read();
-            outcomes.extend(chunk.iter().map(|intent| {
-                let poll = applied.state.polls.get(&intent.poll_id).filter(|poll| decides_early(poll))?;
-                // A record that cannot be read decides nothing early: the log will judge.
-                match judge_vote(poll, intent, applied.state.last_timestamp_ms).ok()? {
-                    Judgement::Final(outcome) => Some(outcome),
-                    Judgement::Record { .. } | Judgement::Change { .. } => None,
-                }
-            }));
+            outcomes.extend(chunk.iter().map(|intent| early_answer(&applied, intent)));
         }
         outcomes
+    }
+}
+
+/// [`PollSource::final_outcome`] from `applied`.
+fn early_answer(applied: &Applied, intent: &VoteIntent) -> Option<VoteOutcome> {
+    let poll = applied.state.polls.get(&intent.poll_id)?;
+    // The state machine judges the schedule by the leader's timestamp, which this node
+    // does not know. A poll open since its creation and without an end has the same
+    // status at every later time (only a close by hand changes it, and that is applied
+    // here already), so its judgement here is the state machine's.
+    let timeless = poll.poll.end_time_ms.is_none() && poll.poll.start_time_ms <= poll.poll.created_at_ms;
+    if !timeless && poll.poll.closed_at_ms.is_none() {
+        return None;
+    }
+    // A record that cannot be read decides nothing early: the log will judge.
+    match judge_vote(poll, intent, applied.state.last_timestamp_ms).ok()? {
+        Judgement::Final(outcome) => Some(outcome),
+        Judgement::Record { .. } | Judgement::Change { .. } => None,
     }
 }
 
