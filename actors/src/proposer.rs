@@ -4,6 +4,11 @@
 //! openraft 0.9 appends and flushes each `client_write` one after another, so one vote per
 //! entry would cost one fsync per vote. Here a burst of N concurrent votes costs one entry
 //! and one fsync per node, whichever polls they are for.
+//!
+//! An entry's cost hardly depends on its size (a forward, an AppendEntries round per
+//! follower, three fsyncs, three applies), so when votes are evidently streaming in (the
+//! previous entry held at least two) the proposer lingers a moment for twice as many
+//! before it proposes: Kafka's `linger.ms`. A lone client never waits for it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -164,12 +169,21 @@ impl Proposer {
     /// it, callers get `Overloaded` at once rather than queueing without end. A vote that
     /// waited `wait_max` for its turn is refused (`Overloaded`, never proposed) rather
     /// than proposed long after its client gave up.
-    pub fn start(submitter: Arc<dyn VoteSubmitter>, queue_capacity: usize, wait_max: Duration) -> Self {
+    ///
+    /// `linger` is the longest an entry waits to fill once votes are streaming in (zero:
+    /// never).
+    pub fn start(
+        submitter: Arc<dyn VoteSubmitter>,
+        queue_capacity: usize,
+        wait_max: Duration,
+        linger: Duration,
+    ) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let stats = Arc::new(ProposerStats::default());
         let queued = Arc::new(AtomicUsize::new(0));
         let mut task = JoinSet::new();
-        task.spawn(run(receiver, queued.clone(), submitter, stats.clone(), wait_max).in_current_span());
+        let timing = Timing { wait_max, linger };
+        task.spawn(run(receiver, queued.clone(), submitter, stats.clone(), timing).in_current_span());
         Self { queue, queued, capacity: queue_capacity, stats, _task: Arc::new(task) }
     }
 
@@ -245,12 +259,31 @@ impl Proposer {
     }
 }
 
+/// How long votes may wait in the proposer.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// A vote that waited this long for its entry is refused, unproposed.
+    wait_max: Duration,
+    /// The longest an entry lingers for more votes.
+    linger: Duration,
+}
+
 /// Takes the next groups that fit one entry, oldest first; a group that does not fit
 /// waits in `carry` for the next entry. `None` once the queue is closed and empty.
+///
+/// What is queued is taken at once. If the `previous` entry held at least two votes, the
+/// entry then waits up to `linger` until it holds twice as many. Clients in a closed loop
+/// fall into step with their node's entries (all of an entry's voters get their answers
+/// together, and send their next votes together), so what is queued the moment an entry
+/// is decided says little; the previous entry says how many clients are in the stream,
+/// and asking for twice that lets the entries grow until the linger is what bounds
+/// them. After a lone client's entry of one, nothing waits.
 async fn next_entry(
     receiver: &mut mpsc::UnboundedReceiver<Queued>,
     carry: &mut Option<Queued>,
     queued: &AtomicUsize,
+    previous: usize,
+    linger: Duration,
 ) -> Option<Vec<Queued>> {
     let first = match carry.take() {
         Some(first) => first,
@@ -258,8 +291,21 @@ async fn next_entry(
     };
     let mut size = first.len();
     let mut groups = vec![first];
+    let target = if previous >= 2 && !linger.is_zero() { (previous * 2).min(VOTES_PER_ENTRY_MAX) } else { 0 };
+    let deadline = Instant::now() + linger;
     while size < VOTES_PER_ENTRY_MAX {
-        let Ok(next) = receiver.try_recv() else { break };
+        let next = match receiver.try_recv() {
+            Ok(next) => next,
+            Err(_) => {
+                if size >= target {
+                    break;
+                }
+                match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(next)) => next,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        };
         if size + next.len() > VOTES_PER_ENTRY_MAX {
             *carry = Some(next);
             break;
@@ -277,16 +323,17 @@ async fn run(
     queued: Arc<AtomicUsize>,
     submitter: Arc<dyn VoteSubmitter>,
     stats: Arc<ProposerStats>,
-    wait_max: Duration,
+    timing: Timing,
 ) {
     let mut carry = None;
-    while let Some(groups) = next_entry(&mut receiver, &mut carry, &queued).await {
+    let mut previous = 0;
+    while let Some(groups) = next_entry(&mut receiver, &mut carry, &queued, previous, timing.linger).await {
         // Exactly the entry's size: the command lives on in the log's cache of recent
         // entries, where room for 512 votes under an entry of 10 would be held for nothing.
         let mut intents = Vec::with_capacity(groups.iter().map(Queued::len).sum());
         let mut replies = Vec::with_capacity(groups.len());
         for group in groups {
-            if group.since.elapsed() >= wait_max {
+            if group.since.elapsed() >= timing.wait_max {
                 group.refuse(ProposeError::Overloaded);
             } else {
                 replies.push(group.take_into(&mut intents));
@@ -295,6 +342,7 @@ async fn run(
         if intents.is_empty() {
             continue;
         }
+        previous = intents.len();
         let size = intents.len() as u64;
         stats.entries.fetch_add(1, Ordering::Relaxed);
         stats.votes.fetch_add(size, Ordering::Relaxed);
@@ -367,8 +415,12 @@ mod tests {
 
     /// A proposer over a fresh [`Recorder`] that holds every entry until released.
     fn held(queue_capacity: usize, wait_max: Duration) -> (Arc<Recorder>, Proposer) {
+        held_lingering(queue_capacity, wait_max, Duration::ZERO)
+    }
+
+    fn held_lingering(queue_capacity: usize, wait_max: Duration, linger: Duration) -> (Arc<Recorder>, Proposer) {
         let recorder = Arc::new(Recorder { sizes: Mutex::new(Vec::new()), gate: tokio::sync::Semaphore::new(0) });
-        let proposer = Proposer::start(recorder.clone(), queue_capacity, wait_max);
+        let proposer = Proposer::start(recorder.clone(), queue_capacity, wait_max, linger);
         (recorder, proposer)
     }
 
@@ -417,6 +469,75 @@ mod tests {
             assert_eq!(receipt.vote_id, (i + 1).to_string(), "outcomes go back to their own callers");
         }
         assert_eq!(*recorder.sizes.lock().unwrap(), vec![1, 100]);
+    }
+
+    const LINGER: Duration = Duration::from_millis(5);
+
+    /// Queues a vote for each voter, in order.
+    fn queue_votes(proposer: &Proposer, voters: std::ops::Range<usize>) -> Vec<Pending> {
+        voters.map(|i| proposer.enqueue(intent(i)).unwrap()).collect()
+    }
+
+    /// Returns once `n` entries have been submitted, looking every (paused) millisecond:
+    /// sleeping, not yielding, lets the paused clock move on to a lingering deadline.
+    async fn entries_submitted(recorder: &Recorder, n: usize) {
+        while recorder.sizes.lock().unwrap().len() < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_vote_is_proposed_without_lingering() {
+        let (recorder, proposer) = held_lingering(10_000, Duration::from_secs(3600), LINGER);
+        recorder.gate.add_permits(1000);
+        for voter in 0..3 {
+            let before = Instant::now();
+            proposer.propose(intent(voter)).await.unwrap();
+            assert_eq!(before.elapsed(), Duration::ZERO, "vote {voter} waited for company");
+        }
+        assert_eq!(*recorder.sizes.lock().unwrap(), vec![1, 1, 1]);
+    }
+
+    /// A lingering proposer with an entry of two votes held in flight, and their replies.
+    async fn entry_of_two_in_flight() -> (Arc<Recorder>, Proposer, Vec<Pending>) {
+        let (recorder, proposer) = held_lingering(10_000, Duration::from_secs(3600), LINGER);
+        let first = queue_votes(&proposer, 0..2);
+        first_entry_in_flight(&recorder).await;
+        (recorder, proposer, first)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streaming_votes_linger_for_twice_the_previous_entry() {
+        let (recorder, proposer, first) = entry_of_two_in_flight().await;
+        // Three arrive while an entry of two is in flight: the next entry takes them, then
+        // waits for a fourth, which comes within the linger.
+        let during = queue_votes(&proposer, 2..5);
+        let released = Instant::now();
+        recorder.gate.add_permits(1000);
+        tokio::time::sleep(LINGER / 2).await;
+        assert_eq!(recorder.sizes.lock().unwrap().len(), 1, "the second entry is lingering");
+        let later = queue_votes(&proposer, 5..6);
+        entries_submitted(&recorder, 2).await;
+        assert!(released.elapsed() < LINGER, "a full entry goes before its deadline");
+        for pending in first.into_iter().chain(during).chain(later) {
+            pending.decided().await.unwrap();
+        }
+        assert_eq!(*recorder.sizes.lock().unwrap(), vec![2, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_linger_ends_at_its_deadline_with_what_came() {
+        let (recorder, proposer, first) = entry_of_two_in_flight().await;
+        let during = queue_votes(&proposer, 2..3);
+        let released = Instant::now();
+        recorder.gate.add_permits(1000);
+        entries_submitted(&recorder, 2).await;
+        let waited = released.elapsed();
+        assert!(waited >= LINGER && waited <= LINGER + Duration::from_millis(1), "lingered {waited:?}");
+        for pending in first.into_iter().chain(during) {
+            pending.decided().await.unwrap();
+        }
+        assert_eq!(*recorder.sizes.lock().unwrap(), vec![2, 1]);
     }
 
     fn group(from: usize, size: usize) -> Vec<VoteIntent> {

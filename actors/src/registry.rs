@@ -252,7 +252,7 @@ mod tests {
         let source = Arc::new(Source { counts: Mutex::new(vec![0]), index: AtomicU64::new(1) });
         let registry = PollRegistry::start(
             source.clone(),
-            Proposer::start(Arc::new(Refuse), 16, Duration::from_secs(60)),
+            Proposer::start(Arc::new(Refuse), 16, Duration::from_secs(60), Duration::ZERO),
             RegistryConfig::default(),
         );
         let p = PollId("p".into());
@@ -303,7 +303,8 @@ mod tests {
     #[tokio::test]
     async fn a_batch_gets_one_reply_per_vote_in_order_across_entries() {
         let source = Arc::new(Source { counts: Mutex::new(vec![0]), index: AtomicU64::new(1) });
-        let proposer = Proposer::start(Arc::new(Echo(AtomicU64::new(0))), 10_000, Duration::from_secs(60));
+        let proposer =
+            Proposer::start(Arc::new(Echo(AtomicU64::new(0))), 10_000, Duration::from_secs(60), Duration::ZERO);
         let registry = PollRegistry::start(source, proposer, RegistryConfig::default());
         let handle = registry.handle(&PollId("p".into())).await.unwrap();
         // More votes than one entry holds, with early answers among them.
@@ -333,7 +334,7 @@ mod tests {
         let source = Arc::new(Source { counts: Mutex::new(vec![0]), index: AtomicU64::new(1) });
         let registry = PollRegistry::start(
             source,
-            Proposer::start(Arc::new(Refuse), 10_000, Duration::from_secs(60)),
+            Proposer::start(Arc::new(Refuse), 10_000, Duration::from_secs(60), Duration::ZERO),
             RegistryConfig::default(),
         );
         let handle = registry.handle(&PollId("p".into())).await.unwrap();
@@ -357,7 +358,7 @@ mod tests {
     #[tokio::test]
     async fn stopping_ends_the_sweep_and_dropping_stops_the_actors() {
         let source = Arc::new(Source { counts: Mutex::new(vec![0]), index: AtomicU64::new(1) });
-        let proposer = Proposer::start(Arc::new(Refuse), 16, Duration::from_secs(60));
+        let proposer = Proposer::start(Arc::new(Refuse), 16, Duration::from_secs(60), Duration::ZERO);
         let registry = PollRegistry::start(source.clone(), proposer, RegistryConfig::default());
         assert_eq!(Arc::weak_count(&registry), 1, "the sweep's reference");
         registry.stop_all();
@@ -378,8 +379,11 @@ mod tests {
     async fn idle_actors_are_stopped() {
         let source = Arc::new(Source { counts: Mutex::new(vec![0]), index: AtomicU64::new(1) });
         let config = RegistryConfig { idle_after: Duration::from_secs(10), ..RegistryConfig::default() };
-        let registry =
-            PollRegistry::start(source, Proposer::start(Arc::new(Refuse), 16, Duration::from_secs(60)), config);
+        let registry = PollRegistry::start(
+            source,
+            Proposer::start(Arc::new(Refuse), 16, Duration::from_secs(60), Duration::ZERO),
+            config,
+        );
         registry.handle(&PollId("p".into())).await.unwrap();
         assert_eq!(registry.live_actors(), 1);
         tokio::time::sleep(Duration::from_secs(16)).await;

@@ -126,6 +126,12 @@ pub struct Config {
     #[arg(long, env = "TALLY_PROPOSER_QUEUE_MAX", default_value_t = 20_000)]
     pub proposer_queue_max: usize,
 
+    /// Once votes are streaming in, the longest a log entry waits for more before it is
+    /// proposed, in µs (0: never). A lone vote never waits. One entry costs about the same
+    /// whatever it holds, so fuller entries cost less CPU per vote (BENCHMARKS.md).
+    #[arg(long, env = "TALLY_ENTRY_LINGER_US", default_value_t = 1_000)]
+    pub entry_linger_us: u64,
+
     /// `none`: anyone may call anything and votes name their voter (the demo's mode).
     /// `jwt`: every request but /health, /ready, /metrics, the web page, POST /v1/users and
     /// POST /v1/auth/token carries `Authorization: Bearer <JWT>`; the voter is its `sub`.

@@ -269,7 +269,12 @@ impl Node {
         sm.set_listener(notifier.clone());
         // A vote that waited a whole write timeout for its turn is refused unproposed.
         let submitter = RaftSubmitter { node: node.clone(), entry_votes: metrics.entry_votes.clone() };
-        let proposer = Proposer::start(Arc::new(submitter), config.proposer_queue_max, config.write_timeout());
+        let proposer = Proposer::start(
+            Arc::new(submitter),
+            config.proposer_queue_max,
+            config.write_timeout(),
+            Duration::from_micros(config.entry_linger_us),
+        );
         let registry =
             PollRegistry::start(Arc::new(StateSource(sm.clone())), proposer.clone(), RegistryConfig::default());
         let _ = notifier.registry.set(Arc::downgrade(&registry));
