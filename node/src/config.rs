@@ -127,9 +127,11 @@ pub struct Config {
     pub proposer_queue_max: usize,
 
     /// Once votes are streaming in, the longest a log entry waits for more before it is
-    /// proposed, in µs (0: never). A lone vote never waits. One entry costs about the same
-    /// whatever it holds, so fuller entries cost less CPU per vote (BENCHMARKS.md).
-    #[arg(long, env = "TALLY_ENTRY_LINGER_US", default_value_t = 1_000)]
+    /// proposed, in µs (0: never; at most 100,000). A lone vote never waits. One entry costs
+    /// about the same whatever it holds, so fuller entries cost less CPU per vote
+    /// (BENCHMARKS.md). The cap keeps a typo from adding seconds to every streaming vote.
+    #[arg(long, env = "TALLY_ENTRY_LINGER_US", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub entry_linger_us: u64,
 
     /// `none`: anyone may call anything and votes name their voter (the demo's mode).
@@ -403,6 +405,17 @@ mod tests {
         assert!(missing_self.initial_members().is_err());
         let twice = parse(&["--id", "1", "--data-dir", "d", "--peers", "1=a:1,1=b:2"]).unwrap();
         assert!(twice.initial_members().is_err());
+    }
+
+    #[test]
+    fn bounds_the_entry_linger() {
+        let base = ["--id", "1", "--data-dir", "d"];
+        let with = |linger: &str| parse(&[&base[..], &["--entry-linger-us", linger]].concat());
+        assert_eq!(with("0").unwrap().entry_linger_us, 0);
+        assert_eq!(with("100000").unwrap().entry_linger_us, 100_000);
+        let too_long = with("100001").unwrap_err().to_string();
+        assert!(too_long.contains("--entry-linger-us"), "{too_long}");
+        assert!(with("-1").is_err());
     }
 
     #[test]
