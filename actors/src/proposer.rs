@@ -8,7 +8,8 @@
 //! An entry's cost hardly depends on its size (a forward, an AppendEntries round per
 //! follower, three fsyncs, three applies), so when votes are evidently streaming in (the
 //! previous entry held at least two) the proposer lingers a moment for twice as many
-//! before it proposes: Kafka's `linger.ms`. A lone client never waits for it.
+//! before it proposes: Kafka's `linger.ms`. Once the entries are as large as the stream,
+//! it waits only for as many as the last held. A lone client never waits for it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -268,30 +269,72 @@ struct Timing {
     linger: Duration,
 }
 
+/// While the entries stay as large as the stream, one entry in this many still asks for
+/// twice its predecessor, in case more clients joined or the stream split in two.
+const PROBE_EVERY: u32 = 8;
+
+/// How many votes the next entry waits for, from the entries before it.
+///
+/// Clients in a closed loop fall into step with their node's entries (all of an entry's
+/// voters get their answers together, and send their next votes together), so what is
+/// queued the moment an entry is decided says little; the previous entry says how many
+/// clients are in the stream. Asking for twice as many merges the halves of a stream that
+/// split across two entries, and lets the entries grow. Once an entry waited out the
+/// linger short of twice its predecessor, the stream is all in: asking for twice again
+/// would make every entry wait the whole linger for votes that cannot come (each client
+/// has one vote in the entry already), so the next entries ask only for as many as the
+/// last held, and go the moment those are in. After a lone client's entry of one,
+/// nothing waits.
+#[derive(Debug, Default)]
+struct Stream {
+    previous: usize,
+    /// The entries are as large as the stream: the last probe for twice fell short.
+    saturated: bool,
+    since_probe: u32,
+}
+
+impl Stream {
+    fn target(&mut self, linger: Duration) -> usize {
+        if self.previous < 2 || linger.is_zero() {
+            return 0;
+        }
+        self.since_probe += 1;
+        if self.saturated && self.since_probe < PROBE_EVERY {
+            return self.previous;
+        }
+        self.since_probe = 0;
+        (self.previous * 2).min(VOTES_PER_ENTRY_MAX)
+    }
+
+    /// An entry of `size` votes was proposed; it had asked for `target` and `reached` it
+    /// (or the deadline ended its wait).
+    fn entry(&mut self, size: usize, target: usize, reached: bool) {
+        if target > self.previous {
+            self.saturated = !reached;
+        }
+        self.previous = size;
+    }
+}
+
 /// Takes the next groups that fit one entry, oldest first; a group that does not fit
 /// waits in `carry` for the next entry. `None` once the queue is closed and empty.
 ///
-/// What is queued is taken at once. If the `previous` entry held at least two votes, the
-/// entry then waits up to `linger` until it holds twice as many. Clients in a closed loop
-/// fall into step with their node's entries (all of an entry's voters get their answers
-/// together, and send their next votes together), so what is queued the moment an entry
-/// is decided says little; the previous entry says how many clients are in the stream,
-/// and asking for twice that lets the entries grow until the linger is what bounds
-/// them. After a lone client's entry of one, nothing waits.
+/// What is queued is taken at once; then the entry waits up to `linger` until it holds
+/// `target` votes ([`Stream`] says how many). Says, with the groups, whether the entry
+/// reached its target rather than its deadline.
 async fn next_entry(
     receiver: &mut mpsc::UnboundedReceiver<Queued>,
     carry: &mut Option<Queued>,
     queued: &AtomicUsize,
-    previous: usize,
+    target: usize,
     linger: Duration,
-) -> Option<Vec<Queued>> {
+) -> Option<(Vec<Queued>, bool)> {
     let first = match carry.take() {
         Some(first) => first,
         None => receiver.recv().await?,
     };
     let mut size = first.len();
     let mut groups = vec![first];
-    let target = if previous >= 2 && !linger.is_zero() { (previous * 2).min(VOTES_PER_ENTRY_MAX) } else { 0 };
     let deadline = Instant::now() + linger;
     while size < VOTES_PER_ENTRY_MAX {
         let next = match receiver.try_recv() {
@@ -315,7 +358,8 @@ async fn next_entry(
     }
     // The carried group still counts as queued until an entry takes it.
     queued.fetch_sub(size, Ordering::AcqRel);
-    Some(groups)
+    let full = carry.is_some() || size >= VOTES_PER_ENTRY_MAX;
+    Some((groups, full || size >= target))
 }
 
 async fn run(
@@ -326,8 +370,13 @@ async fn run(
     timing: Timing,
 ) {
     let mut carry = None;
-    let mut previous = 0;
-    while let Some(groups) = next_entry(&mut receiver, &mut carry, &queued, previous, timing.linger).await {
+    let mut stream = Stream::default();
+    loop {
+        let target = stream.target(timing.linger);
+        let Some((groups, reached)) = next_entry(&mut receiver, &mut carry, &queued, target, timing.linger).await
+        else {
+            break;
+        };
         // Exactly the entry's size: the command lives on in the log's cache of recent
         // entries, where room for 512 votes under an entry of 10 would be held for nothing.
         let mut intents = Vec::with_capacity(groups.iter().map(Queued::len).sum());
@@ -342,7 +391,7 @@ async fn run(
         if intents.is_empty() {
             continue;
         }
-        previous = intents.len();
+        stream.entry(intents.len(), target, reached);
         let size = intents.len() as u64;
         stats.entries.fetch_add(1, Ordering::Relaxed);
         stats.votes.fetch_add(size, Ordering::Relaxed);
@@ -538,6 +587,55 @@ mod tests {
             pending.decided().await.unwrap();
         }
         assert_eq!(*recorder.sizes.lock().unwrap(), vec![2, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_the_stream_is_all_in_an_entry_goes_when_it_holds_as_many_as_the_last() {
+        let (recorder, proposer, first) = entry_of_two_in_flight().await;
+        let second = queue_votes(&proposer, 2..4);
+        recorder.gate.add_permits(1000);
+        // The second entry asks for four and waits out the linger with two.
+        entries_submitted(&recorder, 2).await;
+        for pending in first.into_iter().chain(second) {
+            pending.decided().await.unwrap();
+        }
+        let started = Instant::now();
+        let third = queue_votes(&proposer, 4..5);
+        tokio::time::sleep(LINGER / 2).await;
+        assert_eq!(recorder.sizes.lock().unwrap().len(), 2, "one vote of a stream of two waits for the other");
+        let fourth = queue_votes(&proposer, 5..6);
+        entries_submitted(&recorder, 3).await;
+        assert!(started.elapsed() < LINGER, "the entry went when the stream was in, not at its deadline");
+        for pending in third.into_iter().chain(fourth) {
+            pending.decided().await.unwrap();
+        }
+        assert_eq!(*recorder.sizes.lock().unwrap(), vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn a_full_stream_is_asked_for_twice_only_once_in_a_while() {
+        let linger = LINGER;
+        let mut stream = Stream::default();
+        assert_eq!(stream.target(linger), 0, "nothing waits for a first vote");
+        stream.entry(10, 0, true);
+        assert_eq!(stream.target(linger), 20);
+        stream.entry(20, 20, true);
+        assert_eq!(stream.target(linger), 40, "still growing: ask for twice again");
+        stream.entry(25, 40, false);
+        let targets: Vec<usize> = (0..PROBE_EVERY)
+            .map(|_| {
+                let target = stream.target(linger);
+                stream.entry(25, target, true);
+                target
+            })
+            .collect();
+        let mut expected = vec![25; PROBE_EVERY as usize - 1];
+        expected.push(50);
+        assert_eq!(targets, expected, "as many as the last, and twice once in {PROBE_EVERY}");
+        assert_eq!(stream.target(linger), 50, "a probe that was reached means the stream grew");
+        stream.entry(1, 50, false);
+        assert_eq!(stream.target(linger), 0, "a lone client never waits");
+        assert_eq!(stream.target(Duration::ZERO), 0);
     }
 
     fn group(from: usize, size: usize) -> Vec<VoteIntent> {
