@@ -2,8 +2,9 @@
 # Single votes with wrk against the cluster's own /health ceiling, in one run (SCALE.md's
 # method): three release nodes (bench/cluster.sh), for each connection count a /health step
 # and a vote step of DURATION each, every request a new voter. Reports votes/s, p50/p99, the
-# nodes' CPU per vote and per /health request (utime+stime from /proc over the step), their RSS growth per vote and
-# node (VmRSS), votes and AppendEntries per log entry, and the ratio to /health, and
+# nodes' CPU per vote and per /health request (utime+stime from /proc over the step), their
+# RSS growth per vote and node (VmRSS), votes and AppendEntries per log entry, the share of
+# the machine's time the hypervisor stole, and the ratio to /health, and
 # ends each vote step by checking that every node counts the same votes and at least those
 # acknowledged (at most one more per connection: wrk stops with requests in flight).
 #   cargo build --release && bench/wrk.sh
@@ -57,7 +58,7 @@ for c in ${CONNS:-1 16 64 256}; do
     for pid in "${NODE_PIDS[@]}"; do cpu_per_thread "$pid" > "$DATA/threads-before-$pid"; done
     read -r m0 st0 <<< "$(ticks)"
     t0=$(node_cpu_ticks); r0=$(rss_kb); s0=$(switches); f0=$(faults)
-    # Log entries: the leader's last index (followers' forwarded entries join the leader's).
+    # Log entries: the leader's last index counts every node's entries, forwarded ones too.
     e0=$(metric "$l" tally_raft_last_log_index | awk '{printf "%d", $1}'); a0=$(metric_sum "$APPENDS")
     v=$(VOTE=1 wrk -t "$threads" -c "$c" -d "$DURATION" -s bench/vote.lua http://127.0.0.1:7201 | grep RESULT)
     read -r m1 st1 <<< "$(ticks)"

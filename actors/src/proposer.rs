@@ -291,10 +291,13 @@ struct Stream {
     /// The entries are as large as the stream: the last probe for twice fell short.
     saturated: bool,
     since_probe: u32,
+    /// The entry being filled asks for twice its predecessor.
+    probing: bool,
 }
 
 impl Stream {
     fn target(&mut self, linger: Duration) -> usize {
+        self.probing = false;
         if self.previous < 2 || linger.is_zero() {
             return 0;
         }
@@ -303,13 +306,14 @@ impl Stream {
             return self.previous;
         }
         self.since_probe = 0;
+        self.probing = true;
         (self.previous * 2).min(VOTES_PER_ENTRY_MAX)
     }
 
-    /// An entry of `size` votes was proposed; it had asked for `target` and `reached` it
-    /// (or the deadline ended its wait).
-    fn entry(&mut self, size: usize, target: usize, reached: bool) {
-        if target > self.previous {
+    /// An entry of `size` votes was proposed; it `reached` what [`Stream::target`] asked
+    /// for, or the deadline ended its wait.
+    fn entry(&mut self, size: usize, reached: bool) {
+        if self.probing {
             self.saturated = !reached;
         }
         self.previous = size;
@@ -391,7 +395,7 @@ async fn run(
         if intents.is_empty() {
             continue;
         }
-        stream.entry(intents.len(), target, reached);
+        stream.entry(intents.len(), reached);
         let size = intents.len() as u64;
         stats.entries.fetch_add(1, Ordering::Relaxed);
         stats.votes.fetch_add(size, Ordering::Relaxed);
@@ -527,6 +531,13 @@ mod tests {
         voters.map(|i| proposer.enqueue(intent(i)).unwrap()).collect()
     }
 
+    /// Waits for every vote's decision, each of which must be a success.
+    async fn all_decided(pending: impl IntoIterator<Item = Pending>) {
+        for pending in pending {
+            pending.decided().await.unwrap();
+        }
+    }
+
     /// Returns once `n` entries have been submitted, looking every (paused) millisecond:
     /// sleeping, not yielding, lets the paused clock move on to a lingering deadline.
     async fn entries_submitted(recorder: &Recorder, n: usize) {
@@ -568,9 +579,7 @@ mod tests {
         let later = queue_votes(&proposer, 5..6);
         entries_submitted(&recorder, 2).await;
         assert!(released.elapsed() < LINGER, "a full entry goes before its deadline");
-        for pending in first.into_iter().chain(during).chain(later) {
-            pending.decided().await.unwrap();
-        }
+        all_decided(first.into_iter().chain(during).chain(later)).await;
         assert_eq!(*recorder.sizes.lock().unwrap(), vec![2, 4]);
     }
 
@@ -583,9 +592,7 @@ mod tests {
         entries_submitted(&recorder, 2).await;
         let waited = released.elapsed();
         assert!(waited >= LINGER && waited <= LINGER + Duration::from_millis(1), "lingered {waited:?}");
-        for pending in first.into_iter().chain(during) {
-            pending.decided().await.unwrap();
-        }
+        all_decided(first.into_iter().chain(during)).await;
         assert_eq!(*recorder.sizes.lock().unwrap(), vec![2, 1]);
     }
 
@@ -596,9 +603,7 @@ mod tests {
         recorder.gate.add_permits(1000);
         // The second entry asks for four and waits out the linger with two.
         entries_submitted(&recorder, 2).await;
-        for pending in first.into_iter().chain(second) {
-            pending.decided().await.unwrap();
-        }
+        all_decided(first.into_iter().chain(second)).await;
         let started = Instant::now();
         let third = queue_votes(&proposer, 4..5);
         tokio::time::sleep(LINGER / 2).await;
@@ -606,9 +611,7 @@ mod tests {
         let fourth = queue_votes(&proposer, 5..6);
         entries_submitted(&recorder, 3).await;
         assert!(started.elapsed() < LINGER, "the entry went when the stream was in, not at its deadline");
-        for pending in third.into_iter().chain(fourth) {
-            pending.decided().await.unwrap();
-        }
+        all_decided(third.into_iter().chain(fourth)).await;
         assert_eq!(*recorder.sizes.lock().unwrap(), vec![2, 2, 2]);
     }
 
@@ -617,15 +620,15 @@ mod tests {
         let linger = LINGER;
         let mut stream = Stream::default();
         assert_eq!(stream.target(linger), 0, "nothing waits for a first vote");
-        stream.entry(10, 0, true);
+        stream.entry(10, true);
         assert_eq!(stream.target(linger), 20);
-        stream.entry(20, 20, true);
+        stream.entry(20, true);
         assert_eq!(stream.target(linger), 40, "still growing: ask for twice again");
-        stream.entry(25, 40, false);
+        stream.entry(25, false);
         let targets: Vec<usize> = (0..PROBE_EVERY)
             .map(|_| {
                 let target = stream.target(linger);
-                stream.entry(25, target, true);
+                stream.entry(25, true);
                 target
             })
             .collect();
@@ -633,7 +636,7 @@ mod tests {
         expected.push(50);
         assert_eq!(targets, expected, "as many as the last, and twice once in {PROBE_EVERY}");
         assert_eq!(stream.target(linger), 50, "a probe that was reached means the stream grew");
-        stream.entry(1, 50, false);
+        stream.entry(1, false);
         assert_eq!(stream.target(linger), 0, "a lone client never waits");
         assert_eq!(stream.target(Duration::ZERO), 0);
     }
