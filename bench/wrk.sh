@@ -3,8 +3,8 @@
 # method): three release nodes (bench/cluster.sh), for each connection count a /health step
 # and a vote step of DURATION each, every request a new voter. Reports votes/s, p50/p99, the
 # nodes' CPU per vote and per /health request (utime+stime from /proc over the step), their
-# RSS growth per vote and node (VmRSS), votes and AppendEntries per log entry, the share of
-# the machine's time the hypervisor stole, and the ratio to /health, and
+# RSS growth per vote and node (VmRSS), votes, AppendEntries, fsyncs and forwards per log
+# entry, the share of the machine's time the hypervisor stole, and the ratio to /health, and
 # ends each vote step by checking that every node counts the same votes and at least those
 # acknowledged (at most one more per connection: wrk stops with requests in flight).
 #   cargo build --release && bench/wrk.sh
@@ -44,6 +44,10 @@ TICK=$(getconf CLK_TCK)
 ticks() { awk '/^cpu / {s = 0; for (i = 2; i <= NF; i++) s += $i; print s, $9}' /proc/stat; }
 # AppendEntries the leader sent (one histogram count per call, every follower).
 APPENDS='tally_peer_rpc_duration_seconds_count{rpc="append"}'
+# fdatasyncs of the log (every node) and votes that came in over /raft/forward (the leader):
+# with AppendEntries, what each entry costs beside its votes.
+FSYNCS=tally_log_flushes_total
+FORWARDS=tally_forwarded_commands_received_total
 printf '%s\n' "via $VIA (${via[*]}), leader $l, $DURATION per step, $(nproc) cores"
 for c in ${CONNS:-1 16 64 256}; do
     threads=$(( c < ${#via[@]} ? c : ${#via[@]} ))
@@ -60,10 +64,12 @@ for c in ${CONNS:-1 16 64 256}; do
     t0=$(node_cpu_ticks); r0=$(rss_kb); s0=$(switches); f0=$(faults)
     # Log entries: the leader's last index counts every node's entries, forwarded ones too.
     e0=$(metric "$l" tally_raft_last_log_index | awk '{printf "%d", $1}'); a0=$(metric_sum "$APPENDS")
+    y0=$(metric_sum "$FSYNCS"); w0=$(metric_sum "$FORWARDS")
     v=$(VOTE=1 wrk -t "$threads" -c "$c" -d "$DURATION" -s bench/vote.lua http://127.0.0.1:7201 | grep RESULT)
     read -r m1 st1 <<< "$(ticks)"
     t1=$(node_cpu_ticks); r1=$(rss_kb); s1=$(switches); f1=$(faults)
     e1=$(metric "$l" tally_raft_last_log_index | awk '{printf "%d", $1}'); a1=$(metric_sum "$APPENDS")
+    y1=$(metric_sum "$FSYNCS"); w1=$(metric_sum "$FORWARDS")
     ok=$(sed 's/.*ok=\([0-9]*\).*/\1/' <<< "$v"); other=$(sed 's/.*other=\([0-9]*\).*/\1/' <<< "$v")
     vs=$(sed 's/.*seconds=\([0-9.]*\).*/\1/' <<< "$v")
     p50=$(sed 's/.*p50_ms=\([0-9.]*\).*/\1/' <<< "$v"); p99=$(sed 's/.*p99_ms=\([0-9.]*\).*/\1/' <<< "$v")
@@ -77,7 +83,7 @@ for c in ${CONNS:-1 16 64 256}; do
         fi
         sleep 0.1
     done
-    python3 - "$c" "$ok" "$other" "$vs" "$hok" "$hs" "$p50" "$p99" "$t0" "$t1" "$TICK" "$r0" "$r1" "$check" "$((s1 - s0))" "$((f1 - f0))" "$((e1 - e0))" "$((a1 - a0))" "$((h1 - h0))" "$((100 * (st1 - st0) / (m1 - m0 + 1)))" <<'PY'
+    python3 - "$c" "$ok" "$other" "$vs" "$hok" "$hs" "$p50" "$p99" "$t0" "$t1" "$TICK" "$r0" "$r1" "$check" "$((s1 - s0))" "$((f1 - f0))" "$((e1 - e0))" "$((a1 - a0))" "$((h1 - h0))" "$((100 * (st1 - st0) / (m1 - m0 + 1)))" "$((y1 - y0))" "$((w1 - w0))" <<'PY'
 import sys
 c, ok, other, vs, hok, hs, p50, p99, t0, t1, tick, r0, r1 = map(float, sys.argv[1:14])
 check = sys.argv[14]
@@ -85,13 +91,15 @@ switches, faults = int(sys.argv[15]), int(sys.argv[16])
 entries, appends = int(sys.argv[17]), int(sys.argv[18])
 health_cpu = int(sys.argv[19]) / tick
 steal = int(sys.argv[20])
+fsyncs, forwards = int(sys.argv[21]), int(sys.argv[22])
 vps, hps = ok / vs, hok / hs
 cpu = (t1 - t0) / tick
 print(f"c={int(c):>3}  votes/s {vps:8.0f} (non-200: {int(other)})  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
       f"/health {hps:8.0f}/s ({1e6 * health_cpu / max(hok, 1):4.1f} µs each)  ratio {100 * vps / hps:5.1f}%  nodes' CPU {cpu:5.2f} s = "
       f"{1e6 * cpu / max(ok, 1):6.1f} µs/vote ({ok / max(cpu, 1e-9):7.0f} votes per CPU-second)  "
       f"RSS {1024 * (r1 - r0) / 3 / max(ok, 1):5.0f} B/vote/node  "
-      f"{switches / max(ok, 1):5.1f} context switches and {faults / max(ok, 1):5.2f} page faults per vote  {ok / max(entries, 1):5.1f} votes and {appends / max(entries, 1):4.2f} AppendEntries per entry  steal {steal}%  check {check}")
+      f"{switches / max(ok, 1):5.1f} context switches and {faults / max(ok, 1):5.2f} page faults per vote  {ok / max(entries, 1):5.1f} votes and {appends / max(entries, 1):4.2f} AppendEntries, "
+      f"{fsyncs / max(entries, 1):4.2f} fsyncs and {forwards / max(entries, 1):4.2f} forwards per entry  steal {steal}%  check {check}")
 PY
     if [ -n "${THREADS:-}" ]; then # where each node's CPU went, by thread name
         for pid in "${NODE_PIDS[@]}"; do
