@@ -7,12 +7,10 @@
 //! provider). `exp` is required and enforced.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -252,8 +250,9 @@ fn is_public(method: &Method, path: &str) -> bool {
         || (method == Method::POST && matches!(path, "/v1/users" | "/v1/auth/token"))
 }
 
-/// Middleware: sets the request's [`Identity`], or answers 401.
-pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+/// Sets the request's [`Identity`], or answers 401 (or 429 for an address that keeps
+/// sending refused tokens).
+pub async fn authenticate(app: &App, mut request: Request) -> Result<Request, Response> {
     let identity = match &app.access.jwt {
         None => Identity::Open,
         Some(_) if is_public(request.method(), request.uri().path()) => Identity::Anonymous,
@@ -269,7 +268,7 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, nex
             let checked = match bearer {
                 None => Err(unauthenticated("this route needs Authorization: Bearer <token>")),
                 Some(token) => match jwt.verify(token.trim()) {
-                    Ok(verified) => check_not_revoked(&app, verified).await,
+                    Ok(verified) => check_not_revoked(app, verified).await,
                     Err(error) => Err(error),
                 },
             };
@@ -280,15 +279,15 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut request: Request, nex
                 Err(error) => {
                     let limited = crate::ratelimit::client_ip(&request).map(|ip| app.limits.rate.check_addr(ip));
                     if let Some(Err(over)) = limited {
-                        return over.into_response();
+                        return Err(over.into_response());
                     }
-                    return with_challenge(error);
+                    return Err(with_challenge(error));
                 }
             }
         }
     };
     request.extensions_mut().insert(identity);
-    next.run(request).await
+    Ok(request)
 }
 
 /// Fingerprints this node has found stale after a read index. A password hash has a fresh

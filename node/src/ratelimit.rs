@@ -7,9 +7,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, Request};
 use axum::serve::Listener;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -176,20 +174,18 @@ fn check<K: std::hash::Hash + Eq + Clone>(
     })
 }
 
-/// Middleware: the per-address limit on `/v1` routes other than cluster management.
-pub async fn per_address(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+/// The per-address limit on `/v1` routes other than cluster management.
+pub fn per_address(app: &App, request: &Request) -> Result<(), ApiError> {
     if let Some(limiter) = &app.limits.rate.per_addr {
         let path = request.uri().path();
         let limited = path.starts_with("/v1/") && !path.starts_with("/v1/cluster/");
         let identity = request.extensions().get::<Identity>();
-        let addr = client_ip(&request);
+        let addr = client_ip(request);
         if let (true, false, Some(addr)) = (limited, identity.is_some_and(is_admin), addr) {
-            if let Err(error) = check(limiter, &addr, "this client address") {
-                return error.into_response();
-            }
+            check(limiter, &addr, "this client address")?;
         }
     }
-    next.run(request).await
+    Ok(())
 }
 
 /// The client's IP address, as the listener saw it.
