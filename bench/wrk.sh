@@ -44,8 +44,8 @@ TICK=$(getconf CLK_TCK)
 ticks() { awk '/^cpu / {s = 0; for (i = 2; i <= NF; i++) s += $i; print s, $9}' /proc/stat; }
 # AppendEntries the leader sent (one histogram count per call, every follower).
 APPENDS='tally_peer_rpc_duration_seconds_count{rpc="append"}'
-# fdatasyncs of the log (every node) and votes that came in over /raft/forward (the leader):
-# with AppendEntries, what each entry costs beside its votes.
+# fdatasyncs of the log (every node) and followers' entries that came in over /raft/forward
+# (the leader): with AppendEntries, what each entry costs beside its votes.
 FSYNCS=tally_log_flushes_total
 FORWARDS=tally_forwarded_commands_received_total
 printf '%s\n' "via $VIA (${via[*]}), leader $l, $DURATION per step, $(nproc) cores"
