@@ -29,6 +29,12 @@ pub fn encode_compact<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Codec
     Ok(compact().serialize(value)?)
 }
 
+/// [`encode_compact`], appended to `out`: one buffer for many values, with no pass to size
+/// each one first.
+pub fn encode_compact_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
+    Ok(compact().serialize_into(out, value)?)
+}
+
 /// Decodes what [`encode_compact`] made, refusing anything that claims more bytes than
 /// `bytes` holds (every element still takes at least one byte).
 pub fn decode_compact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
@@ -88,6 +94,9 @@ mod tests {
         let value = (7u64, String::from("rust"), vec![1u8, 2, 3]);
         let bytes = encode_compact(&value).unwrap();
         assert_eq!(decode_compact::<(u64, String, Vec<u8>)>(&bytes).unwrap(), value);
+        let mut appended = vec![9u8];
+        encode_compact_into(&mut appended, &value).unwrap();
+        assert_eq!((appended[0], &appended[1..]), (9, &bytes[..]));
         assert!(bytes.len() < encode(&value).unwrap().len());
         // A length prefix of 2^40 (varint: 253, then eight bytes) with nothing behind it.
         let mut claim = vec![253u8];
