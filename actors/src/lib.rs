@@ -10,7 +10,7 @@ mod proposer;
 mod registry;
 
 pub use poll_actor::{LiveFeed, LiveResults, PollHandle, VoteReply};
-pub use proposer::{Decided, Pending, PendingGroup, Proposer, ProposerStats, VoteSubmitter};
+pub use proposer::{Decided, Pending, PendingGroup, Proposer, ProposerStats, VoteSubmitter, GROUP_VOTES_MAX};
 pub use registry::{PollRegistry, RegistryConfig};
 
 use tally_raft::model::{PollId, VoteIntent, VoteOutcome};

@@ -53,6 +53,9 @@ type GroupResult = Result<(u64, Vec<VoteOutcome>), ProposeError>;
 struct Queued {
     votes: Votes,
     since: Instant,
+    /// A follower's votes, forwarded here ([`Proposer::try_enqueue_group`]): they join an
+    /// entry, but no entry waits for them (see [`next_entry`]).
+    forwarded: bool,
 }
 
 enum Votes {
@@ -65,6 +68,15 @@ impl Queued {
         match &self.votes {
             Votes::One(..) => 1,
             Votes::Group(intents, _) => intents.len(),
+        }
+    }
+
+    /// Votes of this node's own clients: what an entry lingers for.
+    fn local_len(&self) -> usize {
+        if self.forwarded {
+            0
+        } else {
+            self.len()
         }
     }
 
@@ -196,7 +208,7 @@ impl Proposer {
     pub fn enqueue(&self, intent: VoteIntent) -> Result<Pending, ProposeError> {
         self.reserve(1)?;
         let (reply, decided) = oneshot::channel();
-        self.send(Queued { votes: Votes::One(intent, reply), since: Instant::now() })?;
+        self.send(Queued { votes: Votes::One(intent, reply), since: Instant::now(), forwarded: false })?;
         Ok(Pending(decided))
     }
 
@@ -219,7 +231,8 @@ impl Proposer {
                 Some(error) => Err(error.clone()),
                 None => self.reserve(size).and_then(|()| {
                     let (reply, decided) = oneshot::channel();
-                    self.send(Queued { votes: Votes::Group(group, reply), since }).map(|()| PendingGroup(decided))
+                    self.send(Queued { votes: Votes::Group(group, reply), since, forwarded: false })
+                        .map(|()| PendingGroup(decided))
                 }),
             };
             if let Err(error) = &queued {
@@ -228,6 +241,26 @@ impl Proposer {
             groups.push((size, queued));
         }
         groups
+    }
+
+    /// Queues `intents` as one group, which goes into one entry whole, and returns where
+    /// its decisions will arrive: a follower's entry, forwarded to this node. When the queue
+    /// has no room for it (or the proposer stopped), or it could not fill an entry of its
+    /// own, the votes come back unqueued for the caller to propose some other way.
+    pub fn try_enqueue_group(&self, intents: Vec<VoteIntent>) -> Result<PendingGroup, Vec<VoteIntent>> {
+        let size = intents.len();
+        if size == 0 || size > VOTES_PER_ENTRY_MAX || self.reserve(size).is_err() {
+            return Err(intents);
+        }
+        let (reply, decided) = oneshot::channel();
+        let queued = Queued { votes: Votes::Group(intents, reply), since: Instant::now(), forwarded: true };
+        self.queue.send(queued).map(|()| PendingGroup(decided)).map_err(|refused| {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            match refused.0.votes {
+                Votes::Group(intents, _) => intents,
+                Votes::One(intent, _) => vec![intent],
+            }
+        })
     }
 
     /// Counts `size` more votes as queued, if the bound allows.
@@ -324,8 +357,15 @@ impl Stream {
 /// waits in `carry` for the next entry. `None` once the queue is closed and empty.
 ///
 /// What is queued is taken at once; then the entry waits up to `linger` until it holds
-/// `target` votes ([`Stream`] says how many). Says, with the groups, whether the entry
-/// reached its target rather than its deadline.
+/// `target` votes of this node's own clients ([`Stream`] says how many). Says, with the
+/// groups, whether the entry reached its target rather than its deadline.
+///
+/// Followers' forwarded groups ride along but count for nothing here: they arrive out of
+/// step with this node's entries (each follower lingers for its own clients first), so an
+/// entry that waited for them would add a second linger in series to every follower's
+/// vote, and the stream of a leader without clients of its own would be nothing but
+/// them. Such a leader's entries go at once, with whatever queued while the last was in
+/// flight.
 async fn next_entry(
     receiver: &mut mpsc::UnboundedReceiver<Queued>,
     carry: &mut Option<Queued>,
@@ -338,13 +378,14 @@ async fn next_entry(
         None => receiver.recv().await?,
     };
     let mut size = first.len();
+    let mut local = first.local_len();
     let mut groups = vec![first];
     let deadline = Instant::now() + linger;
     while size < VOTES_PER_ENTRY_MAX {
         let next = match receiver.try_recv() {
             Ok(next) => next,
             Err(_) => {
-                if size >= target {
+                if local >= target {
                     break;
                 }
                 match tokio::time::timeout_at(deadline, receiver.recv()).await {
@@ -358,12 +399,13 @@ async fn next_entry(
             break;
         }
         size += next.len();
+        local += next.local_len();
         groups.push(next);
     }
     // The carried group still counts as queued until an entry takes it.
     queued.fetch_sub(size, Ordering::AcqRel);
     let full = carry.is_some() || size >= VOTES_PER_ENTRY_MAX;
-    Some((groups, full || size >= target))
+    Some((groups, full || local >= target))
 }
 
 async fn run(
@@ -384,6 +426,7 @@ async fn run(
         // Exactly the entry's size: the command lives on in the log's cache of recent
         // entries, where room for 512 votes under an entry of 10 would be held for nothing.
         let mut intents = Vec::with_capacity(groups.iter().map(Queued::len).sum());
+        let local: usize = groups.iter().map(Queued::local_len).sum();
         let mut replies = Vec::with_capacity(groups.len());
         for group in groups {
             if group.since.elapsed() >= timing.wait_max {
@@ -395,7 +438,7 @@ async fn run(
         if intents.is_empty() {
             continue;
         }
-        stream.entry(intents.len(), reached);
+        stream.entry(local, reached);
         let size = intents.len() as u64;
         stats.entries.fetch_add(1, Ordering::Relaxed);
         stats.votes.fetch_add(size, Ordering::Relaxed);
@@ -687,6 +730,31 @@ mod tests {
         assert_eq!(second, vec![true, false, false]);
         assert_eq!(proposer.queued(), 428, "refused groups leave no votes counted");
         assert!(proposer.enqueue(intent(601)).is_ok(), "what fits the bound is still taken");
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_group_shares_the_next_entry_whole_or_comes_back_unqueued() {
+        let (recorder, proposer) = held(100, Duration::from_secs(3600));
+        let _in_flight = proposer.enqueue(intent(0)).unwrap();
+        first_entry_in_flight(&recorder).await;
+        let mine = proposer.enqueue(intent(1)).unwrap();
+        let forwarded = proposer.try_enqueue_group(group(2, 40)).map_err(|v| v.len()).expect("room for 40");
+        // No room for 60 more (41 queued of 100): all of them come back, none counted.
+        let refused = proposer.try_enqueue_group(group(42, 60)).err().expect("no room");
+        assert_eq!((refused.len(), proposer.queued()), (60, 41));
+        assert_eq!(proposer.try_enqueue_group(Vec::new()).err(), Some(Vec::new()), "an empty group is no group");
+        recorder.gate.add_permits(2);
+        let (index, outcomes) = forwarded.decided().await.unwrap();
+        assert_eq!(mine.decided().await.unwrap().log_index, index, "one entry for both");
+        let voters: Vec<_> = outcomes
+            .iter()
+            .map(|o| match o {
+                VoteOutcome::Recorded(receipt) => receipt.vote_id.clone(),
+                other => panic!("recorded, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(voters, (2..42).map(|v| v.to_string()).collect::<Vec<_>>(), "in order");
+        assert_eq!(*recorder.sizes.lock().unwrap(), vec![1, 41]);
     }
 
     #[tokio::test]

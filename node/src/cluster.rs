@@ -8,7 +8,7 @@
 //! anything.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +87,10 @@ pub struct RaftNode {
     pub write_timeout: Duration,
     /// Votes this node sent on to a leader, retries included.
     pub votes_forwarded: AtomicU64,
+    /// Commands this node has sent to a leader and not yet heard back about. While one is
+    /// out, a follower's forwarded entry does not join this node's proposer (see
+    /// `peer::join_next_entry`): that proposer may be waiting on the very node that sent it.
+    pub forwards_in_flight: AtomicUsize,
     /// Where [`Request::entropy`] comes from when this node leads (seeded, so that a
     /// simulation replays).
     pub entropy: std::sync::Mutex<rand::rngs::StdRng>,
@@ -186,7 +190,8 @@ impl RaftNode {
     }
 
     /// Proposes on this node, which must be the leader. Used for the node's own writes and
-    /// for commands that followers forward (never forwarded again, so never a loop).
+    /// for commands that followers forward and that do not join this node's proposer (those
+    /// are never forwarded again, so never a loop).
     ///
     /// The `log_index` it logs is the key that joins a vote's spans across nodes (the
     /// follower's `entry` and `forward`, every node's `apply`).
@@ -235,6 +240,7 @@ impl RaftNode {
         if let Command::CastVotes(votes) = &*command {
             self.votes_forwarded.fetch_add(votes.len() as u64, Ordering::Relaxed);
         }
+        let _in_flight = InFlight::start(&self.forwards_in_flight);
         match self.network.forward(addr, command, timeout).await {
             // A leader whose storage failed refused before proposing: nothing is in the
             // log, and another node leads once it stops sending heartbeats.
@@ -385,6 +391,22 @@ impl RaftNode {
             }
             None => Err(AdminError::NoLeader),
         }
+    }
+}
+
+/// One forward counted out until dropped, however the call ends (a dropped future too).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -372,6 +372,7 @@ async fn open_raft(
         clock,
         write_timeout: config.write_timeout(),
         votes_forwarded: Default::default(),
+        forwards_in_flight: Default::default(),
         entropy: Mutex::new(StdRng::seed_from_u64(seed ^ ENTROPY_SEED_SALT)),
         storage_failed: Default::default(),
     }))

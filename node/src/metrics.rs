@@ -186,7 +186,7 @@ impl Mirrored {
             log_entries_flushed: d.mirrored_counter("tally_log_entries_flushed_total", "Log entries made durable"),
             log_flush_seconds: d.mirrored_counter("tally_log_flush_seconds_total", "Time spent in durable log flushes"),
             proposer_entries: d
-                .mirrored_counter("tally_proposer_entries_total", "Vote entries this node proposed or forwarded"),
+                .mirrored_counter("tally_proposer_entries_total", "Vote entries this node's proposer made: on the leader, log entries (followers' forwarded votes join them); on a follower, forwards"),
             proposer_votes: d.mirrored_counter("tally_proposer_votes_total", "Votes in those entries"),
             snapshots_built: d.mirrored_counter("tally_snapshots_built_total", "State machine snapshots built"),
             snapshot_bytes: d.gauge("tally_snapshot_bytes", "Size of the last snapshot built or installed"),

@@ -14,7 +14,9 @@ use axum::Extension;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tally_actors::GROUP_VOTES_MAX;
 use tally_raft::limits::PEER_FRAME_BYTES_MAX;
+use tally_raft::model::Command;
 use tally_raft::rpc::*;
 use tally_raft::{codec, typ};
 use tracing::Instrument;
@@ -141,6 +143,13 @@ async fn snapshot(
 
 async fn forward(State(app): State<Arc<App>>, Frame(request): Frame<ForwardRequest>) -> Response {
     app.metrics.forwarded_commands_received.inc();
+    // What the state machine would stop on (it asserts the same): refused here, proposed
+    // nowhere.
+    if let Command::CastVotes(votes) = &*request.command {
+        if let Some(problem) = tally_raft::model::vote_entry_problem(votes) {
+            return (StatusCode::BAD_REQUEST, format!("bad vote entry: {problem}")).into_response();
+        }
+    }
     // The sender's votes by name, so that a vote can be followed from the node that took it
     // (its `entry` span lists the same) to the entry `propose_local` puts it in.
     let span = tracing::debug_span!("forwarded");
@@ -149,9 +158,48 @@ async fn forward(State(app): State<Arc<App>>, Frame(request): Frame<ForwardReque
             tracing::trace!(parent: &span, poll_id = %vote.poll_id, voter_id = %vote.voter_id, "forwarded vote");
         }
     }
-    // Leader only: a forwarded command is never forwarded again, so there are no loops.
-    let reply: ForwardReply = app.node.propose_local(request.command, app.node.write_timeout).instrument(span).await;
+    let reply: ForwardReply = join_next_entry(&app, request.command).instrument(span).await;
     encode(&reply)
+}
+
+/// A follower's entry of votes joins this node's proposer as one group, to share the next
+/// entry with this node's own clients' votes and any other follower's, when this node
+/// leads and the entry is no larger than a group of a batch ([`GROUP_VOTES_MAX`]). Each
+/// node used to put its own entry into the log, so a round of votes from three nodes was
+/// three entries, each with its own leader fsync, AppendEntries and applies (BENCHMARKS.md,
+/// session 24). No entry waits for such a group: it takes the next entry that goes (see
+/// `tally_actors::proposer`). Anything else (a bulk entry, another command, a full queue)
+/// is proposed as it came, in an entry of its own.
+///
+/// Not while this node has a forward of its own out: after a leader change that forward
+/// may be to the node whose entry this is, which would then wait on this node's proposer
+/// while this node's proposer waits on it. A leader that steps down with the group queued
+/// forwards its entry to the new leader, one hop more for the follower's votes; the
+/// sender's own forward is still out then, so the entry is not taken into its queue again.
+/// Every hop is bounded by its write timeout, and the follower's, which started first,
+/// ends first (504, outcome unknown).
+async fn join_next_entry(app: &App, command: Arc<Command>) -> ForwardReply {
+    let timeout = app.node.write_timeout;
+    let joins = matches!(&*command, Command::CastVotes(votes) if votes.len() <= GROUP_VOTES_MAX)
+        && app.node.is_leader()
+        && app.node.failure().is_none()
+        && app.node.forwards_in_flight.load(std::sync::atomic::Ordering::Acquire) == 0;
+    let votes = match Arc::unwrap_or_clone(command) {
+        Command::CastVotes(votes) if joins => votes,
+        other => return app.node.propose_local(Arc::new(other), timeout).await,
+    };
+    let pending = match app.votes.proposer.try_enqueue_group(votes) {
+        Ok(pending) => pending,
+        Err(votes) => return app.node.propose_local(Arc::new(Command::CastVotes(votes)), timeout).await,
+    };
+    match tokio::time::timeout(timeout, pending.decided()).await {
+        Ok(Ok((log_index, outcomes))) => {
+            tracing::debug!(log_index, "committed with this node's entry");
+            Ok(Committed { log_index, response: tally_raft::model::Response::Votes(outcomes) })
+        }
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(ProposeError::Unknown("not committed within the write timeout".into())),
+    }
 }
 
 async fn read_index(State(app): State<Arc<App>>) -> Response {

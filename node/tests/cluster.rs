@@ -89,6 +89,17 @@ async fn votes_through_every_node_are_counted_on_every_node() {
         assert!(results["options"][pick]["votes"].as_u64().unwrap() >= 1);
     }
     assert_eq!(agreed_totals(&cluster, &poll).await, (30, expected));
+    // The followers' votes joined the leader's own entries, through its proposer: every
+    // node's proposer counts its own clients' votes (30 in all), and the leader's counts
+    // the followers' again. Summed, so that a change of leader mid-test cannot fail it.
+    let mut proposed = 0.0;
+    for i in 0..3 {
+        let metrics =
+            cluster.http.get(format!("{}/metrics", cluster.url(i))).send().await.unwrap().text().await.unwrap();
+        let line = metrics.lines().find_map(|l| l.strip_prefix("tally_proposer_votes_total ")).expect("the metric");
+        proposed += line.parse::<f64>().unwrap();
+    }
+    assert!(proposed > 30.0, "the proposers took {proposed} votes: no forwarded entry joined the leader's");
     // A stray client cannot speak Raft: peer RPC needs the cluster secret.
     for secret in [None, Some("wrong")] {
         let mut request = cluster.http.post(format!("{}/raft/vote", cluster.url(0))).body(vec![0u8; 16]);

@@ -395,3 +395,38 @@ async fn a_non_member_cannot_speak_raft_even_with_the_secret() {
         assert_ne!(status["leader_id"], 9, "node {node} follows the stranger: {status}");
     }
 }
+
+/// A forwarded vote entry that the state machine would stop on (here a vote without an
+/// idempotency key: apply asserts every vote has one) is refused at the door, never
+/// proposed, and the cluster goes on taking votes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_forwarded_entry_is_refused_not_proposed() {
+    use tally_raft::model::{Command, PollId, VoteIntent, VoterId};
+    let cluster = Cluster::start(3).await;
+    let (poll, options) = cluster.create_poll(0, &["a", "b"]).await;
+    let leader = cluster.leader().await;
+    let keyless = VoteIntent {
+        poll_id: PollId(poll.clone()),
+        voter_id: VoterId("mallory".into()),
+        option_id: options[0].clone(),
+        idempotency_key: String::new(),
+        attributes: Default::default(),
+    };
+    let forward = tally_raft::rpc::ForwardRequest { command: std::sync::Arc::new(Command::CastVotes(vec![keyless])) };
+    let response = cluster
+        .http
+        .post(format!("{}/raft/forward", cluster.url(leader)))
+        .header("x-tally-cluster-secret", cluster.secret())
+        .body(tally_raft::codec::encode(&forward).expect("frame"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.unwrap().contains("idempotency key"));
+    for node in 0..3 {
+        let vote = cluster.vote(node, &poll, &format!("voter-{node}"), &options[1], &format!("k{node}")).await;
+        assert!(matches!(vote, Some((200, _))), "node {node}: {vote:?}");
+    }
+    let results = cluster.results(leader, &poll).await.expect("results");
+    assert_eq!(results["total_votes"], 3, "{results}");
+}

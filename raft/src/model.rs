@@ -318,17 +318,28 @@ impl fmt::Display for Request {
 /// node (as TigerBeetle's paired assertions do) instead of writing a state the other side
 /// never meant.
 pub fn assert_vote_entry(votes: &[VoteIntent]) {
-    assert!(
-        !votes.is_empty() && votes.len() <= crate::limits::VOTES_PER_ENTRY_MAX,
-        "a vote entry holds 1 to {} votes, not {}",
-        crate::limits::VOTES_PER_ENTRY_MAX,
-        votes.len()
-    );
-    for vote in votes {
-        // The key is what makes a resent entry harmless (ARCHITECTURE.md, invariants).
-        assert!(!vote.idempotency_key.is_empty(), "a vote without an idempotency key in poll {}", vote.poll_id);
-        assert!(!vote.voter_id.as_str().is_empty(), "a vote without a voter in poll {}", vote.poll_id);
+    if let Some(problem) = vote_entry_problem(votes) {
+        panic!("{problem}");
     }
+}
+
+/// What is wrong with `votes` as one entry's votes, if anything: what
+/// [`assert_vote_entry`] refuses, for votes that came from elsewhere.
+pub fn vote_entry_problem(votes: &[VoteIntent]) -> Option<String> {
+    let max = crate::limits::VOTES_PER_ENTRY_MAX;
+    if votes.is_empty() || votes.len() > max {
+        return Some(format!("a vote entry holds 1 to {max} votes, not {}", votes.len()));
+    }
+    // The key is what makes a resent entry harmless (ARCHITECTURE.md, invariants).
+    votes.iter().find_map(|vote| {
+        if vote.idempotency_key.is_empty() {
+            Some(format!("a vote without an idempotency key in poll {}", vote.poll_id))
+        } else if vote.voter_id.as_str().is_empty() {
+            Some(format!("a vote without a voter in poll {}", vote.poll_id))
+        } else {
+            None
+        }
+    })
 }
 
 /// What the state machine answered for one log entry.
