@@ -15,7 +15,7 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tally_actors::GROUP_VOTES_MAX;
-use tally_raft::limits::PEER_FRAME_BYTES_MAX;
+use tally_raft::limits::{PEER_FRAME_BYTES_MAX, VOTES_PER_ENTRY_MAX};
 use tally_raft::model::Command;
 use tally_raft::rpc::*;
 use tally_raft::{codec, typ};
@@ -168,8 +168,8 @@ async fn forward(State(app): State<Arc<App>>, Frame(request): Frame<ForwardReque
 /// node used to put its own entry into the log, so a round of votes from three nodes was
 /// three entries, each with its own leader fsync, AppendEntries and applies (BENCHMARKS.md,
 /// session 24). No entry waits for such a group: it takes the next entry that goes (see
-/// `tally_actors::proposer`). Anything else (a bulk entry, another command, a full queue)
-/// is proposed as it came, in an entry of its own.
+/// `tally_actors::proposer`). Anything else (a bulk entry, another command, a queue with
+/// no room for it in the next entry) is proposed as it came, in an entry of its own.
 ///
 /// Not while this node has a forward of its own out: after a leader change that forward
 /// may be to the node whose entry this is, which would then wait on this node's proposer
@@ -180,7 +180,10 @@ async fn forward(State(app): State<Arc<App>>, Frame(request): Frame<ForwardReque
 /// ends first (504, outcome unknown).
 async fn join_next_entry(app: &App, command: Arc<Command>) -> ForwardReply {
     let timeout = app.node.write_timeout;
-    let joins = matches!(&*command, Command::CastVotes(votes) if votes.len() <= GROUP_VOTES_MAX)
+    // Only into the very next entry: behind a queue of bulk groups, a follower's votes
+    // would wait out entry after entry, where on their own they go at once.
+    let room = VOTES_PER_ENTRY_MAX.saturating_sub(app.votes.proposer.queued());
+    let joins = matches!(&*command, Command::CastVotes(votes) if votes.len() <= GROUP_VOTES_MAX.min(room))
         && app.node.is_leader()
         && app.node.failure().is_none()
         && app.node.forwards_in_flight.load(std::sync::atomic::Ordering::Acquire) == 0;
