@@ -160,6 +160,9 @@ pub struct ProposerStats {
     pub entries: AtomicU64,
     pub votes: AtomicU64,
     pub largest_entry_votes: AtomicU64,
+    /// Votes of this node's own clients in its last entry: whether this node has a stream
+    /// of its own for followers' votes to join (see `node::peer::join_next_entry`).
+    pub last_entry_local_votes: AtomicU64,
 }
 
 /// Handle to the node-wide proposer task. Cheap to clone; the task ends when the last
@@ -443,6 +446,7 @@ async fn run(
         stats.entries.fetch_add(1, Ordering::Relaxed);
         stats.votes.fetch_add(size, Ordering::Relaxed);
         stats.largest_entry_votes.fetch_max(size, Ordering::Relaxed);
+        stats.last_entry_local_votes.store(local as u64, Ordering::Relaxed);
         // The votes' own spans live on their requests' tasks: these events say which entry
         // took each one, and the entry's log index joins it to the leader's and every
         // node's apply.

@@ -169,7 +169,8 @@ async fn forward(State(app): State<Arc<App>>, Frame(request): Frame<ForwardReque
 /// three entries, each with its own leader fsync, AppendEntries and applies (BENCHMARKS.md,
 /// session 24). No entry waits for such a group: it takes the next entry that goes (see
 /// `tally_actors::proposer`). Anything else (a bulk entry, another command, a queue with
-/// no room for it in the next entry) is proposed as it came, in an entry of its own.
+/// no room for it in the next entry, a leader whose last entry held no votes of its own
+/// clients) is proposed as it came, in an entry of its own.
 ///
 /// Not while this node has a forward of its own out: after a leader change that forward
 /// may be to the node whose entry this is, which would then wait on this node's proposer
@@ -183,7 +184,11 @@ async fn join_next_entry(app: &App, command: Arc<Command>) -> ForwardReply {
     // Only into the very next entry: behind a queue of bulk groups, a follower's votes
     // would wait out entry after entry, where on their own they go at once.
     let room = VOTES_PER_ENTRY_MAX.saturating_sub(app.votes.proposer.queued());
+    // And only where the leader has clients of its own: with none, its proposer would send
+    // the followers' entries one after another, where openraft pipelines them as they come.
+    let streaming = app.votes.proposer.stats().last_entry_local_votes.load(std::sync::atomic::Ordering::Relaxed) > 0;
     let joins = matches!(&*command, Command::CastVotes(votes) if votes.len() <= GROUP_VOTES_MAX.min(room))
+        && streaming
         && app.node.is_leader()
         && app.node.failure().is_none()
         && app.node.forwards_in_flight.load(std::sync::atomic::Ordering::Acquire) == 0;
