@@ -10,6 +10,10 @@
 //! previous entry held at least two) the proposer lingers a moment for twice as many
 //! before it proposes: Kafka's `linger.ms`. Once the entries are as large as the stream,
 //! it waits only for as many as the last held. A lone client never waits for it.
+//!
+//! On the leader, followers' forwarded entries join as whole groups
+//! ([`Proposer::try_enqueue_group`]), so that one entry carries every node's votes; no
+//! entry lingers for them.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -248,8 +252,8 @@ impl Proposer {
 
     /// Queues `intents` as one group, which goes into one entry whole, and returns where
     /// its decisions will arrive: a follower's entry, forwarded to this node. When the queue
-    /// has no room for it (or the proposer stopped), or it could not fill an entry of its
-    /// own, the votes come back unqueued for the caller to propose some other way.
+    /// has no room for it (or the proposer stopped), or it is empty or larger than an
+    /// entry, the votes come back unqueued for the caller to propose some other way.
     pub fn try_enqueue_group(&self, intents: Vec<VoteIntent>) -> Result<PendingGroup, Vec<VoteIntent>> {
         let size = intents.len();
         if size == 0 || size > VOTES_PER_ENTRY_MAX || self.reserve(size).is_err() {
@@ -257,13 +261,7 @@ impl Proposer {
         }
         let (reply, decided) = oneshot::channel();
         let queued = Queued { votes: Votes::Group(intents, reply), since: Instant::now(), forwarded: true };
-        self.queue.send(queued).map(|()| PendingGroup(decided)).map_err(|refused| {
-            self.queued.fetch_sub(size, Ordering::AcqRel);
-            match refused.0.votes {
-                Votes::Group(intents, _) => intents,
-                Votes::One(intent, _) => vec![intent],
-            }
-        })
+        self.send_or_return(queued).map(|()| PendingGroup(decided))
     }
 
     /// Counts `size` more votes as queued, if the bound allows.
@@ -278,11 +276,25 @@ impl Proposer {
 
     /// Sends votes that [`Proposer::reserve`] counted.
     fn send(&self, queued: Queued) -> Result<(), ProposeError> {
+        self.send_or_return(queued).map_err(|_| ProposeError::ShuttingDown)
+    }
+
+    /// [`Proposer::send`], handing the votes back uncounted if the task has stopped.
+    fn send_or_return(&self, queued: Queued) -> Result<(), Vec<VoteIntent>> {
         let size = queued.len();
-        self.queue.send(queued).map_err(|_| {
+        self.queue.send(queued).map_err(|refused| {
             self.queued.fetch_sub(size, Ordering::AcqRel);
-            ProposeError::ShuttingDown
+            match refused.0.votes {
+                Votes::Group(intents, _) => intents,
+                Votes::One(intent, _) => vec![intent],
+            }
         })
+    }
+
+    /// Whether this node's last entry held votes of its own clients: a stream that
+    /// followers' forwarded votes can join (see `node::peer::join_next_entry`).
+    pub fn has_own_clients(&self) -> bool {
+        self.stats.last_entry_local_votes.load(Ordering::Relaxed) > 0
     }
 
     /// Queues `intent` and waits for the state machine's decision.

@@ -186,9 +186,8 @@ async fn join_next_entry(app: &App, command: Arc<Command>) -> ForwardReply {
     let room = VOTES_PER_ENTRY_MAX.saturating_sub(app.votes.proposer.queued());
     // And only where the leader has clients of its own: with none, its proposer would send
     // the followers' entries one after another, where openraft pipelines them as they come.
-    let streaming = app.votes.proposer.stats().last_entry_local_votes.load(std::sync::atomic::Ordering::Relaxed) > 0;
     let joins = matches!(&*command, Command::CastVotes(votes) if votes.len() <= GROUP_VOTES_MAX.min(room))
-        && streaming
+        && app.votes.proposer.has_own_clients()
         && app.node.is_leader()
         && app.node.failure().is_none()
         && app.node.forwards_in_flight.load(std::sync::atomic::Ordering::Acquire) == 0;
